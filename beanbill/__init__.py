@@ -1,0 +1,1 @@
+"""The ``beanbill`` command line: wiring on top of rating, ledger, sync and connectors."""

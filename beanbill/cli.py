@@ -1,0 +1,215 @@
+"""The ``beanbill`` command.
+
+Exit codes scripts can rely on:
+  0  done
+  1  done, but some input was rejected (see the rejects file named in the output)
+  2  nothing done: bad usage, configuration or input (the message says where)
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+import click
+
+from beanbill import demo as demo_module
+from beanbill.examples import write_configuration
+from beanbill.report import render_summary
+from rating.errors import BeanbillError, WorkspaceError
+from rating.ingest import IngestSummary, ingest, summary_as_json
+from rating.periods import parse_month_range
+from rating.rate import RatedMonth, rate_months
+from rating.workspace import SETTINGS_FILE, Workspace
+
+EXIT_OK = 0
+EXIT_REJECTS = 1
+EXIT_ERROR = 2
+DEMO_CUSTOMERS = 50
+INIT_CUSTOMERS = 6
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn beanbill's named errors into a clear message and exit code 2, no traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except BeanbillError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(EXIT_ERROR)
+
+    return wrapper
+
+
+workspace_option = click.option(
+    "--workspace",
+    "-w",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default="current folder",
+    help="The workspace folder (settings, catalog, customers, usage, ledger, state).",
+)
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="Exit codes: 0 done; 1 done but some input rejected; 2 error, nothing done.",
+)
+@click.version_option(package_name="beanbill")
+def main() -> None:
+    """beanbill: exact per-second billing for cloud platforms, kept in a Beancount ledger.
+
+    \b
+    A typical day:
+      beanbill init ./billing            create a workspace (settings, catalog, customers)
+      beanbill ingest -w ./billing usage.jsonl
+                                         validate, deduplicate and store usage events
+      beanbill rate -w ./billing --period 2026-11
+                                         price every second of the month's billing periods
+    Or run everything on generated data:  beanbill demo
+    """
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--customers", default=INIT_CUSTOMERS, show_default=True, help="How many example organizations.")
+@click.option("--seed", default=1, show_default=True, help="Seed for the example data.")
+@reports_errors
+def init(directory: Path, customers: int, seed: int) -> None:
+    """Create an example workspace in DIRECTORY (refuses to overwrite one)."""
+    if (directory / SETTINGS_FILE).exists():
+        raise WorkspaceError(f"{directory} already holds a workspace ({SETTINGS_FILE})")
+    write_configuration(directory, customers, seed)
+    Workspace.load(directory)
+    click.echo(f"Created workspace {directory.resolve()}")
+    click.echo("Edit beanbill.toml, catalog.toml and customers.toml, then `beanbill ingest`.")
+
+
+@main.command(name="check")
+@workspace_option
+@reports_errors
+def check_command(workspace: Path) -> None:
+    """Validate the workspace's settings, catalog and customers; report every problem."""
+    loaded = Workspace.load(workspace)
+    click.echo(
+        f"OK: {len(loaded.catalog.rated_meters())} meters and services, "
+        f"{len(loaded.catalog.addon)} add-ons, {len(loaded.customers.customer)} organizations"
+    )
+
+
+def _print_ingest(summary: IngestSummary) -> None:
+    click.echo(
+        f"read {summary.read:,}  accepted {summary.accepted:,}  duplicates {summary.duplicates:,}  "
+        f"rejected {summary.rejected:,}  late {summary.late:,}"
+    )
+    if summary.months:
+        click.echo(f"stored months: {', '.join(summary.months)}")
+    for rule, count in summary.reasons:
+        click.echo(f"  rejected {count:>8,}  {rule}")
+    if summary.rejects_path:
+        click.echo(f"rejected events (file, line, field, reason): {summary.rejects_path}")
+    if summary.late_path:
+        click.echo(f"late events for already closed periods: {summary.late_path}")
+
+
+@main.command(name="ingest")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@workspace_option
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@reports_errors
+def ingest_command(files: tuple[Path, ...], workspace: Path, as_json: bool) -> None:
+    """Validate, deduplicate and store usage events from FILES (.jsonl, .csv, .parquet).
+
+    Ingesting the same file twice stores nothing the second time. Rejected events are
+    written to the workspace's rejects folder with file, line, field and reason; the
+    command then exits with 1.
+    """
+    summary = ingest(Workspace.load(workspace), list(files))
+    if as_json:
+        click.echo(summary_as_json(summary))
+    else:
+        _print_ingest(summary)
+    sys.exit(summary.exit_code)
+
+
+def _print_rated(result: RatedMonth) -> None:
+    click.echo(
+        f"{result.month}: {result.line_count:,} lines for {result.organization_count:,} "
+        f"organizations, {result.amount} at full precision → {result.lines_path}"
+    )
+
+
+@main.command(name="rate")
+@workspace_option
+@click.option("--period", "-p", required=True, help="A month (2026-11) or a range (2026-09..2026-11).")
+@reports_errors
+def rate_command(workspace: Path, period: str) -> None:
+    """Rate every billing period that starts in the given month(s).
+
+    Writes rated/month=YYYY-MM/lines.parquet (per organization, period, day, meter,
+    resource and pricing tier) and totals.parquet (per organization, period and product
+    family). Re-running gives byte-identical files.
+    """
+    loaded = Workspace.load(workspace)
+    months = parse_month_range(period)
+    with click.progressbar(length=len(months), label="rating", file=sys.stderr) as bar:
+
+        def advance(result: RatedMonth) -> None:
+            bar.update(1)
+
+        results = rate_months(loaded, months, on_month=advance)
+    for result in results:
+        _print_rated(result)
+
+
+@main.command(name="report")
+@workspace_option
+@click.option("--period", "-p", required=True, help="A month already rated, e.g. 2026-11.")
+@reports_errors
+def report_command(workspace: Path, period: str) -> None:
+    """Print the rated totals of a month: per product family and the largest organizations."""
+    loaded = Workspace.load(workspace)
+    for month in parse_month_range(period):
+        click.echo(render_summary(loaded, month))
+
+
+@main.command(name="demo")
+@click.option(
+    "--workspace",
+    "-w",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-workspace"),
+    show_default=True,
+    help="Where to build the demo workspace (rebuilt from scratch).",
+)
+@click.option("--seed", default=7, show_default=True, help="Same seed → same files.")
+@click.option("--customers", default=DEMO_CUSTOMERS, show_default=True)
+@reports_errors
+def demo_command(workspace: Path, seed: int, customers: int) -> None:
+    """Build a demo workspace, generate a month of usage, ingest it, rate it, summarize it."""
+    if workspace.exists():
+        if not (workspace / SETTINGS_FILE).exists():
+            raise WorkspaceError(f"{workspace} exists and is not a beanbill workspace; not touching it")
+        shutil.rmtree(workspace)
+    write_configuration(workspace, customers, seed)
+    loaded = Workspace.load(workspace)
+    organizations = [customer.id for customer in loaded.customers.customer]
+    files = demo_module.write_usage(workspace / "inbox", organizations, seed)
+    click.echo(f"Workspace: {loaded.root}")
+    click.echo(f"Generated usage: {', '.join(str(path.relative_to(loaded.root)) for path in files)}")
+    summary = ingest(loaded, files)
+    _print_ingest(summary)
+    click.echo("(the broken events are deliberate: they show how rejects are reported)")
+    for result in rate_months(loaded, parse_month_range(demo_module.DEMO_MONTH)):
+        _print_rated(result)
+    click.echo(render_summary(loaded, parse_month_range(demo_module.DEMO_MONTH)[0]))
+    click.echo(f"Results: {loaded.rated_dir}  rejects: {loaded.rejects_dir}")

@@ -1,0 +1,199 @@
+"""The example workspace: a realistic seller, catalog and customers.
+
+``beanbill init`` writes a small one; ``beanbill demo`` a larger one with generated
+usage. Everything here is deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from stdnum import luhn
+from stdnum.iso7064 import mod_11_10
+
+from rating.storage import write_bytes_atomically
+from rating.workspace import CATALOG_FILE, CUSTOMERS_FILE, SETTINGS_FILE
+
+CATALOG_EFFECTIVE = date(2026, 1, 1)
+CPU_PRICE_CUT = date(2026, 10, 15)
+SECONDS_PER_GB_MONTH_ALLOWANCE = 100 * 30 * 86_400  # 100 GB held for 30 days, in GB-seconds
+
+SETTINGS: dict[str, Any] = {
+    "seller": {
+        "legal_name": "Nimbus Cloud SAS",
+        "legal_form": "SAS",
+        "share_capital": "100 000 EUR",
+        "address": ["12 rue de la Paix", "75002 Paris", "France"],
+        "country": "FR",
+        "vat_id": "FR44732829320",
+        "registration": "RCS Paris 732 829 320",
+        "email": "billing@nimbus.example",
+        "legal_mentions": [
+            "Late payment penalty: three times the French legal interest rate.",
+            "Fixed indemnity for recovery costs: 40 EUR.",
+            "No discount for early payment.",
+        ],
+    },
+    "billing": {"currency": "EUR", "timezone": "UTC", "max_event_duration_days": 31},
+}
+
+CATALOG: dict[str, Any] = {
+    "meter": [
+        {
+            "id": "cpu",
+            "name": "vCPU",
+            "unit": "vCPU",
+            "kind": "interval",
+            "family": "Compute",
+            "price": [
+                {"effective": CATALOG_EFFECTIVE, "price": "0.0000069444"},
+                {"effective": CPU_PRICE_CUT, "price": "0.0000063889"},
+            ],
+        },
+        {
+            "id": "memory",
+            "name": "Memory",
+            "unit": "GB",
+            "kind": "interval",
+            "family": "Compute",
+            "price": [{"effective": CATALOG_EFFECTIVE, "price": "0.0000009722"}],
+        },
+        {
+            "id": "block-storage",
+            "name": "Block storage",
+            "unit": "GB",
+            "kind": "interval",
+            "family": "Storage",
+            "price": [
+                {
+                    "effective": CATALOG_EFFECTIVE,
+                    "mode": "graduated",
+                    "tiers": [
+                        {"up_to": str(SECONDS_PER_GB_MONTH_ALLOWANCE), "price": "0.0000000386"},
+                        {"price": "0.0000000309"},
+                    ],
+                }
+            ],
+        },
+        {
+            "id": "egress",
+            "name": "Data transfer out",
+            "unit": "GB",
+            "kind": "counter",
+            "family": "Network",
+            "price": [
+                {
+                    "effective": CATALOG_EFFECTIVE,
+                    "free": "100",
+                    "tiers": [{"up_to": "10000", "price": "0.01"}, {"price": "0.008"}],
+                }
+            ],
+        },
+        {
+            "id": "object-requests",
+            "name": "Object storage requests",
+            "unit": "request",
+            "kind": "counter",
+            "family": "Storage",
+            "price": [
+                {
+                    "effective": CATALOG_EFFECTIVE,
+                    "mode": "volume",
+                    "tiers": [
+                        {"up_to": "1000000", "price": "0.0000004"},
+                        {"price": "0.0000003"},
+                    ],
+                }
+            ],
+        },
+    ],
+    "addon": [
+        {
+            "id": "backup-plus",
+            "name": "Backup Plus",
+            "price": {"monthly": "9.90", "weekly": "2.50", "daily": "0.40"},
+        },
+        {
+            "id": "support-premium",
+            "name": "Premium support",
+            "price": {"monthly": "49.00", "weekly": "12.00", "daily": "1.80"},
+        },
+    ],
+    "service": [
+        {"id": "db-migration", "name": "Database migration", "price": "49.00"},
+        {"id": "cache-purge", "name": "Build cache purge", "price": "0.50"},
+    ],
+}
+
+COMPANY_WORDS = (
+    "Acme Atlas Borealis Cobalt Delta Ember Fjord Granite Helix Indigo Juniper Krypton Lumen "
+    "Meridian Nova Orbit Pioneer Quartz Raven Sierra Tundra Umbra Vertex Willow Xenon Yonder "
+    "Zephyr Aurora Beacon Cascade"
+).split()
+COMPANY_SUFFIXES = ("SAS", "SARL", "GmbH", "Ltd", "Inc", "SA", "BV")
+
+
+def french_vat_id(rng: random.Random) -> str:
+    stem = f"{rng.randrange(10_000_000, 99_999_999)}"
+    siren = stem + luhn.calc_check_digit(stem)
+    key = (12 + 3 * (int(siren) % 97)) % 97
+    return f"FR{key:02d}{siren}"
+
+
+def german_vat_id(rng: random.Random) -> str:
+    stem = f"{rng.randrange(10_000_000, 99_999_999)}"
+    return "DE" + stem + mod_11_10.calc_check_digit(stem)
+
+
+def customer_records(count: int, seed: int) -> list[dict[str, Any]]:
+    """Organizations across billing modes, periods, countries, with one parent and children."""
+    rng = random.Random(seed)
+    modes = ("postpaid", "prepaid", "provisioned")
+    records: list[dict[str, Any]] = []
+    for index in range(count):
+        word = COMPANY_WORDS[index % len(COMPANY_WORDS)]
+        name = f"{word} {'Labs' if index >= len(COMPANY_WORDS) else ''}".strip()
+        country = ("FR", "FR", "FR", "DE", "US")[index % 5]
+        record: dict[str, Any] = {
+            "id": f"org-{index + 1:04d}",
+            "name": f"{name} {rng.choice(COMPANY_SUFFIXES)}",
+            "address": [f"{rng.randrange(1, 200)} Example Street", f"City {index + 1}", country],
+            "country": country,
+            "email": f"billing@org{index + 1}.example",
+            "currency": "EUR",
+            "billing_mode": modes[index % 3],
+            "billing_period": "monthly" if index % 10 < 8 else ("weekly", "daily")[index % 2],
+        }
+        if country == "FR" and index % 2 == 0:
+            record["vat_id"] = french_vat_id(rng)
+        elif country == "DE":
+            record["vat_id"] = german_vat_id(rng)
+        addons = []
+        if index % 4 == 0:
+            addons.append({"addon": "backup-plus", "start": date(2026, 1, 1)})
+        if index % 7 == 3:
+            addons.append({"addon": "support-premium", "start": date(2026, 10, 10)})
+        if addons:
+            record["addons"] = addons
+        records.append(record)
+    if count >= 4:
+        # Central invoicing: the last three organizations are teams of the first one.
+        for child in records[-3:]:
+            child["parent"] = records[0]["id"]
+            child["billing_period"] = records[0]["billing_period"]
+    return records
+
+
+def write_toml(path: Path, data: dict[str, Any]) -> None:
+    write_bytes_atomically(path, tomli_w.dumps(data, multiline_strings=False).encode())
+
+
+def write_configuration(root: Path, customer_count: int, seed: int) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    write_toml(root / SETTINGS_FILE, SETTINGS)
+    write_toml(root / CATALOG_FILE, CATALOG)
+    write_toml(root / CUSTOMERS_FILE, {"customer": customer_records(customer_count, seed)})

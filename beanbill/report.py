@@ -1,0 +1,61 @@
+"""Human-readable summaries of rated output (display only: the exact data is in Parquet)."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+
+import duckdb
+
+from rating.errors import RatingError
+from rating.money import AMOUNT_SCALE, from_scaled_integer
+from rating.periods import Month
+from rating.workspace import Workspace
+
+DISPLAY_QUANTUM = Decimal("0.01")
+LARGEST_SHOWN = 8
+
+
+def _display(amount_atto: int | Decimal | None) -> str:
+    amount = from_scaled_integer(int(amount_atto or 0), AMOUNT_SCALE)
+    return f"{amount.quantize(DISPLAY_QUANTUM, rounding=ROUND_HALF_EVEN):>14,}"
+
+
+def _table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.rjust(w) if c[-1:].isdigit() else c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+def render_summary(workspace: Workspace, month: Month) -> str:
+    totals = workspace.rated_dir / f"month={month.key}" / "totals.parquet"
+    if not totals.exists():
+        raise RatingError(f"{month.key} is not rated yet: run `beanbill rate --period {month.key}`")
+    source = f"read_parquet('{totals}')"
+    connection = duckdb.connect()
+    currency = workspace.settings.billing.currency
+    by_family = connection.execute(
+        f"SELECT family, count(DISTINCT org), count(DISTINCT org || period), sum(amount_atto) "
+        f"FROM {source} GROUP BY family ORDER BY family"
+    ).fetchall()
+    by_kind = connection.execute(
+        f"SELECT billing_period, count(DISTINCT org), count(DISTINCT org || period), sum(amount_atto) "
+        f"FROM {source} GROUP BY billing_period ORDER BY billing_period"
+    ).fetchall()
+    largest = connection.execute(
+        f"SELECT org, sum(amount_atto) AS total FROM {source} GROUP BY org "
+        f"ORDER BY total DESC, org LIMIT {LARGEST_SHOWN}"
+    ).fetchall()
+    grand = sum((Decimal(row[3]) for row in by_family), Decimal(0))
+    family_rows = [(str(f), f"{o:,}", f"{p:,}", _display(a)) for f, o, p, a in by_family]
+    family_rows.append(("Total", "", "", _display(grand)))
+    parts = [
+        _table(f"\nRated {month.key} by product family ({currency}, rounded half-even for display)",
+               ("family", "orgs", "periods", "amount"), family_rows),
+        _table("\nBy billing period", ("period", "orgs", "periods", "amount"),
+               [(str(k), f"{o:,}", f"{p:,}", _display(a)) for k, o, p, a in by_kind]),
+        _table(f"\nLargest {LARGEST_SHOWN} organizations", ("org", "amount"),
+               [(str(org), _display(total)) for org, total in largest]),
+    ]  # fmt: skip
+    return "\n".join(parts)

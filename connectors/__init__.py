@@ -1,0 +1,1 @@
+"""Connectors: one small adapter module per external system (later issue)."""

@@ -1,0 +1,1 @@
+"""Ledger: double-entry Beancount postings derived from rated output (next issue)."""

@@ -1,0 +1,459 @@
+"""Workspace configuration: settings, catalog and customers, as validated pydantic models.
+
+The files are TOML, read with ``parse_float=Decimal`` so a price written as a bare
+number is still exact. Every problem is reported with the file and the field path
+(``customer[3] (org-acme).vat_id: ...``), all problems of a file at once.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import zoneinfo
+from collections.abc import Mapping
+from datetime import date
+from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Self, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from stdnum.eu import vat as eu_vat
+
+from rating.errors import ConfigError
+from rating.money import MAX_PRICE_DECIMALS, QUANTITY_SCALE, decimal_places
+
+IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+FAMILY_PATTERN = re.compile(r"^[A-Z][A-Za-z0-9]{0,31}$")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+EU_COUNTRIES = frozenset(
+    "AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK".split()
+)
+
+
+def _identifier(value: str) -> str:
+    if not IDENTIFIER_PATTERN.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid id: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def _plain_text(value: str) -> str:
+    if CONTROL_CHARACTERS.search(value):
+        raise ValueError("contains control or bidirectional-override characters")
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def _price(value: Decimal) -> Decimal:
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"price {value} must be a finite number >= 0")
+    if decimal_places(value) > MAX_PRICE_DECIMALS:
+        raise ValueError(f"price {value} has more than {MAX_PRICE_DECIMALS} decimal places")
+    return value
+
+
+def _usage_quantity(value: Decimal) -> Decimal:
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"quantity {value} must be a finite number >= 0")
+    if decimal_places(value) > QUANTITY_SCALE:
+        raise ValueError(f"quantity {value} has more than {QUANTITY_SCALE} decimal places")
+    return value
+
+
+def _country(value: str) -> str:
+    if not re.fullmatch(r"[A-Z]{2}", value):
+        raise ValueError(f"{value!r} is not an ISO 3166 alpha-2 country code such as 'FR'")
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
+PlainText = Annotated[str, AfterValidator(_plain_text)]
+Price = Annotated[Decimal, AfterValidator(_price)]
+UsageQuantity = Annotated[Decimal, AfterValidator(_usage_quantity)]
+Country = Annotated[str, AfterValidator(_country)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def validate_vat_id(vat_id: str, country: str) -> str:
+    """Check an EU VAT id offline (checksum); a wrong one is an error, never ignored."""
+    compact = eu_vat.compact(vat_id)
+    if not eu_vat.is_valid(compact):
+        raise ValueError(f"VAT id {vat_id!r} is not valid (checksum or format)")
+    prefix = compact[:2]
+    expected = "EL" if country == "GR" else country
+    if country in EU_COUNTRIES and prefix != expected:
+        raise ValueError(f"VAT id {vat_id!r} does not belong to country {country}")
+    return compact
+
+
+# --- settings -----------------------------------------------------------------------------
+
+
+class Seller(StrictModel):
+    legal_name: PlainText
+    legal_form: PlainText | None = None
+    share_capital: PlainText | None = None
+    address: list[PlainText] = Field(min_length=1, max_length=6)
+    country: Country
+    vat_id: str | None = None
+    registration: PlainText | None = Field(
+        default=None, description="SIREN/SIRET or company registration number"
+    )
+    email: PlainText | None = None
+    legal_mentions: list[PlainText] = []
+
+    @model_validator(mode="after")
+    def _vat_matches_country(self) -> Self:
+        if self.vat_id is not None:
+            object.__setattr__(self, "vat_id", validate_vat_id(self.vat_id, self.country))
+        return self
+
+
+class BillingSettings(StrictModel):
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+    timezone: str = "UTC"
+    max_event_duration_days: int = Field(default=31, ge=1, le=92)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(f"unknown time zone {value!r}") from error
+        return value
+
+
+class Paths(StrictModel):
+    """Where each kind of data lives, relative to the workspace folder."""
+
+    usage: str = "usage"
+    rated: str = "rated"
+    rejects: str = "rejects"
+    reports: str = "reports"
+    state: str = "state"
+    ledger: str = "ledger.beancount"
+
+
+class Settings(StrictModel):
+    seller: Seller
+    billing: BillingSettings = BillingSettings()
+    paths: Paths = Paths()
+
+
+# --- catalog ------------------------------------------------------------------------------
+
+
+class MeterKind(StrEnum):
+    INTERVAL = "interval"
+    COUNTER = "counter"
+
+
+class TierMode(StrEnum):
+    GRADUATED = "graduated"
+    VOLUME = "volume"
+
+
+class BillingPeriod(StrEnum):
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+
+
+class BillingMode(StrEnum):
+    POSTPAID = "postpaid"
+    PREPAID = "prepaid"
+    PROVISIONED = "provisioned"
+
+
+class Tier(StrictModel):
+    up_to: UsageQuantity | None = None
+    price: Price
+
+
+class Band(StrictModel):
+    """One normalized pricing band: usage in [lower, upper) costs ``price`` per unit."""
+
+    index: int
+    lower: Decimal
+    upper: Decimal | None
+    price: Decimal
+    is_free: bool
+
+
+class PriceVersion(StrictModel):
+    """Prices in force from ``effective`` (a day in the period time zone) on.
+
+    Usage is counted in the meter's rating unit: unit-seconds for interval meters,
+    units for counters. ``free`` units come first in every billing period; tier
+    bounds (``up_to``) count from zero, free units included.
+    """
+
+    effective: date
+    mode: TierMode = TierMode.GRADUATED
+    free: UsageQuantity = Decimal(0)
+    price: Price | None = None
+    tiers: list[Tier] = []
+
+    @model_validator(mode="after")
+    def _tiers_are_consistent(self) -> Self:
+        if (self.price is None) == (not self.tiers):
+            raise ValueError("give either 'price' (flat) or 'tiers', not both or neither")
+        tiers = self.tiers or [Tier(price=self.price or Decimal(0))]
+        if tiers[-1].up_to is not None:
+            raise ValueError("the last tier must have no 'up_to' (it is unbounded)")
+        bounds = [tier.up_to for tier in tiers[:-1]]
+        if any(bound is None for bound in bounds):
+            raise ValueError("only the last tier may omit 'up_to'")
+        previous = self.free
+        for bound in bounds:
+            if bound is None or bound <= previous:
+                raise ValueError(
+                    "tier bounds must increase strictly and exceed the free allowance"
+                )
+            previous = bound
+        return self
+
+    def bands(self) -> list[Band]:
+        tiers = self.tiers or [Tier(price=self.price or Decimal(0))]
+        bands: list[Band] = []
+        if self.free > 0:
+            bands.append(Band(index=0, lower=Decimal(0), upper=self.free, price=Decimal(0), is_free=True))
+        lower = self.free
+        for tier in tiers:
+            bands.append(
+                Band(index=len(bands), lower=lower, upper=tier.up_to, price=tier.price, is_free=False)
+            )
+            lower = tier.up_to if tier.up_to is not None else lower
+        return bands
+
+
+class Meter(StrictModel):
+    id: Identifier
+    name: PlainText
+    unit: PlainText
+    kind: MeterKind
+    family: str = Field(description="Product family, an account component such as 'Compute'")
+    price: list[PriceVersion] = Field(min_length=1)
+
+    @field_validator("family")
+    @classmethod
+    def _family_is_account_component(cls, value: str) -> str:
+        if not FAMILY_PATTERN.match(value):
+            raise ValueError(f"family {value!r} must be a capitalized word such as 'Compute'")
+        return value
+
+    @field_validator("price")
+    @classmethod
+    def _versions_are_ordered(cls, versions: list[PriceVersion]) -> list[PriceVersion]:
+        dates = [version.effective for version in versions]
+        if len(set(dates)) != len(dates):
+            raise ValueError("two price versions share one effective date")
+        return sorted(versions, key=lambda version: version.effective)
+
+
+class Addon(StrictModel):
+    """A fixed price per billing period, charged for every period the subscription touches."""
+
+    id: Identifier
+    name: PlainText
+    price: dict[BillingPeriod, Price] = Field(min_length=1)
+
+
+class Service(StrictModel):
+    """A one-shot operation, reported as a counter event whose ``meter`` is the service id."""
+
+    id: Identifier
+    name: PlainText
+    unit: PlainText = "operation"
+    price: Price
+    effective: date = date(2000, 1, 1)
+
+    def as_meter(self) -> Meter:
+        version = PriceVersion(effective=self.effective, price=self.price)
+        return Meter(
+            id=self.id,
+            name=self.name,
+            unit=self.unit,
+            kind=MeterKind.COUNTER,
+            family="Services",
+            price=[version],
+        )
+
+
+class Catalog(StrictModel):
+    meter: list[Meter] = []
+    addon: list[Addon] = []
+    service: list[Service] = []
+
+    @model_validator(mode="after")
+    def _ids_are_unique(self) -> Self:
+        ids = [item.id for item in (*self.meter, *self.service)]
+        duplicates = sorted({item for item in ids if ids.count(item) > 1})
+        if duplicates:
+            raise ValueError(f"meter/service ids used twice: {', '.join(duplicates)}")
+        addon_ids = [addon.id for addon in self.addon]
+        if len(set(addon_ids)) != len(addon_ids):
+            raise ValueError("add-on ids must be unique")
+        return self
+
+    def rated_meters(self) -> list[Meter]:
+        """Meters and services alike: a service is a counter meter of family 'Services'."""
+        return [*self.meter, *(service.as_meter() for service in self.service)]
+
+    def addon_by_id(self) -> dict[str, Addon]:
+        return {addon.id: addon for addon in self.addon}
+
+
+# --- customers ----------------------------------------------------------------------------
+
+
+class AddonSubscription(StrictModel):
+    addon: Identifier
+    start: date
+    end: date | None = Field(default=None, description="last day included")
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> Self:
+        if self.end is not None and self.end < self.start:
+            raise ValueError("add-on subscription ends before it starts")
+        return self
+
+
+class Customer(StrictModel):
+    id: Identifier
+    name: PlainText
+    address: list[PlainText] = Field(min_length=1, max_length=6)
+    country: Country
+    vat_id: str | None = None
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+    billing_mode: BillingMode = BillingMode.POSTPAID
+    billing_period: BillingPeriod = BillingPeriod.MONTHLY
+    parent: Identifier | None = None
+    addons: list[AddonSubscription] = []
+
+    @model_validator(mode="after")
+    def _vat_matches_country(self) -> Self:
+        if self.vat_id is not None:
+            object.__setattr__(self, "vat_id", validate_vat_id(self.vat_id, self.country))
+        if self.parent == self.id:
+            raise ValueError("an organization cannot be its own parent")
+        return self
+
+
+class Customers(StrictModel):
+    customer: list[Customer] = []
+
+    @model_validator(mode="after")
+    def _references_are_valid(self) -> Self:
+        by_id: dict[str, Customer] = {}
+        for customer in self.customer:
+            if customer.id in by_id:
+                raise ValueError(f"organization id {customer.id!r} is used twice")
+            by_id[customer.id] = customer
+        for customer in self.customer:
+            if customer.parent is None:
+                continue
+            parent = by_id.get(customer.parent)
+            if parent is None:
+                raise ValueError(f"{customer.id}: parent {customer.parent!r} does not exist")
+            if parent.parent is not None:
+                raise ValueError(
+                    f"{customer.id}: parent {parent.id!r} has a parent itself; "
+                    "central invoicing supports one level"
+                )
+        return self
+
+    def by_id(self) -> dict[str, Customer]:
+        return {customer.id: customer for customer in self.customer}
+
+
+# --- loading ------------------------------------------------------------------------------
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as error:
+        raise ConfigError(str(path), ["file not found"]) from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(str(path), [f"not UTF-8 text: {error}"]) from error
+    try:
+        return tomllib.loads(text, parse_float=Decimal)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(str(path), [f"TOML syntax error: {error}"]) from error
+
+
+def _describe_location(data: Mapping[str, Any], location: tuple[int | str, ...]) -> str:
+    """Turn ('customer', 3, 'vat_id') into "customer[3] (org-acme).vat_id"."""
+    parts: list[str] = []
+    node: Any = data
+    for step in location:
+        if isinstance(step, int):
+            label = f"[{step}]"
+            node = node[step] if isinstance(node, list) and step < len(node) else None
+            if isinstance(node, dict) and isinstance(node.get("id"), str):
+                label += f" ({node['id']})"
+            parts.append(label)
+        else:
+            parts.append(f".{step}" if parts else step)
+            node = node.get(step) if isinstance(node, dict) else None
+    return "".join(parts) or "(file)"
+
+
+def parse_model(model: type[ModelT], data: dict[str, Any], source: str) -> ModelT:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        problems = [
+            f"{_describe_location(data, tuple(item['loc']))}: {item['msg']}"
+            for item in error.errors()
+        ]
+        raise ConfigError(source, problems) from error
+
+
+def load_model(model: type[ModelT], path: Path) -> ModelT:
+    return parse_model(model, read_toml(path), str(path))
+
+
+def check_cross_references(settings: Settings, catalog: Catalog, customers: Customers) -> list[str]:
+    """Problems that span files: currencies, add-on ids, add-on prices per billing period."""
+    problems: list[str] = []
+    addons = catalog.addon_by_id()
+    currency = settings.billing.currency
+    for customer in customers.customer:
+        if customer.currency != currency:
+            problems.append(
+                f"customer {customer.id}: currency {customer.currency} differs from the "
+                f"workspace currency {currency} (one currency per workspace)"
+            )
+        for subscription in customer.addons:
+            addon = addons.get(subscription.addon)
+            if addon is None:
+                problems.append(
+                    f"customer {customer.id}: add-on {subscription.addon!r} is not in the catalog"
+                )
+            elif customer.billing_period not in addon.price:
+                problems.append(
+                    f"customer {customer.id}: add-on {addon.id} has no "
+                    f"{customer.billing_period.value} price"
+                )
+    return problems

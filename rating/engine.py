@@ -1,0 +1,362 @@
+"""The rating expressions, written once in Ibis (DuckDB by default; nothing backend-specific).
+
+Pipeline for the billing periods that start in one calendar month:
+
+1. Pick the stored events that overlap the month's rating window.
+2. Split each interval at local midnights (the zone's offsets arrive as a small step
+   table, so no backend time-zone functions are used) and keep the days of periods that
+   start in the month, per organization's billing period (daily, weekly, monthly).
+3. Aggregate to detail lines: organization, period, day, meter, resource.
+4. Price each line by the price version in force that day, through pricing bands:
+   a free allowance, then graduated or volume tiers, per organization, period and meter.
+   Bands are allocated to lines in a stated order: day ascending, then resource id
+   ascending. A line that straddles a band boundary becomes one row per band, so every
+   row is exactly ``quantity × unit price``.
+
+All arithmetic is on integers of fixed scale (see ``rating.money``): usage in micro
+unit-seconds (interval) or micro units (counter), prices in pico currency, amounts in
+atto currency, as DECIMAL(38, 0) so overflow raises instead of wrapping.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import ibis
+import ibis.expr.datatypes as dt
+import ibis.expr.types as ir
+
+from rating.config import BillingPeriod, Catalog, Customers, MeterKind, TierMode
+from rating.errors import RatingError
+from rating.money import PRICE_SCALE, QUANTITY_ONE_MICRO, QUANTITY_SCALE, SECONDS_PER_DAY, to_scaled_integer
+from rating.periods import (
+    Month,
+    OffsetChange,
+    Period,
+    day_index,
+    day_rows,
+    offset_changes,
+    periods_starting_in,
+    rating_window,
+)
+
+EXACT = dt.Decimal(38, 0)
+UNBOUNDED_MICRO = Decimal(10) ** 30
+MAX_BANDS_PER_VERSION = 32
+LINE_ORDER = ("org", "period", "day", "meter", "resource", "band")
+TOTAL_ORDER = ("org", "period", "family")
+
+
+def exact(value: int | Decimal) -> ir.DecimalScalar:
+    return ibis.literal(Decimal(value), type=EXACT)
+
+
+@dataclass(frozen=True)
+class RatingInput:
+    """Everything rating needs besides the events, as small typed tables."""
+
+    month: Month
+    zone: zoneinfo.ZoneInfo
+    window_start: date
+    window_end: date
+    catalog: Catalog
+    customers: Customers
+
+
+def _days_table(rating_input: RatingInput) -> ir.Table:
+    rows = day_rows(rating_input.zone, rating_input.window_start, rating_input.window_end)
+    month = rating_input.month
+
+    def in_month(period: Period) -> bool:
+        return Month.of(period.start) == month
+
+    columns: dict[str, list[Any]] = {
+        "day_index": [row.day_index for row in rows],
+        "day": [row.day for row in rows],
+        "day_start_s": [row.start_epoch for row in rows],
+        "day_end_s": [row.end_epoch for row in rows],
+    }
+    for kind in BillingPeriod:
+        periods = [getattr(row, kind.value) for row in rows]
+        columns[f"{kind.value}_key"] = [period.key for period in periods]
+        columns[f"{kind.value}_start"] = [period.start for period in periods]
+        columns[f"{kind.value}_end"] = [period.end for period in periods]
+        columns[f"{kind.value}_rated"] = [in_month(period) for period in periods]
+    schema: dict[str, Any] = {
+        "day_index": "int64",
+        "day": "date",
+        "day_start_s": "int64",
+        "day_end_s": "int64",
+    }
+    for kind in BillingPeriod:
+        schema |= {
+            f"{kind.value}_key": "string",
+            f"{kind.value}_start": "date",
+            f"{kind.value}_end": "date",
+            f"{kind.value}_rated": "boolean",
+        }
+    return ibis.memtable(columns, schema=ibis.schema(schema))
+
+
+def _customers_table(customers: Customers) -> ir.Table:
+    return ibis.memtable(
+        {
+            "org": [customer.id for customer in customers.customer],
+            "billing_period": [customer.billing_period.value for customer in customers.customer],
+        },
+        schema=ibis.schema({"org": "string", "billing_period": "string"}),
+    )
+
+
+def _meters_table(catalog: Catalog) -> ir.Table:
+    meters = catalog.rated_meters()
+    return ibis.memtable(
+        {
+            "meter": [meter.id for meter in meters],
+            "family": [meter.family for meter in meters],
+            "unit": [meter.unit for meter in meters],
+        },
+        schema=ibis.schema({"meter": "string", "family": "string", "unit": "string"}),
+    )
+
+
+def _versions_table(rating_input: RatingInput) -> ir.Table:
+    """(meter, day) → index of the price version in force that day; absent = no price."""
+    columns: dict[str, list[Any]] = {"meter": [], "day_index": [], "version": []}
+    day = rating_input.window_start
+    while day < rating_input.window_end:
+        for meter in rating_input.catalog.rated_meters():
+            in_force = [i for i, v in enumerate(meter.price) if v.effective <= day]
+            if in_force:
+                columns["meter"].append(meter.id)
+                columns["day_index"].append(day_index(day))
+                columns["version"].append(in_force[-1])
+        day += timedelta(days=1)
+    return ibis.memtable(
+        columns, schema=ibis.schema({"meter": "string", "day_index": "int64", "version": "int64"})
+    )
+
+
+def _bands_table(catalog: Catalog) -> ir.Table:
+    columns: dict[str, list[Any]] = {
+        name: []
+        for name in (
+            "meter", "version", "mode", "band", "is_free", "free_micro",
+            "lower_micro", "upper_micro", "price_pico",
+        )
+    }  # fmt: skip
+    for meter in catalog.rated_meters():
+        for version_index, version in enumerate(meter.price):
+            bands = version.bands()
+            if len(bands) > MAX_BANDS_PER_VERSION:
+                raise RatingError(f"meter {meter.id}: more than {MAX_BANDS_PER_VERSION} tiers")
+            for band in bands:
+                columns["meter"].append(meter.id)
+                columns["version"].append(version_index)
+                columns["mode"].append(version.mode.value)
+                columns["band"].append(band.index)
+                columns["is_free"].append(band.is_free)
+                columns["free_micro"].append(Decimal(to_scaled_integer(version.free, QUANTITY_SCALE)))
+                columns["lower_micro"].append(Decimal(to_scaled_integer(band.lower, QUANTITY_SCALE)))
+                columns["upper_micro"].append(
+                    UNBOUNDED_MICRO
+                    if band.upper is None
+                    else Decimal(to_scaled_integer(band.upper, QUANTITY_SCALE))
+                )
+                columns["price_pico"].append(Decimal(to_scaled_integer(band.price, PRICE_SCALE)))
+    schema = ibis.schema(
+        {
+            "meter": "string", "version": "int64", "mode": "string", "band": "int64",
+            "is_free": "boolean", "free_micro": EXACT, "lower_micro": EXACT,
+            "upper_micro": EXACT, "price_pico": EXACT,
+        }
+    )  # fmt: skip
+    return ibis.memtable(columns, schema=schema)
+
+
+def _local_day(epoch_seconds: ir.IntegerValue, changes: Sequence[OffsetChange]) -> ir.IntegerValue:
+    """Local day index of an instant: floor((t + offset(t)) / 86400), offset as a step table."""
+    if len(changes) == 1:
+        offset: ir.IntegerValue = ibis.literal(changes[0].offset_seconds, type="int64")
+    else:
+        offset = ibis.cases(
+            *[
+                (epoch_seconds >= change.since_epoch, change.offset_seconds)
+                for change in reversed(changes[1:])
+            ],
+            else_=changes[0].offset_seconds,
+        )
+    return (epoch_seconds + offset) // SECONDS_PER_DAY
+
+
+def split_lines(events: ir.Table, rating_input: RatingInput) -> ir.Table:
+    """Events → usage per organization, period, day, meter and resource (unpriced)."""
+    days = _days_table(rating_input)
+    window_start_s = days.day_start_s.min().as_scalar()
+    window_end_s = days.day_end_s.max().as_scalar()
+    is_interval = events.kind == MeterKind.INTERVAL.value
+    events = events.filter(
+        events.start_s < window_end_s,
+        (events.end_s > window_start_s) | (events.start_s >= window_start_s),
+    )
+    changes = offset_changes(rating_input.zone, rating_input.window_start, rating_input.window_end)
+    last_instant = ibis.greatest(events.start_s, events.end_s - 1)
+    pieces = events.mutate(
+        day_index=ibis.range(
+            _local_day(events.start_s, changes), _local_day(last_instant, changes) + 1
+        )
+    ).unnest("day_index")
+    customers = _customers_table(rating_input.customers)
+    pieces = pieces.join(days, "day_index").join(customers, "org")
+    kind = pieces.billing_period
+
+    def by_kind(suffix: str) -> ir.Value:
+        return ibis.cases(
+            *[(kind == k.value, pieces[f"{k.value}_{suffix}"]) for k in BillingPeriod]
+        )
+
+    is_interval = pieces.kind == MeterKind.INTERVAL.value
+    seconds = ibis.ifelse(
+        is_interval,
+        ibis.least(pieces.end_s, pieces.day_end_s) - ibis.greatest(pieces.start_s, pieces.day_start_s),
+        0,
+    )
+    pieces = pieces.mutate(
+        period=by_kind("key"),
+        period_start=by_kind("start"),
+        period_end=by_kind("end"),
+        rated=by_kind("rated"),
+        seconds=seconds,
+        usage_micro=ibis.ifelse(is_interval, seconds * pieces.quantity_micro, pieces.quantity_micro),
+    ).filter(lambda t: t.rated)
+    return pieces.group_by(
+        "org", "billing_period", "period", "period_start", "period_end",
+        "day", "day_index", "meter", "resource",
+    ).aggregate(
+        usage_micro=lambda t: t.usage_micro.cast(EXACT).sum(),
+        seconds=lambda t: t.seconds.sum(),
+        event_count=lambda t: t.count(),
+    )  # fmt: skip
+
+
+def price_lines(lines: ir.Table, rating_input: RatingInput) -> ir.Table:
+    """Usage lines → one row per line and pricing band it uses, with exact amounts."""
+    versions = _versions_table(rating_input)
+    bands = _bands_table(rating_input.catalog)
+    meters = _meters_table(rating_input.catalog)
+    lines = lines.join(versions, ["meter", "day_index"])
+    partition = ["org", "period", "meter"]
+    lines = lines.mutate(
+        cumulative_after=lines.usage_micro.cumsum(group_by=partition, order_by=["day", "resource"]),
+        total_usage=lines.usage_micro.sum().over(group_by=partition),
+    )
+    lines = lines.mutate(cumulative_before=lines.cumulative_after - lines.usage_micro)
+    rows = lines.join(bands, ["meter", "version"])
+    positional = (rows.mode == TierMode.GRADUATED.value) | rows.is_free
+    band_lower = ibis.ifelse(positional, rows.lower_micro, rows.free_micro)
+    band_upper = ibis.ifelse(positional, rows.upper_micro, exact(UNBOUNDED_MICRO))
+    selected = positional | ((rows.total_usage >= rows.lower_micro) & (rows.total_usage < rows.upper_micro))
+    overlap = ibis.least(rows.cumulative_after, band_upper) - ibis.greatest(rows.cumulative_before, band_lower)
+    rows = rows.mutate(quantity_micro=overlap).filter(selected, overlap > exact(0))
+    rows = rows.join(meters, "meter")
+    return rows.select(
+        "org", "billing_period", "period", "period_start", "period_end", "day", "meter",
+        "family", "unit", "resource", "band", "is_free", "price_pico", "quantity_micro",
+        amount_atto=rows.quantity_micro * rows.price_pico,
+        line_usage_micro=rows.usage_micro,
+        line_seconds=rows.seconds,
+        event_count=rows.event_count,
+    )  # fmt: skip
+
+
+def addon_lines(rating_input: RatingInput) -> ir.Table:
+    """Add-ons: a fixed price for every billing period a subscription touches."""
+    addons = rating_input.catalog.addon_by_id()
+    columns: dict[str, list[Any]] = {name: [] for name in LINE_SCHEMA.names}
+    for customer in rating_input.customers.customer:
+        for period in periods_starting_in(customer.billing_period, rating_input.month):
+            for subscription in customer.addons:
+                ends = subscription.end or date.max
+                if subscription.start >= period.end or ends < period.start:
+                    continue
+                addon = addons[subscription.addon]
+                price_pico = to_scaled_integer(addon.price[customer.billing_period], PRICE_SCALE)
+                row = {
+                    "org": customer.id, "billing_period": customer.billing_period.value,
+                    "period": period.key, "period_start": period.start,
+                    "period_end": period.end, "day": period.start, "meter": addon.id,
+                    "family": "Addons", "unit": "period", "resource": addon.id, "band": 0,
+                    "is_free": False, "price_pico": Decimal(price_pico),
+                    "quantity_micro": Decimal(QUANTITY_ONE_MICRO),
+                    "amount_atto": Decimal(price_pico * QUANTITY_ONE_MICRO),
+                    "line_usage_micro": Decimal(QUANTITY_ONE_MICRO), "line_seconds": 0,
+                    "event_count": 0,
+                }  # fmt: skip
+                for name, value in row.items():
+                    columns[name].append(value)
+    return ibis.memtable(columns, schema=LINE_SCHEMA)
+
+
+LINE_SCHEMA = ibis.schema(
+    {
+        "org": "string", "billing_period": "string", "period": "string",
+        "period_start": "date", "period_end": "date", "day": "date", "meter": "string",
+        "family": "string", "unit": "string", "resource": "string", "band": "int64",
+        "is_free": "boolean", "price_pico": EXACT, "quantity_micro": EXACT,
+        "amount_atto": EXACT, "line_usage_micro": EXACT, "line_seconds": "int64",
+        "event_count": "int64",
+    }
+)  # fmt: skip
+
+
+def rate(events: ir.Table, rating_input: RatingInput) -> ir.Table:
+    """The rated detail lines of every period starting in the month, usage and add-ons."""
+    priced = price_lines(split_lines(events, rating_input), rating_input)
+    return priced.cast(LINE_SCHEMA).union(addon_lines(rating_input)).order_by(LINE_ORDER)
+
+
+def totals(lines: ir.Table) -> ir.Table:
+    """Totals per organization, period and product family (full precision)."""
+    return (
+        lines.group_by("org", "billing_period", "period", "period_start", "period_end", "family")
+        .aggregate(
+            amount_atto=lambda t: t.amount_atto.sum(),
+            line_count=lambda t: t.count(),
+        )
+        .order_by(TOTAL_ORDER)
+    )
+
+
+def month_input(month: Month, timezone: str, catalog: Catalog, customers: Customers) -> RatingInput:
+    first_day, end_day = rating_window(month)
+    return RatingInput(
+        month=month,
+        zone=zoneinfo.ZoneInfo(timezone),
+        window_start=first_day,
+        window_end=end_day,
+        catalog=catalog,
+        customers=customers,
+    )
+
+
+def source_months(rating_input: RatingInput, max_event_duration_days: int) -> list[Month]:
+    """Usage partitions that can hold events overlapping the window (a start month each)."""
+    earliest = Month.of(rating_input.window_start - timedelta(days=max_event_duration_days + 1))
+    last = Month.of(rating_input.window_end)
+    months = [earliest]
+    while months[-1] < last:
+        months.append(months[-1].next())
+    return months
+
+
+def usage_files(usage_dir: Path, months: Sequence[Month]) -> list[Path]:
+    files: list[Path] = []
+    for month in months:
+        files.extend(sorted((usage_dir / f"month={month.key}").glob("*.parquet")))
+    return files

@@ -1,0 +1,556 @@
+"""Ingest usage events into the workspace's usage store, with DuckDB, never a Python loop.
+
+The integration contract (keep these field names):
+
+- interval events: ``id, org, resource, meter, start, end, quantity`` (quantity defaults to 1)
+- counter events:  ``id, org, resource, meter, at, quantity``
+
+in JSON Lines, CSV or Parquet. ``id`` is the idempotency key: the same id with the same
+content counts once; the same id with other content is rejected. Every event that is not
+stored is either a counted duplicate or a reject written to ``rejects/`` with its file,
+line, field and reason. Nothing is dropped silently.
+
+Stored events are normalized: whole epoch seconds (sub-second parts are cut, the named
+rounding point for time), quantity in micro units, a content hash, and the local month
+of the start as the partition (``usage/month=YYYY-MM/part-<batch>.parquet``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import zoneinfo
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NamedTuple
+
+import duckdb
+
+from rating.closures import ClosedPeriods
+from rating.config import MeterKind
+from rating.errors import IngestError
+from rating.money import QUANTITY_SCALE, SECONDS_PER_DAY
+from rating.periods import offset_changes
+from rating.storage import fsync_directory, publish, temporary_sibling
+from rating.workspace import Workspace
+
+FIELDS = ("id", "org", "resource", "meter", "start", "end", "at", "quantity")
+JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
+MAX_FILES_PER_INGEST = 1_000
+MAX_ID_LENGTH = 128
+MAX_RESOURCE_LENGTH = 256
+MAX_QUANTITY_INTEGER_DIGITS = 12
+EARLIEST_YEAR = 2000
+LATEST_YEAR = 2100
+REASONS_SHOWN = 10
+EARLIEST_EPOCH = int(datetime(EARLIEST_YEAR, 1, 1, tzinfo=UTC).timestamp())
+LATEST_EPOCH = int(datetime(LATEST_YEAR, 1, 1, tzinfo=UTC).timestamp())
+
+RFC3339 = r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
+NAIVE_TIMESTAMP = r"\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?"
+PLAIN_DECIMAL = r"-?\d+(\.\d+)?"
+CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    files: tuple[str, ...]
+    read: int
+    accepted: int
+    duplicates: int
+    rejected: int
+    late: int
+    months: tuple[str, ...]
+    rejects_path: Path | None
+    late_path: Path | None
+    reasons: tuple[tuple[str, int], ...]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when everything was taken, 1 when some events were rejected (scripts can tell)."""
+        return 1 if self.rejected else 0
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _raw_select(path: Path, source: int) -> str:
+    """A SELECT giving (source, line, problem, raw_text, <FIELDS as VARCHAR>) for one file."""
+    quoted = _sql_string(str(path))
+    if path.suffix.lower() in JSON_SUFFIXES:
+        paths = ", ".join(f"'$.{field}'" for field in FIELDS)
+        fields = ", ".join(f"f[{index + 1}] AS \"{name}\"" for index, name in enumerate(FIELDS))
+        return f"""
+            SELECT {source} AS source, line, problem,
+                   CASE WHEN problem IS NOT NULL THEN text END AS raw_text, {fields}
+            FROM (
+                SELECT line, text,
+                       CASE WHEN NOT json_valid(text) THEN 'malformed JSON'
+                            WHEN json_type(text) <> 'OBJECT' THEN 'not a JSON object' END
+                           AS problem,
+                       CASE WHEN json_valid(text) AND json_type(text) = 'OBJECT'
+                            THEN json_extract_string(text, [{paths}]) END AS f
+                FROM (
+                    SELECT row_number() OVER () AS line, text
+                    FROM read_csv({quoted}, columns = {{'text': 'VARCHAR'}}, delim = '\x1f',
+                                  quote = '', escape = '', header = false, auto_detect = false)
+                )
+                WHERE text IS NOT NULL AND trim(text) <> ''
+            )"""
+    if path.suffix.lower() == ".csv":
+        reader = (
+            f"read_csv({quoted}, all_varchar = true, header = true, null_padding = true, "
+            "strict_mode = false)"
+        )
+        offset = 1
+    elif path.suffix.lower() == ".parquet":
+        reader = f"read_parquet({quoted})"
+        offset = 0
+    else:
+        raise IngestError(f"{path}: unknown format; use .jsonl, .csv or .parquet")
+    return _tabular_select(reader, source, offset, str(path))
+
+
+def _tabular_select(reader: str, source: int, line_offset: int, path: str) -> str:
+    try:
+        columns = [row[0] for row in duckdb.sql(f"DESCRIBE SELECT * FROM {reader}").fetchall()]
+    except duckdb.Error as error:
+        raise IngestError(f"{path}: cannot be read: {error}") from error
+    fields = ", ".join(
+        f'CAST("{name}" AS VARCHAR) AS "{name}"' if name in columns else f'NULL AS "{name}"'
+        for name in FIELDS
+    )
+    extra = [name for name in columns if name not in FIELDS]
+    extra_check = " OR ".join(f'"{name}" IS NOT NULL' for name in extra)
+    problem = (
+        f"CASE WHEN {extra_check} THEN 'more fields than the header names' END"
+        if extra and line_offset
+        else "NULL"
+    )
+    return f"""
+        SELECT {source} AS source, row_number() OVER () + {line_offset} AS line,
+               {problem} AS problem, NULL AS raw_text, {fields}
+        FROM {reader}"""
+
+
+class Check(NamedTuple):
+    """A rejection rule: when ``condition`` holds, the event is rejected for ``rule``.
+
+    ``rule`` is a fixed text (counted in summaries); ``detail`` a SQL expression that
+    quotes the offending value in the reject's reason.
+    """
+
+    condition: str
+    rule: str
+    detail: str | None = None
+
+
+def _timestamp_checks(field: str, kind: str) -> list[Check]:
+    column = f'trim("{field}")'
+    parsed = f"try_cast({column} AS TIMESTAMPTZ)"
+    return [
+        Check(f"{kind} AND ({column} IS NULL OR {column} = '')", f"{field}: missing"),
+        Check(
+            f"{kind} AND regexp_full_match({column}, '{NAIVE_TIMESTAMP}')",
+            f"{field}: timestamp has no UTC offset (add Z or +HH:MM)",
+            column,
+        ),
+        Check(
+            f"{kind} AND NOT regexp_full_match({column}, '{RFC3339}')",
+            f"{field}: not an RFC 3339 timestamp",
+            column,
+        ),
+        Check(f"{kind} AND {parsed} IS NULL", f"{field}: not a valid date and time", column),
+        Check(
+            f"{kind} AND NOT epoch_us({parsed}) // 1000000 "
+            f"BETWEEN {EARLIEST_EPOCH} AND {LATEST_EPOCH - 1}",
+            f"{field}: outside the years {EARLIEST_YEAR}-{LATEST_YEAR - 1}",
+            column,
+        ),
+    ]
+
+
+def _checks(max_duration_seconds: int) -> list[Check]:
+    """The rules, checked in order; the first that holds rejects the event."""
+    interval = f"kind = '{MeterKind.INTERVAL.value}'"
+    counter = f"kind = '{MeterKind.COUNTER.value}'"
+    quantity = "trim(quantity)"
+    checks = [
+        Check("problem IS NOT NULL", "problem"),
+        Check("id IS NULL OR trim(id) = ''", "'id: missing'"),
+        Check(f"length(id) > {MAX_ID_LENGTH}", f"'id: longer than {MAX_ID_LENGTH} characters'"),
+        Check(f"regexp_matches(id, '{CONTROL_CHARACTERS}')", "'id: contains control characters'"),
+        Check("org IS NULL OR trim(org) = ''", "'org: missing'"),
+        Check("org_known IS NULL", "'org: unknown organization'", "org"),
+        Check("resource IS NULL OR trim(resource) = ''", "'resource: missing'"),
+        Check(
+            f"length(resource) > {MAX_RESOURCE_LENGTH}",
+            f"'resource: longer than {MAX_RESOURCE_LENGTH} characters'",
+        ),
+        Check(
+            f"regexp_matches(resource, '{CONTROL_CHARACTERS}')",
+            "'resource: contains control characters'",
+        ),
+        Check("meter IS NULL OR trim(meter) = ''", "'meter: missing'"),
+        Check("kind IS NULL", "'meter: unknown meter'", "meter"),
+        Check(f'{interval} AND "at" IS NOT NULL', "'at: interval meters take start and end'"),
+        Check(
+            f'{counter} AND (start IS NOT NULL OR "end" IS NOT NULL)',
+            "'start: counter meters take at, not start and end'",
+        ),
+    ]
+    checks += [
+        check._replace(rule=_sql_string(check.rule))
+        for field, kind in (("start", interval), ("end", interval), ("at", counter))
+        for check in _timestamp_checks(field, kind)
+    ]
+    checks += [
+        Check(f"{interval} AND end_s < start_s", "'end: before start'", "\"end\" || ' < ' || start"),
+        Check(
+            f"{interval} AND end_s - start_s > {max_duration_seconds}",
+            f"'end: longer than the maximum event duration of "
+            f"{max_duration_seconds // SECONDS_PER_DAY} days'",
+            "(end_s - start_s) || ' s'",
+        ),
+        Check(f"{counter} AND (quantity IS NULL OR {quantity} = '')", "'quantity: missing'"),
+        Check(
+            f"quantity IS NOT NULL AND NOT regexp_full_match({quantity}, '{PLAIN_DECIMAL}')",
+            "'quantity: not a plain decimal number'",
+            "quantity",
+        ),
+        Check(
+            f"starts_with({quantity}, '-') AND try_cast({quantity} AS DECIMAL(38, 10)) <> 0",
+            "'quantity: negative'",
+            "quantity",
+        ),
+        Check(
+            f"length(regexp_extract({quantity}, '\\.(\\d+)$', 1)) > {QUANTITY_SCALE}",
+            f"'quantity: more than {QUANTITY_SCALE} decimal places'",
+            "quantity",
+        ),
+        Check(
+            f"length(regexp_extract({quantity}, '^-?(\\d+)', 1)) > {MAX_QUANTITY_INTEGER_DIGITS}",
+            "'quantity: too large'",
+            "quantity",
+        ),
+    ]
+    return checks
+
+
+def _epoch(field: str) -> str:
+    return f'epoch_us(try_cast(trim("{field}") AS TIMESTAMPTZ)) // 1000000'
+
+
+class _Ingestion:
+    """One ingest run: a private in-memory DuckDB holding the batch while it is checked."""
+
+    def __init__(self, workspace: Workspace, files: Sequence[Path]) -> None:
+        self.workspace = workspace
+        self.files = [path.resolve() for path in files]
+        self.connection = duckdb.connect()
+        spill = workspace.state_dir / "duckdb-spill"
+        spill.mkdir(parents=True, exist_ok=True)
+        self.connection.execute(f"SET temp_directory = {_sql_string(str(spill))}")
+        self.connection.execute("SET preserve_insertion_order = true")
+
+    def sql(self, query: str) -> duckdb.DuckDBPyConnection:
+        return self.connection.execute(query)
+
+    def load_reference_tables(self) -> None:
+        customers = [(customer.id,) for customer in self.workspace.customers.customer]
+        meters = [(meter.id, meter.kind.value) for meter in self.workspace.catalog.rated_meters()]
+        self.sql("CREATE TEMP TABLE known_orgs (org VARCHAR PRIMARY KEY)")
+        if customers:
+            self.connection.executemany("INSERT INTO known_orgs VALUES (?)", customers)
+        self.sql("CREATE TEMP TABLE known_meters (meter VARCHAR PRIMARY KEY, kind VARCHAR)")
+        if meters:
+            self.connection.executemany("INSERT INTO known_meters VALUES (?, ?)", meters)
+
+    def read_files(self) -> None:
+        for path in self.files:
+            if not path.is_file():
+                raise IngestError(f"{path}: no such file")
+        selects = " UNION ALL ".join(
+            _raw_select(path, index) for index, path in enumerate(self.files)
+        )
+        try:
+            self.sql(f"CREATE TEMP TABLE raw AS {selects}")
+        except duckdb.Error as error:
+            raise IngestError(f"cannot read input: {error}") from error
+
+    def check(self) -> None:
+        max_duration = self.workspace.settings.billing.max_event_duration_days * SECONDS_PER_DAY
+        checks = _checks(max_duration)
+        rule = "CASE " + " ".join(f"WHEN {c.condition} THEN {c.rule}" for c in checks) + " END"
+        reason = (
+            "CASE "
+            + " ".join(
+                f"WHEN {c.condition} THEN {c.rule}"
+                + (f" || ': ' || coalesce({c.detail}, '')" if c.detail else "")
+                for c in checks
+            )
+            + " END"
+        )
+        self.sql(f"""
+            CREATE TEMP TABLE checked AS
+            SELECT *, {rule} AS rule, {reason} AS reason
+            FROM (
+                SELECT r.*, o.org AS org_known, m.kind,
+                       CASE WHEN m.kind = 'counter' THEN {_epoch("at")} ELSE {_epoch("start")} END
+                           AS start_s,
+                       CASE WHEN m.kind = 'counter' THEN {_epoch("at")} ELSE {_epoch("end")} END
+                           AS end_s
+                FROM raw r
+                LEFT JOIN known_orgs o ON o.org = r.org
+                LEFT JOIN known_meters m ON m.meter = r.meter
+            )""")
+        self.sql(f"""
+            CREATE TEMP TABLE valid AS
+            SELECT *, left(md5(concat_ws('|', kind, org, resource, meter, start_s, end_s,
+                                         quantity_micro)), 16) AS content_hash
+            FROM (
+            SELECT source, line, source * 4294967296 + line AS ord,
+                   trim(id) AS id, org, resource, meter, kind, start_s, end_s,
+                   CAST(CAST(coalesce(trim(quantity), '1') AS DECIMAL(18, {QUANTITY_SCALE}))
+                        * {10**QUANTITY_SCALE} AS BIGINT) AS quantity_micro,
+                   strftime(make_timestamp(start_s * 1000000), '%Y-%m') AS month
+            FROM checked WHERE reason IS NULL)""")
+
+    def existing_store(self) -> str | None:
+        files = sorted(self.workspace.usage_dir.glob("month=*/*.parquet"))
+        if not files:
+            return None
+        listing = ", ".join(_sql_string(str(path)) for path in files)
+        return f"read_parquet([{listing}], hive_partitioning = false)"
+
+    def classify(self) -> None:
+        self.sql("""
+            CREATE TEMP TABLE repeated AS
+            SELECT id, arg_min(content_hash, ord) AS first_hash, min(ord) AS first_ord
+            FROM valid GROUP BY id HAVING count(*) > 1""")
+        store = self.existing_store()
+        stored = (
+            f"(SELECT id, content_hash FROM {store})"
+            if store
+            else "(SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS content_hash WHERE false)"
+        )
+        self.sql(f"""
+            CREATE TEMP TABLE classified AS
+            SELECT v.*,
+                CASE WHEN s.id IS NOT NULL AND s.content_hash <> v.content_hash THEN 'conflict'
+                     WHEN s.id IS NOT NULL THEN 'duplicate'
+                     WHEN r.id IS NOT NULL AND v.ord <> r.first_ord
+                          AND v.content_hash <> r.first_hash THEN 'conflict'
+                     WHEN r.id IS NOT NULL AND v.ord <> r.first_ord THEN 'duplicate'
+                     ELSE 'new' END AS status,
+                CASE WHEN s.id IS NOT NULL
+                     THEN 'id: ' || v.id || ' is already stored with different content'
+                     ELSE 'id: ' || v.id || ' was first seen with different content at line '
+                          || (r.first_ord % 4294967296) END AS conflict_reason
+            FROM valid v
+            LEFT JOIN repeated r ON r.id = v.id
+            LEFT JOIN {stored} s ON s.id = v.id""")
+
+    def mark_late(self, closed: ClosedPeriods) -> None:
+        self.sql("ALTER TABLE classified ADD COLUMN late BOOLEAN DEFAULT false")
+        keys = closed.all_keys()
+        if not keys:
+            return
+        self.sql("CREATE TEMP TABLE closed (org VARCHAR, period VARCHAR)")
+        self.connection.executemany("INSERT INTO closed VALUES (?, ?)", keys)
+        kinds = [(customer.id, customer.billing_period.value) for customer in self.workspace.customers.customer]
+        self.sql("CREATE TEMP TABLE org_kind (org VARCHAR, kind VARCHAR)")
+        self.connection.executemany("INSERT INTO org_kind VALUES (?, ?)", kinds)
+        bounds = self.sql(
+            "SELECT min(start_s), max(end_s) FROM classified WHERE status = 'new'"
+        ).fetchone()
+        if bounds is None or bounds[0] is None:
+            return
+        zone = zoneinfo.ZoneInfo(self.workspace.settings.billing.timezone)
+        changes = offset_changes(
+            zone,
+            datetime.fromtimestamp(bounds[0], tz=UTC).date(),
+            datetime.fromtimestamp(bounds[1], tz=UTC).date(),
+        )
+
+        def local_date(epoch: str) -> str:
+            offset = "CASE " + " ".join(
+                f"WHEN {epoch} >= {change.since_epoch} THEN {change.offset_seconds}"
+                for change in reversed(changes)
+            ) + " END"
+            return f"(DATE '1970-01-01' + CAST(({epoch} + {offset}) // {SECONDS_PER_DAY} AS INTEGER))"
+
+        key_of = (
+            "CASE k.kind WHEN 'daily' THEN strftime({day}, '%Y-%m-%d') "
+            "WHEN 'weekly' THEN strftime({day}, '%G-W%V') ELSE strftime({day}, '%Y-%m') END"
+        )
+        first = key_of.format(day=local_date("c.start_s"))
+        last = key_of.format(day=local_date("greatest(c.start_s, c.end_s - 1)"))
+        self.sql(f"""
+            UPDATE classified SET late = true
+            FROM (
+                SELECT c.ord FROM classified c JOIN org_kind k ON k.org = c.org
+                WHERE c.status = 'new' AND EXISTS (
+                    SELECT 1 FROM closed p WHERE p.org = c.org AND p.period IN ({first}, {last}))
+            ) AS l
+            WHERE classified.ord = l.ord""")
+
+    def batch_id(self) -> str:
+        row = self.sql(
+            "SELECT count(*), coalesce(bit_xor(hash(id, content_hash)), 0) "
+            "FROM classified WHERE status = 'new'"
+        ).fetchone()
+        names = "|".join(str(path) for path in self.files)
+        return hashlib.sha256(f"{row}|{names}".encode()).hexdigest()[:16]
+
+    def write_store(self, batch: str) -> tuple[str, ...]:
+        months = tuple(
+            row[0]
+            for row in self.sql(
+                "SELECT DISTINCT month FROM classified WHERE status = 'new' ORDER BY month"
+            ).fetchall()
+        )
+        if not months:
+            return months
+        staging = self.workspace.state_dir / f"staging-{batch}"
+        shutil.rmtree(staging, ignore_errors=True)
+        names = ", ".join(_sql_string(str(path)) for path in self.files)
+        self.sql(f"""
+            COPY (
+                SELECT id, org, resource, meter, kind, start_s, end_s, quantity_micro,
+                       content_hash, late, '{batch}' AS batch,
+                       [{names}][source + 1] AS source_file, line AS source_line, month
+                FROM classified WHERE status = 'new' ORDER BY org, start_s, id
+            ) TO {_sql_string(str(staging))}
+            (FORMAT parquet, PARTITION_BY (month), COMPRESSION zstd)""")
+        for partition in sorted(staging.glob("month=*")):
+            for index, part in enumerate(sorted(partition.glob("*.parquet"))):
+                final = self.workspace.usage_dir / partition.name / f"part-{batch}-{index}.parquet"
+                publish(part, final)
+        shutil.rmtree(staging, ignore_errors=True)
+        fsync_directory(self.workspace.usage_dir)
+        return months
+
+    def write_rejects(self, fingerprint: str) -> tuple[Path | None, int]:
+        names = ", ".join(_sql_string(str(path)) for path in self.files)
+        self.sql(f"""
+            CREATE TEMP TABLE rejects AS
+            SELECT [{names}][source + 1] AS file, line,
+                   CASE WHEN contains(rule, ':') THEN split_part(rule, ':', 1) ELSE 'record' END
+                       AS field, rule, reason, raw_text,
+                   {{'id': id, 'org': org, 'resource': resource, 'meter': meter,
+                     'start': start, 'end': "end", 'at': "at", 'quantity': quantity}} AS record
+            FROM checked WHERE reason IS NOT NULL
+            UNION ALL
+            SELECT [{names}][c.source + 1], c.line, 'id', 'id: conflicting duplicate',
+                   c.conflict_reason, NULL,
+                   {{'id': c.id, 'org': c.org, 'resource': c.resource, 'meter': c.meter,
+                     'start': r.start, 'end': r."end", 'at': r."at", 'quantity': r.quantity}}
+            FROM classified c JOIN raw r ON r.source = c.source AND r.line = c.line
+            WHERE c.status = 'conflict'""")
+        count = self._count("rejects")
+        if not count:
+            return None, 0
+        path = self.workspace.rejects_dir / f"rejects-{fingerprint}.jsonl"
+        temporary = temporary_sibling(path)
+        self.sql(
+            f"COPY (SELECT * FROM rejects ORDER BY file, line) TO {_sql_string(str(temporary))} "
+            "(FORMAT json)"
+        )
+        publish(temporary, path)
+        return path, count
+
+    def write_late_report(self, fingerprint: str) -> tuple[Path | None, int]:
+        count = self._count("classified WHERE late")
+        if not count:
+            return None, 0
+        path = self.workspace.reports_dir / f"late-{fingerprint}.csv"
+        temporary = temporary_sibling(path)
+        self.sql(f"""
+            COPY (SELECT org, meter, resource, id, to_timestamp(start_s) AS start,
+                         to_timestamp(end_s) AS "end", quantity_micro
+                  FROM classified WHERE late ORDER BY org, start_s, id)
+            TO {_sql_string(str(temporary))} (FORMAT csv, HEADER true)""")
+        publish(temporary, path)
+        return path, count
+
+    def _count(self, relation: str) -> int:
+        row = self.sql(f"SELECT count(*) FROM {relation}").fetchone()
+        return int(row[0]) if row else 0
+
+    def reasons(self) -> tuple[tuple[str, int], ...]:
+        rows = self.sql(
+            "SELECT rule, count(*) FROM rejects "
+            f"GROUP BY rule ORDER BY count(*) DESC, rule LIMIT {REASONS_SHOWN}"
+        ).fetchall()
+        return tuple((str(kind), int(count)) for kind, count in rows)
+
+    def fingerprint(self) -> str:
+        """Same input files, unchanged → same report names, so a re-run rewrites, not adds."""
+        parts = []
+        for path in self.files:
+            status = path.stat()
+            parts.append(f"{path}|{status.st_size}|{status.st_mtime_ns}")
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def ingest(workspace: Workspace, files: Sequence[Path]) -> IngestSummary:
+    """Validate, deduplicate and store events; write rejects and late-event reports."""
+    if not files:
+        raise IngestError("no input files given")
+    if len(files) > MAX_FILES_PER_INGEST:
+        raise IngestError(f"at most {MAX_FILES_PER_INGEST} files per ingest")
+    run = _Ingestion(workspace, files)
+    with workspace.writing():
+        run.load_reference_tables()
+        run.read_files()
+        run.check()
+        run.classify()
+        run.mark_late(ClosedPeriods(workspace.state_dir))
+        fingerprint = run.fingerprint()
+        rejects_path, rejected = run.write_rejects(fingerprint)
+        late_path, late = run.write_late_report(fingerprint)
+        months = run.write_store(run.batch_id())
+        counts = run.sql(
+            "SELECT count(*) FILTER (status = 'new'), count(*) FILTER (status = 'duplicate') "
+            "FROM classified"
+        ).fetchone()
+        read = run._count("raw")
+        reasons = run.reasons()
+    accepted, duplicates = (int(counts[0]), int(counts[1])) if counts else (0, 0)
+    if accepted + duplicates + rejected != read:
+        raise IngestError(
+            f"internal accounting error: read {read} events but accepted {accepted}, "
+            f"duplicates {duplicates}, rejected {rejected}"
+        )
+    return IngestSummary(
+        files=tuple(str(path) for path in run.files),
+        read=read,
+        accepted=accepted,
+        duplicates=duplicates,
+        rejected=rejected,
+        late=late,
+        months=months,
+        rejects_path=rejects_path,
+        late_path=late_path,
+        reasons=reasons,
+    )
+
+
+def summary_as_json(summary: IngestSummary) -> str:
+    return json.dumps(
+        {
+            "read": summary.read,
+            "accepted": summary.accepted,
+            "duplicates": summary.duplicates,
+            "rejected": summary.rejected,
+            "late": summary.late,
+            "months": list(summary.months),
+            "rejects": str(summary.rejects_path) if summary.rejects_path else None,
+            "late_report": str(summary.late_path) if summary.late_path else None,
+        }
+    )

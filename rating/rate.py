@@ -1,0 +1,137 @@
+"""Run the rating expressions on the embedded backend and write the rated output.
+
+Output, per calendar month in which billing periods start:
+``rated/month=YYYY-MM/lines.parquet`` (detail lines) and ``totals.parquet`` (per
+organization, period, product family). Files are replaced atomically; rating the same
+usage twice writes byte-identical files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import ibis
+import ibis.expr.types as ir
+
+from rating.engine import (
+    RatingInput,
+    month_input,
+    rate,
+    source_months,
+    split_lines,
+    totals,
+    usage_files,
+    _versions_table,
+)
+from rating.errors import RatingError
+from rating.money import AMOUNT_SCALE, from_scaled_integer
+from rating.periods import Month
+from rating.storage import publish, temporary_sibling
+from rating.workspace import Workspace
+
+EVENT_SCHEMA = ibis.schema(
+    {
+        "id": "string",
+        "org": "string",
+        "resource": "string",
+        "meter": "string",
+        "kind": "string",
+        "start_s": "int64",
+        "end_s": "int64",
+        "quantity_micro": "int64",
+    }
+)
+MAX_PROBLEMS_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class RatedMonth:
+    month: str
+    lines_path: Path
+    totals_path: Path
+    line_count: int
+    organization_count: int
+    amount: Decimal
+
+
+def load_events(connection: ibis.BaseBackend, files: Sequence[Path]) -> ir.Table:
+    if not files:
+        return ibis.memtable({name: [] for name in EVENT_SCHEMA.names}, schema=EVENT_SCHEMA)
+    table = connection.read_parquet([str(path) for path in files], hive_partitioning=False)
+    return table.select(*EVENT_SCHEMA.names)
+
+
+def check_references(
+    connection: ibis.BaseBackend, events: ir.Table, rating_input: RatingInput
+) -> None:
+    """Events must still match the configuration they were accepted under."""
+    known_orgs = {customer.id for customer in rating_input.customers.customer}
+    known_meters = {meter.id for meter in rating_input.catalog.rated_meters()}
+    problems: list[str] = []
+    orgs = connection.execute(events.select("org").distinct())["org"].tolist()
+    problems += [f"organization {org!r} has usage but is no longer a customer" for org in sorted(set(orgs) - known_orgs)]
+    meters = connection.execute(events.select("meter").distinct())["meter"].tolist()
+    problems += [f"meter {meter!r} has usage but is no longer in the catalog" for meter in sorted(set(meters) - known_meters)]
+    lines = split_lines(events, rating_input)
+    versions = _versions_table(rating_input)
+    unpriced = lines.anti_join(versions, ["meter", "day_index"]).select("meter", "day").distinct()
+    for row in connection.execute(unpriced.order_by(["meter", "day"]).limit(MAX_PROBLEMS_SHOWN)).itertuples():
+        problems.append(f"meter {row.meter!r} has usage on {row.day} but no price in force that day")
+    if problems:
+        raise RatingError(f"cannot rate {rating_input.month.key}:\n" + "\n".join(f"  - {p}" for p in problems[:MAX_PROBLEMS_SHOWN]))
+
+
+def rate_month(
+    workspace: Workspace, month: Month, connection: ibis.BaseBackend | None = None
+) -> RatedMonth:
+    connection = connection or ibis.duckdb.connect()
+    settings = workspace.settings.billing
+    rating_input = month_input(month, settings.timezone, workspace.catalog, workspace.customers)
+    files = usage_files(workspace.usage_dir, source_months(rating_input, settings.max_event_duration_days))
+    events = load_events(connection, files)
+    check_references(connection, events, rating_input)
+    folder = workspace.rated_dir / f"month={month.key}"
+    lines_path = folder / "lines.parquet"
+    totals_path = folder / "totals.parquet"
+    lines_temporary = temporary_sibling(lines_path)
+    totals_temporary = temporary_sibling(totals_path)
+    connection.to_parquet(rate(events, rating_input), str(lines_temporary), compression="zstd")
+    lines = connection.read_parquet(str(lines_temporary))
+    connection.to_parquet(totals(lines), str(totals_temporary), compression="zstd")
+    summary = connection.execute(
+        lines.aggregate(
+            line_count=lines.count(),
+            organization_count=lines.org.nunique(),
+            amount_atto=lines.amount_atto.sum(),
+        )
+    ).iloc[0]
+    publish(lines_temporary, lines_path)
+    publish(totals_temporary, totals_path)
+    amount = summary["amount_atto"]
+    return RatedMonth(
+        month=month.key,
+        lines_path=lines_path,
+        totals_path=totals_path,
+        line_count=int(summary["line_count"]),
+        organization_count=int(summary["organization_count"]),
+        amount=from_scaled_integer(int(amount), AMOUNT_SCALE) if amount is not None else Decimal(0),
+    )
+
+
+def rate_months(
+    workspace: Workspace,
+    months: Sequence[Month],
+    on_month: Callable[[RatedMonth], None] | None = None,
+) -> list[RatedMonth]:
+    results: list[RatedMonth] = []
+    connection = ibis.duckdb.connect()
+    with workspace.writing():
+        for month in months:
+            result = rate_month(workspace, month, connection)
+            results.append(result)
+            if on_month is not None:
+                on_month(result)
+    return results

@@ -1,0 +1,1 @@
+"""Sync: push documents to external systems and reconcile payments (later issue)."""
