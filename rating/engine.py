@@ -31,6 +31,7 @@ from typing import Any
 import ibis
 import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
+import pyarrow as pa
 
 from rating.config import BillingPeriod, Catalog, Customers, MeterKind, TierMode
 from rating.errors import RatingError
@@ -51,6 +52,11 @@ UNBOUNDED_MICRO = Decimal(10) ** 30
 MAX_BANDS_PER_VERSION = 32
 LINE_ORDER = ("org", "period", "day", "meter", "resource", "band")
 TOTAL_ORDER = ("org", "period", "family")
+
+
+def typed_memtable(columns: dict[str, list[Any]], schema: ibis.Schema) -> ir.Table:
+    """An in-memory table through Arrow, so empty columns keep their types."""
+    return ibis.memtable(pa.Table.from_pydict(columns, schema=schema.to_pyarrow()))
 
 
 def exact(value: int | Decimal) -> ir.DecimalScalar:
@@ -101,28 +107,28 @@ def _days_table(rating_input: RatingInput) -> ir.Table:
             f"{kind.value}_end": "date",
             f"{kind.value}_rated": "boolean",
         }
-    return ibis.memtable(columns, schema=ibis.schema(schema))
+    return typed_memtable(columns, ibis.schema(schema))
 
 
 def _customers_table(customers: Customers) -> ir.Table:
-    return ibis.memtable(
+    return typed_memtable(
         {
             "org": [customer.id for customer in customers.customer],
             "billing_period": [customer.billing_period.value for customer in customers.customer],
         },
-        schema=ibis.schema({"org": "string", "billing_period": "string"}),
+        ibis.schema({"org": "string", "billing_period": "string"}),
     )
 
 
 def _meters_table(catalog: Catalog) -> ir.Table:
     meters = catalog.rated_meters()
-    return ibis.memtable(
+    return typed_memtable(
         {
             "meter": [meter.id for meter in meters],
             "family": [meter.family for meter in meters],
             "unit": [meter.unit for meter in meters],
         },
-        schema=ibis.schema({"meter": "string", "family": "string", "unit": "string"}),
+        ibis.schema({"meter": "string", "family": "string", "unit": "string"}),
     )
 
 
@@ -138,8 +144,8 @@ def _versions_table(rating_input: RatingInput) -> ir.Table:
                 columns["day_index"].append(day_index(day))
                 columns["version"].append(in_force[-1])
         day += timedelta(days=1)
-    return ibis.memtable(
-        columns, schema=ibis.schema({"meter": "string", "day_index": "int64", "version": "int64"})
+    return typed_memtable(
+        columns, ibis.schema({"meter": "string", "day_index": "int64", "version": "int64"})
     )
 
 
@@ -177,7 +183,7 @@ def _bands_table(catalog: Catalog) -> ir.Table:
             "upper_micro": EXACT, "price_pico": EXACT,
         }
     )  # fmt: skip
-    return ibis.memtable(columns, schema=schema)
+    return typed_memtable(columns, schema)
 
 
 def _local_day(epoch_seconds: ir.IntegerValue, changes: Sequence[OffsetChange]) -> ir.IntegerValue:
@@ -300,7 +306,7 @@ def addon_lines(rating_input: RatingInput) -> ir.Table:
                 }  # fmt: skip
                 for name, value in row.items():
                     columns[name].append(value)
-    return ibis.memtable(columns, schema=LINE_SCHEMA)
+    return typed_memtable(columns, LINE_SCHEMA)
 
 
 LINE_SCHEMA = ibis.schema(

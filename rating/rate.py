@@ -23,6 +23,7 @@ from rating.engine import (
     source_months,
     split_lines,
     totals,
+    typed_memtable,
     usage_files,
     _versions_table,
 )
@@ -59,7 +60,7 @@ class RatedMonth:
 
 def load_events(connection: ibis.BaseBackend, files: Sequence[Path]) -> ir.Table:
     if not files:
-        return ibis.memtable({name: [] for name in EVENT_SCHEMA.names}, schema=EVENT_SCHEMA)
+        return typed_memtable({name: [] for name in EVENT_SCHEMA.names}, EVENT_SCHEMA)
     table = connection.read_parquet([str(path) for path in files], hive_partitioning=False)
     return table.select(*EVENT_SCHEMA.names)
 

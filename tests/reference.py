@@ -1,0 +1,136 @@
+"""A deliberately simple pure-Python Decimal rater: the oracle for the Ibis engine.
+
+It shares only the configuration models with the engine; the calendar, splitting,
+tier allocation and arithmetic are written again here, the obvious way, event by event
+and day by day, with ``zoneinfo`` and ``Decimal``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from rating.config import BillingPeriod, Catalog, Customers, MeterKind, TierMode
+
+LineKey = tuple[str, str, date, str, str]  # org, period, day, meter, resource
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    org: str
+    resource: str
+    meter: str
+    start: datetime
+    end: datetime  # equal to start for counters
+    quantity: Decimal
+
+
+def billing_period(kind: BillingPeriod, day: date) -> tuple[str, date]:
+    if kind is BillingPeriod.DAILY:
+        return day.isoformat(), day
+    if kind is BillingPeriod.WEEKLY:
+        monday = day - timedelta(days=day.weekday())
+        iso = monday.isocalendar()
+        return f"{iso.year}-W{iso.week:02d}", monday
+    return f"{day.year}-{day.month:02d}", day.replace(day=1)
+
+
+def local_midnight(day: date, zone: ZoneInfo) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
+
+
+def whole_second(moment: datetime) -> datetime:
+    return moment.replace(microsecond=0)
+
+
+def split_event(event: Event, zone: ZoneInfo, kind: str) -> list[tuple[date, int]]:
+    """(local day, seconds in that day) for an interval; (day, 0) for a counter."""
+    start, end = whole_second(event.start), whole_second(event.end)
+    if kind == MeterKind.COUNTER:
+        return [(start.astimezone(zone).date(), 0)]
+    day = start.astimezone(zone).date()
+    last = max(start, end - timedelta(seconds=1)).astimezone(zone).date()
+    pieces = []
+    while day <= last:
+        day_start = local_midnight(day, zone)
+        day_end = local_midnight(day + timedelta(days=1), zone)
+        seconds = int((min(end, day_end) - max(start, day_start)).total_seconds())
+        pieces.append((day, seconds))
+        day += timedelta(days=1)
+    return pieces
+
+
+def deduplicate(events: list[Event]) -> list[Event]:
+    seen: dict[str, Event] = {}
+    for event in events:
+        seen.setdefault(event.id, event)
+    return list(seen.values())
+
+
+def rate_reference(
+    events: list[Event], catalog: Catalog, customers: Customers, zone: ZoneInfo, month: tuple[int, int]
+) -> dict[tuple[str, str, date, str, str, int], tuple[Decimal, Decimal]]:
+    """(org, period, day, meter, resource, band) → (quantity, amount), exact."""
+    meters = {meter.id: meter for meter in catalog.rated_meters()}
+    kinds = {customer.id: customer.billing_period for customer in customers.customer}
+    usage: dict[LineKey, Decimal] = defaultdict(Decimal)
+    for event in deduplicate(events):
+        meter = meters[event.meter]
+        for day, seconds in split_event(event, zone, meter.kind):
+            period, period_start = billing_period(kinds[event.org], day)
+            if (period_start.year, period_start.month) != month:
+                continue
+            amount = event.quantity * seconds if meter.kind == MeterKind.INTERVAL else event.quantity
+            usage[(event.org, period, day, event.meter, event.resource)] += amount
+    result: dict[tuple[str, str, date, str, str, int], tuple[Decimal, Decimal]] = {}
+    groups: dict[tuple[str, str, str], list[LineKey]] = defaultdict(list)
+    for key in usage:
+        groups[(key[0], key[1], key[3])].append(key)
+    for (_, _, meter_id), keys in groups.items():
+        meter = meters[meter_id]
+        keys.sort(key=lambda k: (k[2], k[4]))
+        total = sum((usage[k] for k in keys), Decimal(0))
+        cumulative = Decimal(0)
+        for key in keys:
+            version = [v for v in meter.price if v.effective <= key[2]][-1]
+            before, cumulative = cumulative, cumulative + usage[key]
+            for band in version.bands():
+                upper = band.upper if band.upper is not None else Decimal("Infinity")
+                lower = band.lower
+                if version.mode == TierMode.VOLUME and not band.is_free:
+                    if not (band.lower <= total < upper):
+                        continue
+                    lower, upper = version.free, Decimal("Infinity")
+                overlap = min(cumulative, upper) - max(before, lower)
+                if overlap > 0:
+                    result[(*key, band.index)] = (overlap, overlap * band.price)
+    add_addons(result, catalog, customers, month)
+    return result
+
+
+def add_addons(
+    result: dict[tuple[str, str, date, str, str, int], tuple[Decimal, Decimal]],
+    catalog: Catalog,
+    customers: Customers,
+    month: tuple[int, int],
+) -> None:
+    addons = catalog.addon_by_id()
+    first = date(month[0], month[1], 1)
+    for customer in customers.customer:
+        day = first
+        while (day.year, day.month) == month:
+            period, start = billing_period(customer.billing_period, day)
+            length = {"daily": 1, "weekly": 7}.get(customer.billing_period.value)
+            end = start + timedelta(days=length) if length else (start + timedelta(days=32)).replace(day=1)
+            if start == day:
+                for subscription in customer.addons:
+                    last = subscription.end or date.max
+                    if subscription.start < end and last >= start:
+                        price = addons[subscription.addon].price[customer.billing_period]
+                        key = (customer.id, period, start, subscription.addon, subscription.addon, 0)
+                        result[key] = (Decimal(1), price)
+            day += timedelta(days=1)
