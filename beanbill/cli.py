@@ -81,7 +81,9 @@ def main() -> None:
 
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--customers", default=INIT_CUSTOMERS, show_default=True, help="How many example organizations.")
+@click.option(
+    "--customers", default=INIT_CUSTOMERS, show_default=True, help="How many example organizations."
+)
 @click.option("--seed", default=1, show_default=True, help="Seed for the example data.")
 @reports_errors
 def init(directory: Path, customers: int, seed: int) -> None:
@@ -122,7 +124,9 @@ def _print_ingest(summary: IngestSummary) -> None:
 
 
 @main.command(name="ingest")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @workspace_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @reports_errors
@@ -150,7 +154,9 @@ def _print_rated(result: RatedMonth) -> None:
 
 @main.command(name="rate")
 @workspace_option
-@click.option("--period", "-p", required=True, help="A month (2026-11) or a range (2026-09..2026-11).")
+@click.option(
+    "--period", "-p", required=True, help="A month (2026-11) or a range (2026-09..2026-11)."
+)
 @reports_errors
 def rate_command(workspace: Path, period: str) -> None:
     """Rate every billing period that starts in the given month(s).
@@ -198,14 +204,18 @@ def demo_command(workspace: Path, seed: int, customers: int) -> None:
     """Build a demo workspace, generate a month of usage, ingest it, rate it, summarize it."""
     if workspace.exists():
         if not (workspace / SETTINGS_FILE).exists():
-            raise WorkspaceError(f"{workspace} exists and is not a beanbill workspace; not touching it")
+            raise WorkspaceError(
+                f"{workspace} exists and is not a beanbill workspace; not touching it"
+            )
         shutil.rmtree(workspace)
     write_configuration(workspace, customers, seed)
     loaded = Workspace.load(workspace)
     organizations = [customer.id for customer in loaded.customers.customer]
     files = demo_module.write_usage(workspace / "inbox", organizations, seed)
     click.echo(f"Workspace: {loaded.root}")
-    click.echo(f"Generated usage: {', '.join(str(path.relative_to(loaded.root)) for path in files)}")
+    click.echo(
+        f"Generated usage: {', '.join(str(path.relative_to(loaded.root)) for path in files)}"
+    )
     summary = ingest(loaded, files)
     _print_ingest(summary)
     click.echo("(the broken events are deliberate: they show how rejects are reported)")

@@ -37,7 +37,9 @@ def _runs(rng: random.Random) -> Iterator[tuple[datetime, datetime]]:
     """On/off periods of one instance: minutes to days long, many across midnight."""
     cursor = USAGE_START + timedelta(seconds=rng.randrange(0, 36 * 3600))
     while cursor < USAGE_END:
-        length = timedelta(seconds=rng.choice((rng.randrange(300, 7200), rng.randrange(3600, 3 * 86400))))
+        length = timedelta(
+            seconds=rng.choice((rng.randrange(300, 7200), rng.randrange(3600, 3 * 86400)))
+        )
         end = min(cursor + length, USAGE_END)
         yield cursor, end
         cursor = end + timedelta(seconds=rng.randrange(0, 2 * 86400))
@@ -83,11 +85,23 @@ def daily_counters(org: str, rng: random.Random) -> Iterator[dict[str, Any]]:
     while day < USAGE_END:
         at = (day + timedelta(hours=23, minutes=59, seconds=59)).strftime("%Y-%m-%dT%H:%M:%SZ")
         gigabytes = rng.randrange(0, 2_000_000 if heavy else 20_000) / 1000
-        yield {"id": f"{org}/egress/{day:%Y%m%d}", "org": org, "resource": f"{org}/lb",
-               "meter": "egress", "at": at, "quantity": f"{gigabytes:.3f}"}  # fmt: skip
+        yield {
+            "id": f"{org}/egress/{day:%Y%m%d}",
+            "org": org,
+            "resource": f"{org}/lb",
+            "meter": "egress",
+            "at": at,
+            "quantity": f"{gigabytes:.3f}",
+        }
         requests = rng.randrange(0, 200_000)
-        yield {"id": f"{org}/requests/{day:%Y%m%d}", "org": org, "resource": f"{org}/bucket",
-               "meter": "object-requests", "at": at, "quantity": str(requests)}  # fmt: skip
+        yield {
+            "id": f"{org}/requests/{day:%Y%m%d}",
+            "org": org,
+            "resource": f"{org}/bucket",
+            "meter": "object-requests",
+            "at": at,
+            "quantity": str(requests),
+        }
         day += timedelta(days=1)
 
 
@@ -95,8 +109,14 @@ def service_events(org: str, rng: random.Random) -> Iterator[dict[str, Any]]:
     for index in range(rng.choice((0, 0, 1, 2))):
         at = USAGE_START + timedelta(seconds=rng.randrange(0, 30 * 86400))
         service = rng.choice(("db-migration", "cache-purge"))
-        yield {"id": f"{org}/{service}/{index}", "org": org, "resource": f"{org}/ops",
-               "meter": service, "at": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "quantity": "1"}  # fmt: skip
+        yield {
+            "id": f"{org}/{service}/{index}",
+            "org": org,
+            "resource": f"{org}/ops",
+            "meter": service,
+            "at": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "quantity": "1",
+        }
 
 
 BAD_EVENTS = (
@@ -118,7 +138,9 @@ def _jsonl(records: list[dict[str, Any]]) -> bytes:
 
 def _csv(records: list[dict[str, Any]]) -> bytes:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["id", "org", "resource", "meter", "at", "quantity"], lineterminator="\n")
+    writer = csv.DictWriter(
+        buffer, fieldnames=["id", "org", "resource", "meter", "at", "quantity"], lineterminator="\n"
+    )
     writer.writeheader()
     writer.writerows(records)
     return buffer.getvalue().encode()

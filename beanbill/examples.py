@@ -129,11 +129,38 @@ CATALOG: dict[str, Any] = {
     ],
 }
 
-COMPANY_WORDS = (
-    "Acme Atlas Borealis Cobalt Delta Ember Fjord Granite Helix Indigo Juniper Krypton Lumen "
-    "Meridian Nova Orbit Pioneer Quartz Raven Sierra Tundra Umbra Vertex Willow Xenon Yonder "
-    "Zephyr Aurora Beacon Cascade"
-).split()
+COMPANY_WORDS = [
+    "Acme",
+    "Atlas",
+    "Borealis",
+    "Cobalt",
+    "Delta",
+    "Ember",
+    "Fjord",
+    "Granite",
+    "Helix",
+    "Indigo",
+    "Juniper",
+    "Krypton",
+    "Lumen",
+    "Meridian",
+    "Nova",
+    "Orbit",
+    "Pioneer",
+    "Quartz",
+    "Raven",
+    "Sierra",
+    "Tundra",
+    "Umbra",
+    "Vertex",
+    "Willow",
+    "Xenon",
+    "Yonder",
+    "Zephyr",
+    "Aurora",
+    "Beacon",
+    "Cascade",
+]
 COMPANY_SUFFIXES = ("SAS", "SARL", "GmbH", "Ltd", "Inc", "SA", "BV")
 
 

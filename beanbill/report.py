@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import ROUND_HALF_EVEN, Decimal
 
 import duckdb
@@ -20,11 +21,16 @@ def _display(amount_atto: int | Decimal | None) -> str:
     return f"{amount.quantize(DISPLAY_QUANTUM, rounding=ROUND_HALF_EVEN):>14,}"
 
 
-def _table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def _table(title: str, header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.rjust(w) if c[-1:].isdigit() else c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    lines += [
+        "  ".join(
+            c.rjust(w) if c[-1:].isdigit() else c.ljust(w) for c, w in zip(row, widths, strict=True)
+        )
+        for row in rows
+    ]
     return "\n".join(lines)
 
 
@@ -40,8 +46,8 @@ def render_summary(workspace: Workspace, month: Month) -> str:
         f"FROM {source} GROUP BY family ORDER BY family"
     ).fetchall()
     by_kind = connection.execute(
-        f"SELECT billing_period, count(DISTINCT org), count(DISTINCT org || period), sum(amount_atto) "
-        f"FROM {source} GROUP BY billing_period ORDER BY billing_period"
+        "SELECT billing_period, count(DISTINCT org), count(DISTINCT org || period), "
+        f"sum(amount_atto) FROM {source} GROUP BY billing_period ORDER BY billing_period"
     ).fetchall()
     largest = connection.execute(
         f"SELECT org, sum(amount_atto) AS total FROM {source} GROUP BY org "
@@ -51,11 +57,20 @@ def render_summary(workspace: Workspace, month: Month) -> str:
     family_rows = [(str(f), f"{o:,}", f"{p:,}", _display(a)) for f, o, p, a in by_family]
     family_rows.append(("Total", "", "", _display(grand)))
     parts = [
-        _table(f"\nRated {month.key} by product family ({currency}, rounded half-even for display)",
-               ("family", "orgs", "periods", "amount"), family_rows),
-        _table("\nBy billing period", ("period", "orgs", "periods", "amount"),
-               [(str(k), f"{o:,}", f"{p:,}", _display(a)) for k, o, p, a in by_kind]),
-        _table(f"\nLargest {LARGEST_SHOWN} organizations", ("org", "amount"),
-               [(str(org), _display(total)) for org, total in largest]),
-    ]  # fmt: skip
+        _table(
+            f"\nRated {month.key} by product family ({currency}, rounded half-even for display)",
+            ("family", "orgs", "periods", "amount"),
+            family_rows,
+        ),
+        _table(
+            "\nBy billing period",
+            ("period", "orgs", "periods", "amount"),
+            [(str(k), f"{o:,}", f"{p:,}", _display(a)) for k, o, p, a in by_kind],
+        ),
+        _table(
+            f"\nLargest {LARGEST_SHOWN} organizations",
+            ("org", "amount"),
+            [(str(org), _display(total)) for org, total in largest],
+        ),
+    ]
     return "\n".join(parts)

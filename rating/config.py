@@ -35,7 +35,35 @@ IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 FAMILY_PATTERN = re.compile(r"^[A-Z][A-Za-z0-9]{0,31}$")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 EU_COUNTRIES = frozenset(
-    "AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK".split()
+    [
+        "AT",
+        "BE",
+        "BG",
+        "CY",
+        "CZ",
+        "DE",
+        "DK",
+        "EE",
+        "ES",
+        "FI",
+        "FR",
+        "GR",
+        "HR",
+        "HU",
+        "IE",
+        "IT",
+        "LT",
+        "LU",
+        "LV",
+        "MT",
+        "NL",
+        "PL",
+        "PT",
+        "RO",
+        "SE",
+        "SI",
+        "SK",
+    ]
 )
 
 
@@ -223,9 +251,7 @@ class PriceVersion(StrictModel):
         previous = self.free
         for bound in bounds:
             if bound is None or bound <= previous:
-                raise ValueError(
-                    "tier bounds must increase strictly and exceed the free allowance"
-                )
+                raise ValueError("tier bounds must increase strictly and exceed the free allowance")
             previous = bound
         return self
 
@@ -233,11 +259,15 @@ class PriceVersion(StrictModel):
         tiers = self.tiers or [Tier(price=self.price or Decimal(0))]
         bands: list[Band] = []
         if self.free > 0:
-            bands.append(Band(index=0, lower=Decimal(0), upper=self.free, price=Decimal(0), is_free=True))
+            bands.append(
+                Band(index=0, lower=Decimal(0), upper=self.free, price=Decimal(0), is_free=True)
+            )
         lower = self.free
         for tier in tiers:
             bands.append(
-                Band(index=len(bands), lower=lower, upper=tier.up_to, price=tier.price, is_free=False)
+                Band(
+                    index=len(bands), lower=lower, upper=tier.up_to, price=tier.price, is_free=False
+                )
             )
             lower = tier.up_to if tier.up_to is not None else lower
         return bands
@@ -303,13 +333,15 @@ class Catalog(StrictModel):
 
     @model_validator(mode="after")
     def _ids_are_unique(self) -> Self:
-        ids = [item.id for item in (*self.meter, *self.service)]
+        """Meters, services and add-ons share one id space: a rated line names one of them."""
+        ids = [meter.id for meter in self.meter]
+        ids += [service.id for service in self.service]
+        ids += [addon.id for addon in self.addon]
         duplicates = sorted({item for item in ids if ids.count(item) > 1})
         if duplicates:
-            raise ValueError(f"meter/service ids used twice: {', '.join(duplicates)}")
-        addon_ids = [addon.id for addon in self.addon]
-        if len(set(addon_ids)) != len(addon_ids):
-            raise ValueError("add-on ids must be unique")
+            raise ValueError(
+                f"ids used twice among meters, services and add-ons: {', '.join(duplicates)}"
+            )
         return self
 
     def rated_meters(self) -> list[Meter]:

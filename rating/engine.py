@@ -35,7 +35,13 @@ import pyarrow as pa
 
 from rating.config import BillingPeriod, Catalog, Customers, MeterKind, TierMode
 from rating.errors import RatingError
-from rating.money import PRICE_SCALE, QUANTITY_ONE_MICRO, QUANTITY_SCALE, SECONDS_PER_DAY, to_scaled_integer
+from rating.money import (
+    PRICE_SCALE,
+    QUANTITY_ONE_MICRO,
+    QUANTITY_SCALE,
+    SECONDS_PER_DAY,
+    to_scaled_integer,
+)
 from rating.periods import (
     Month,
     OffsetChange,
@@ -153,10 +159,17 @@ def _bands_table(catalog: Catalog) -> ir.Table:
     columns: dict[str, list[Any]] = {
         name: []
         for name in (
-            "meter", "version", "mode", "band", "is_free", "free_micro",
-            "lower_micro", "upper_micro", "price_pico",
+            "meter",
+            "version",
+            "mode",
+            "band",
+            "is_free",
+            "free_micro",
+            "lower_micro",
+            "upper_micro",
+            "price_pico",
         )
-    }  # fmt: skip
+    }
     for meter in catalog.rated_meters():
         for version_index, version in enumerate(meter.price):
             bands = version.bands()
@@ -168,8 +181,12 @@ def _bands_table(catalog: Catalog) -> ir.Table:
                 columns["mode"].append(version.mode.value)
                 columns["band"].append(band.index)
                 columns["is_free"].append(band.is_free)
-                columns["free_micro"].append(Decimal(to_scaled_integer(version.free, QUANTITY_SCALE)))
-                columns["lower_micro"].append(Decimal(to_scaled_integer(band.lower, QUANTITY_SCALE)))
+                columns["free_micro"].append(
+                    Decimal(to_scaled_integer(version.free, QUANTITY_SCALE))
+                )
+                columns["lower_micro"].append(
+                    Decimal(to_scaled_integer(band.lower, QUANTITY_SCALE))
+                )
                 columns["upper_micro"].append(
                     UNBOUNDED_MICRO
                     if band.upper is None
@@ -178,11 +195,17 @@ def _bands_table(catalog: Catalog) -> ir.Table:
                 columns["price_pico"].append(Decimal(to_scaled_integer(band.price, PRICE_SCALE)))
     schema = ibis.schema(
         {
-            "meter": "string", "version": "int64", "mode": "string", "band": "int64",
-            "is_free": "boolean", "free_micro": EXACT, "lower_micro": EXACT,
-            "upper_micro": EXACT, "price_pico": EXACT,
+            "meter": "string",
+            "version": "int64",
+            "mode": "string",
+            "band": "int64",
+            "is_free": "boolean",
+            "free_micro": EXACT,
+            "lower_micro": EXACT,
+            "upper_micro": EXACT,
+            "price_pico": EXACT,
         }
-    )  # fmt: skip
+    )
     return typed_memtable(columns, schema)
 
 
@@ -230,7 +253,8 @@ def split_lines(events: ir.Table, rating_input: RatingInput) -> ir.Table:
     is_interval = pieces.kind == MeterKind.INTERVAL.value
     seconds = ibis.ifelse(
         is_interval,
-        ibis.least(pieces.end_s, pieces.day_end_s) - ibis.greatest(pieces.start_s, pieces.day_start_s),
+        ibis.least(pieces.end_s, pieces.day_end_s)
+        - ibis.greatest(pieces.start_s, pieces.day_start_s),
         0,
     )
     pieces = pieces.mutate(
@@ -239,16 +263,25 @@ def split_lines(events: ir.Table, rating_input: RatingInput) -> ir.Table:
         period_end=by_kind("end"),
         rated=by_kind("rated"),
         seconds=seconds,
-        usage_micro=ibis.ifelse(is_interval, seconds * pieces.quantity_micro, pieces.quantity_micro),
+        usage_micro=ibis.ifelse(
+            is_interval, seconds * pieces.quantity_micro, pieces.quantity_micro
+        ),
     ).filter(lambda t: t.rated)
     return pieces.group_by(
-        "org", "billing_period", "period", "period_start", "period_end",
-        "day", "day_index", "meter", "resource",
+        "org",
+        "billing_period",
+        "period",
+        "period_start",
+        "period_end",
+        "day",
+        "day_index",
+        "meter",
+        "resource",
     ).aggregate(
         usage_micro=lambda t: t.usage_micro.cast(EXACT).sum(),
         seconds=lambda t: t.seconds.sum(),
         event_count=lambda t: t.count(),
-    )  # fmt: skip
+    )
 
 
 def price_lines(lines: ir.Table, rating_input: RatingInput) -> ir.Table:
@@ -267,18 +300,34 @@ def price_lines(lines: ir.Table, rating_input: RatingInput) -> ir.Table:
     positional = (rows.mode == TierMode.GRADUATED.value) | rows.is_free
     band_lower = ibis.ifelse(positional, rows.lower_micro, rows.free_micro)
     band_upper = ibis.ifelse(positional, rows.upper_micro, exact(UNBOUNDED_MICRO))
-    selected = positional | ((rows.total_usage >= rows.lower_micro) & (rows.total_usage < rows.upper_micro))
-    overlap = ibis.least(rows.cumulative_after, band_upper) - ibis.greatest(rows.cumulative_before, band_lower)
+    selected = positional | (
+        (rows.total_usage >= rows.lower_micro) & (rows.total_usage < rows.upper_micro)
+    )
+    overlap = ibis.least(rows.cumulative_after, band_upper) - ibis.greatest(
+        rows.cumulative_before, band_lower
+    )
     rows = rows.mutate(quantity_micro=overlap).filter(selected, overlap > exact(0))
     rows = rows.join(meters, "meter")
     return rows.select(
-        "org", "billing_period", "period", "period_start", "period_end", "day", "meter",
-        "family", "unit", "resource", "band", "is_free", "price_pico", "quantity_micro",
+        "org",
+        "billing_period",
+        "period",
+        "period_start",
+        "period_end",
+        "day",
+        "meter",
+        "family",
+        "unit",
+        "resource",
+        "band",
+        "is_free",
+        "price_pico",
+        "quantity_micro",
         amount_atto=rows.quantity_micro * rows.price_pico,
         line_usage_micro=rows.usage_micro,
         line_seconds=rows.seconds,
         event_count=rows.event_count,
-    )  # fmt: skip
+    )
 
 
 def addon_lines(rating_input: RatingInput) -> ir.Table:
@@ -294,16 +343,25 @@ def addon_lines(rating_input: RatingInput) -> ir.Table:
                 addon = addons[subscription.addon]
                 price_pico = to_scaled_integer(addon.price[customer.billing_period], PRICE_SCALE)
                 row = {
-                    "org": customer.id, "billing_period": customer.billing_period.value,
-                    "period": period.key, "period_start": period.start,
-                    "period_end": period.end, "day": period.start, "meter": addon.id,
-                    "family": "Addons", "unit": "period", "resource": addon.id, "band": 0,
-                    "is_free": False, "price_pico": Decimal(price_pico),
+                    "org": customer.id,
+                    "billing_period": customer.billing_period.value,
+                    "period": period.key,
+                    "period_start": period.start,
+                    "period_end": period.end,
+                    "day": period.start,
+                    "meter": addon.id,
+                    "family": "Addons",
+                    "unit": "period",
+                    "resource": addon.id,
+                    "band": 0,
+                    "is_free": False,
+                    "price_pico": Decimal(price_pico),
                     "quantity_micro": Decimal(QUANTITY_ONE_MICRO),
                     "amount_atto": Decimal(price_pico * QUANTITY_ONE_MICRO),
-                    "line_usage_micro": Decimal(QUANTITY_ONE_MICRO), "line_seconds": 0,
+                    "line_usage_micro": Decimal(QUANTITY_ONE_MICRO),
+                    "line_seconds": 0,
                     "event_count": 0,
-                }  # fmt: skip
+                }
                 for name, value in row.items():
                     columns[name].append(value)
     return typed_memtable(columns, LINE_SCHEMA)
@@ -311,14 +369,26 @@ def addon_lines(rating_input: RatingInput) -> ir.Table:
 
 LINE_SCHEMA = ibis.schema(
     {
-        "org": "string", "billing_period": "string", "period": "string",
-        "period_start": "date", "period_end": "date", "day": "date", "meter": "string",
-        "family": "string", "unit": "string", "resource": "string", "band": "int64",
-        "is_free": "boolean", "price_pico": EXACT, "quantity_micro": EXACT,
-        "amount_atto": EXACT, "line_usage_micro": EXACT, "line_seconds": "int64",
+        "org": "string",
+        "billing_period": "string",
+        "period": "string",
+        "period_start": "date",
+        "period_end": "date",
+        "day": "date",
+        "meter": "string",
+        "family": "string",
+        "unit": "string",
+        "resource": "string",
+        "band": "int64",
+        "is_free": "boolean",
+        "price_pico": EXACT,
+        "quantity_micro": EXACT,
+        "amount_atto": EXACT,
+        "line_usage_micro": EXACT,
+        "line_seconds": "int64",
         "event_count": "int64",
     }
-)  # fmt: skip
+)
 
 
 def rate(events: ir.Table, rating_input: RatingInput) -> ir.Table:

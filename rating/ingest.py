@@ -83,7 +83,7 @@ def _raw_select(path: Path, source: int) -> str:
     quoted = _sql_string(str(path))
     if path.suffix.lower() in JSON_SUFFIXES:
         paths = ", ".join(f"'$.{field}'" for field in FIELDS)
-        fields = ", ".join(f"f[{index + 1}] AS \"{name}\"" for index, name in enumerate(FIELDS))
+        fields = ", ".join(f'f[{index + 1}] AS "{name}"' for index, name in enumerate(FIELDS))
         return f"""
             SELECT {source} AS source, line, problem,
                    CASE WHEN problem IS NOT NULL THEN text END AS raw_text, {fields}
@@ -117,7 +117,7 @@ def _raw_select(path: Path, source: int) -> str:
 
 def _tabular_select(reader: str, source: int, line_offset: int, path: str) -> str:
     try:
-        columns = [row[0] for row in duckdb.sql(f"DESCRIBE SELECT * FROM {reader}").fetchall()]
+        columns = [row[0] for row in duckdb.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()]
     except duckdb.Error as error:
         raise IngestError(f"{path}: cannot be read: {error}") from error
     fields = ", ".join(
@@ -209,7 +209,9 @@ def _checks(max_duration_seconds: int) -> list[Check]:
         for check in _timestamp_checks(field, kind)
     ]
     checks += [
-        Check(f"{interval} AND end_s < start_s", "'end: before start'", "\"end\" || ' < ' || start"),
+        Check(
+            f"{interval} AND end_s < start_s", "'end: before start'", "\"end\" || ' < ' || start"
+        ),
         Check(
             f"{interval} AND end_s - start_s > {max_duration_seconds}",
             f"'end: longer than the maximum event duration of "
@@ -362,7 +364,10 @@ class _Ingestion:
             return
         self.sql("CREATE TEMP TABLE closed (org VARCHAR, period VARCHAR)")
         self.connection.executemany("INSERT INTO closed VALUES (?, ?)", keys)
-        kinds = [(customer.id, customer.billing_period.value) for customer in self.workspace.customers.customer]
+        kinds = [
+            (customer.id, customer.billing_period.value)
+            for customer in self.workspace.customers.customer
+        ]
         self.sql("CREATE TEMP TABLE org_kind (org VARCHAR, kind VARCHAR)")
         self.connection.executemany("INSERT INTO org_kind VALUES (?, ?)", kinds)
         bounds = self.sql(
@@ -378,11 +383,17 @@ class _Ingestion:
         )
 
         def local_date(epoch: str) -> str:
-            offset = "CASE " + " ".join(
-                f"WHEN {epoch} >= {change.since_epoch} THEN {change.offset_seconds}"
-                for change in reversed(changes)
-            ) + " END"
-            return f"(DATE '1970-01-01' + CAST(({epoch} + {offset}) // {SECONDS_PER_DAY} AS INTEGER))"
+            offset = (
+                "CASE "
+                + " ".join(
+                    f"WHEN {epoch} >= {change.since_epoch} THEN {change.offset_seconds}"
+                    for change in reversed(changes)
+                )
+                + " END"
+            )
+            return (
+                f"(DATE '1970-01-01' + CAST(({epoch} + {offset}) // {SECONDS_PER_DAY} AS INTEGER))"
+            )
 
         key_of = (
             "CASE k.kind WHEN 'daily' THEN strftime({day}, '%Y-%m-%d') "

@@ -18,6 +18,7 @@ import ibis.expr.types as ir
 
 from rating.engine import (
     RatingInput,
+    _versions_table,
     month_input,
     rate,
     source_months,
@@ -25,7 +26,6 @@ from rating.engine import (
     totals,
     typed_memtable,
     usage_files,
-    _versions_table,
 )
 from rating.errors import RatingError
 from rating.money import AMOUNT_SCALE, from_scaled_integer
@@ -72,17 +72,29 @@ def check_references(
     known_orgs = {customer.id for customer in rating_input.customers.customer}
     known_meters = {meter.id for meter in rating_input.catalog.rated_meters()}
     problems: list[str] = []
-    orgs = connection.execute(events.select("org").distinct())["org"].tolist()
-    problems += [f"organization {org!r} has usage but is no longer a customer" for org in sorted(set(orgs) - known_orgs)]
-    meters = connection.execute(events.select("meter").distinct())["meter"].tolist()
-    problems += [f"meter {meter!r} has usage but is no longer in the catalog" for meter in sorted(set(meters) - known_meters)]
+    orgs = connection.to_pyarrow(events.select("org").distinct()).column("org").to_pylist()
+    problems += [
+        f"organization {org!r} has usage but is no longer a customer"
+        for org in sorted(set(orgs) - known_orgs)
+    ]
+    meters = connection.to_pyarrow(events.select("meter").distinct()).column("meter").to_pylist()
+    problems += [
+        f"meter {meter!r} has usage but is no longer in the catalog"
+        for meter in sorted(set(meters) - known_meters)
+    ]
     lines = split_lines(events, rating_input)
     versions = _versions_table(rating_input)
     unpriced = lines.anti_join(versions, ["meter", "day_index"]).select("meter", "day").distinct()
-    for row in connection.execute(unpriced.order_by(["meter", "day"]).limit(MAX_PROBLEMS_SHOWN)).itertuples():
-        problems.append(f"meter {row.meter!r} has usage on {row.day} but no price in force that day")
+    first_unpriced = unpriced.order_by(["meter", "day"]).limit(MAX_PROBLEMS_SHOWN)
+    for row in connection.to_pyarrow(first_unpriced).to_pylist():
+        problems.append(
+            f"meter {row['meter']!r} has usage on {row['day']} but no price in force that day"
+        )
     if problems:
-        raise RatingError(f"cannot rate {rating_input.month.key}:\n" + "\n".join(f"  - {p}" for p in problems[:MAX_PROBLEMS_SHOWN]))
+        raise RatingError(
+            f"cannot rate {rating_input.month.key}:\n"
+            + "\n".join(f"  - {p}" for p in problems[:MAX_PROBLEMS_SHOWN])
+        )
 
 
 def rate_month(
@@ -91,7 +103,9 @@ def rate_month(
     connection = connection or ibis.duckdb.connect()
     settings = workspace.settings.billing
     rating_input = month_input(month, settings.timezone, workspace.catalog, workspace.customers)
-    files = usage_files(workspace.usage_dir, source_months(rating_input, settings.max_event_duration_days))
+    files = usage_files(
+        workspace.usage_dir, source_months(rating_input, settings.max_event_duration_days)
+    )
     events = load_events(connection, files)
     check_references(connection, events, rating_input)
     folder = workspace.rated_dir / f"month={month.key}"
@@ -102,13 +116,13 @@ def rate_month(
     connection.to_parquet(rate(events, rating_input), str(lines_temporary), compression="zstd")
     lines = connection.read_parquet(str(lines_temporary))
     connection.to_parquet(totals(lines), str(totals_temporary), compression="zstd")
-    summary = connection.execute(
+    [summary] = connection.to_pyarrow(
         lines.aggregate(
             line_count=lines.count(),
             organization_count=lines.org.nunique(),
             amount_atto=lines.amount_atto.sum(),
         )
-    ).iloc[0]
+    ).to_pylist()
     publish(lines_temporary, lines_path)
     publish(totals_temporary, totals_path)
     amount = summary["amount_atto"]

@@ -18,25 +18,49 @@ JANUARY = date(2026, 1, 1)
 SMALL_CATALOG: dict[str, Any] = {
     "meter": [
         {
-            "id": "cpu", "name": "vCPU", "unit": "vCPU", "kind": "interval", "family": "Compute",
+            "id": "cpu",
+            "name": "vCPU",
+            "unit": "vCPU",
+            "kind": "interval",
+            "family": "Compute",
             "price": [{"effective": JANUARY, "price": "0.0000069444"}],
         },
         {
-            "id": "egress", "name": "Egress", "unit": "GB", "kind": "counter", "family": "Network",
-            "price": [{"effective": JANUARY, "free": "100",
-                       "tiers": [{"up_to": "1000", "price": "0.01"}, {"price": "0.008"}]}],
+            "id": "egress",
+            "name": "Egress",
+            "unit": "GB",
+            "kind": "counter",
+            "family": "Network",
+            "price": [
+                {
+                    "effective": JANUARY,
+                    "free": "100",
+                    "tiers": [{"up_to": "1000", "price": "0.01"}, {"price": "0.008"}],
+                }
+            ],
         },
     ],
-    "addon": [{"id": "backup", "name": "Backup", "price": {"monthly": "9.90", "weekly": "2.50", "daily": "0.40"}}],
+    "addon": [
+        {
+            "id": "backup",
+            "name": "Backup",
+            "price": {"monthly": "9.90", "weekly": "2.50", "daily": "0.40"},
+        }
+    ],
     "service": [{"id": "migration", "name": "Migration", "price": "49.00"}],
-}  # fmt: skip
+}
 
 
 def customer(org: str, period: str = "monthly", **extra: Any) -> dict[str, Any]:
     return {
-        "id": org, "name": f"{org} Ltd", "address": ["1 Main Street", "Paris"], "country": "FR",
-        "email": f"billing@{org}.example", "billing_period": period, **extra,
-    }  # fmt: skip
+        "id": org,
+        "name": f"{org} Ltd",
+        "address": ["1 Main Street", "Paris"],
+        "country": "FR",
+        "email": f"billing@{org}.example",
+        "billing_period": period,
+        **extra,
+    }
 
 
 @pytest.fixture

@@ -72,7 +72,11 @@ def deduplicate(events: list[Event]) -> list[Event]:
 
 
 def rate_reference(
-    events: list[Event], catalog: Catalog, customers: Customers, zone: ZoneInfo, month: tuple[int, int]
+    events: list[Event],
+    catalog: Catalog,
+    customers: Customers,
+    zone: ZoneInfo,
+    month: tuple[int, int],
 ) -> dict[tuple[str, str, date, str, str, int], tuple[Decimal, Decimal]]:
     """(org, period, day, meter, resource, band) → (quantity, amount), exact."""
     meters = {meter.id: meter for meter in catalog.rated_meters()}
@@ -84,7 +88,9 @@ def rate_reference(
             period, period_start = billing_period(kinds[event.org], day)
             if (period_start.year, period_start.month) != month:
                 continue
-            amount = event.quantity * seconds if meter.kind == MeterKind.INTERVAL else event.quantity
+            amount = (
+                event.quantity * seconds if meter.kind == MeterKind.INTERVAL else event.quantity
+            )
             usage[(event.org, period, day, event.meter, event.resource)] += amount
     result: dict[tuple[str, str, date, str, str, int], tuple[Decimal, Decimal]] = {}
     groups: dict[tuple[str, str, str], list[LineKey]] = defaultdict(list)
@@ -125,12 +131,23 @@ def add_addons(
         while (day.year, day.month) == month:
             period, start = billing_period(customer.billing_period, day)
             length = {"daily": 1, "weekly": 7}.get(customer.billing_period.value)
-            end = start + timedelta(days=length) if length else (start + timedelta(days=32)).replace(day=1)
+            end = (
+                start + timedelta(days=length)
+                if length
+                else (start + timedelta(days=32)).replace(day=1)
+            )
             if start == day:
                 for subscription in customer.addons:
                     last = subscription.end or date.max
                     if subscription.start < end and last >= start:
                         price = addons[subscription.addon].price[customer.billing_period]
-                        key = (customer.id, period, start, subscription.addon, subscription.addon, 0)
+                        key = (
+                            customer.id,
+                            period,
+                            start,
+                            subscription.addon,
+                            subscription.addon,
+                            0,
+                        )
                         result[key] = (Decimal(1), price)
             day += timedelta(days=1)

@@ -1,4 +1,4 @@
-"""Ingest: every bad input gets a clear, kept reject; duplicates count once; re-runs change nothing."""
+"""Ingest: a clear, kept reject per bad event; duplicates count once; re-runs change nothing."""
 
 from __future__ import annotations
 
@@ -15,9 +15,14 @@ from rating.workspace import Workspace
 from tests.conftest import customer, read_rejects, write_jsonl
 
 GOOD = {
-    "id": "e1", "org": "acme", "resource": "app-1", "meter": "cpu",
-    "start": "2026-11-03T10:00:00Z", "end": "2026-11-03T11:00:00Z", "quantity": "2",
-}  # fmt: skip
+    "id": "e1",
+    "org": "acme",
+    "resource": "app-1",
+    "meter": "cpu",
+    "start": "2026-11-03T10:00:00Z",
+    "end": "2026-11-03T11:00:00Z",
+    "quantity": "2",
+}
 
 
 def stored(workspace: Workspace) -> list[tuple[object, ...]]:
@@ -57,11 +62,17 @@ BAD_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("case", "record", "field", "reason"), BAD_CASES, ids=[c[0] for c in BAD_CASES])
+@pytest.mark.parametrize(
+    ("case", "record", "field", "reason"), BAD_CASES, ids=[c[0] for c in BAD_CASES]
+)
 def test_bad_event_is_rejected_with_file_line_field_and_reason(
-    make_workspace: Callable[..., Workspace], tmp_path: Path, case: str,
-    record: dict[str, object], field: str, reason: str,
-) -> None:  # fmt: skip
+    make_workspace: Callable[..., Workspace],
+    tmp_path: Path,
+    case: str,
+    record: dict[str, object],
+    field: str,
+    reason: str,
+) -> None:
     workspace = make_workspace()
     good_line = with_fields(id="good")
     source = write_jsonl(tmp_path / "in.jsonl", [good_line, record])
@@ -122,13 +133,23 @@ def test_same_id_other_content_is_rejected_within_a_batch_and_against_the_store(
     assert stored(workspace) == [("e1", 1793700000, 1793703600, 2_000_000, False)]
 
 
-def test_reingesting_changes_nothing(make_workspace: Callable[..., Workspace], tmp_path: Path) -> None:
+def test_reingesting_changes_nothing(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
     workspace = make_workspace()
     source = write_jsonl(tmp_path / "in.jsonl", [GOOD, with_fields(id="bad", org="x")])
     first = ingest(workspace, [source])
-    files_before = {p: p.read_bytes() for p in workspace.root.rglob("*") if p.is_file() and "state" not in p.parts}
+    files_before = {
+        p: p.read_bytes()
+        for p in workspace.root.rglob("*")
+        if p.is_file() and "state" not in p.parts
+    }
     second = ingest(workspace, [source])
-    files_after = {p: p.read_bytes() for p in workspace.root.rglob("*") if p.is_file() and "state" not in p.parts}
+    files_after = {
+        p: p.read_bytes()
+        for p in workspace.root.rglob("*")
+        if p.is_file() and "state" not in p.parts
+    }
     assert (first.accepted, second.accepted, second.duplicates) == (1, 0, 1)
     assert files_before == files_after
 
@@ -167,14 +188,21 @@ def test_late_events_for_closed_periods_are_kept_and_reported(
         [
             with_fields(id="late-month", start="2026-10-31T23:00:00Z", end="2026-11-01T01:00:00Z"),
             with_fields(id="on-time", start="2026-11-01T01:00:00Z", end="2026-11-01T02:00:00Z"),
-            with_fields(id="late-day", org="daily-co", start="2026-11-02T05:00:00Z", end="2026-11-02T06:00:00Z"),
+            with_fields(
+                id="late-day",
+                org="daily-co",
+                start="2026-11-02T05:00:00Z",
+                end="2026-11-02T06:00:00Z",
+            ),
         ],
     )
     summary = ingest(workspace, [source])
     assert (summary.accepted, summary.late) == (3, 2)
     assert {row[0]: row[4] for row in stored(workspace)} == {
-        "late-day": True, "late-month": True, "on-time": False,
-    }  # fmt: skip
+        "late-day": True,
+        "late-month": True,
+        "on-time": False,
+    }
     assert summary.late_path is not None
     assert "late-month" in summary.late_path.read_text()
 
@@ -191,7 +219,9 @@ def test_missing_file_and_unknown_format_are_errors(
         ingest(workspace, [odd])
 
 
-def test_line_numbers_hold_on_a_large_file(make_workspace: Callable[..., Workspace], tmp_path: Path) -> None:
+def test_line_numbers_hold_on_a_large_file(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
     """Parallel reading must not shuffle line numbers: the bad line is found where it is."""
     workspace = make_workspace()
     records: list[dict[str, object] | str] = [with_fields(id=f"e{i}") for i in range(200_000)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -25,50 +24,104 @@ CATALOG = parse_model(
     Catalog,
     {
         "meter": [
-            {   # graduated with a free allowance and a price change on the 15th
-                "id": "cpu", "name": "vCPU", "unit": "vCPU", "kind": "interval", "family": "Compute",
+            {  # graduated with a free allowance and a price change on the 15th
+                "id": "cpu",
+                "name": "vCPU",
+                "unit": "vCPU",
+                "kind": "interval",
+                "family": "Compute",
                 "price": [
-                    {"effective": JANUARY, "free": Decimal(3600),
-                     "tiers": [{"up_to": Decimal(50_000), "price": Decimal("0.0000069444")},
-                               {"price": Decimal("0.0000050001")}]},
-                    {"effective": date(2026, 10, 15), "free": Decimal(1800),
-                     "tiers": [{"up_to": Decimal(80_000), "price": Decimal("0.0000063889")},
-                               {"price": Decimal("0.0000000001")}]},
+                    {
+                        "effective": JANUARY,
+                        "free": Decimal(3600),
+                        "tiers": [
+                            {"up_to": Decimal(50_000), "price": Decimal("0.0000069444")},
+                            {"price": Decimal("0.0000050001")},
+                        ],
+                    },
+                    {
+                        "effective": date(2026, 10, 15),
+                        "free": Decimal(1800),
+                        "tiers": [
+                            {"up_to": Decimal(80_000), "price": Decimal("0.0000063889")},
+                            {"price": Decimal("0.0000000001")},
+                        ],
+                    },
                 ],
             },
-            {   # volume tiers: the period's total picks one price for all units
-                "id": "disk", "name": "Disk", "unit": "GB", "kind": "interval", "family": "Storage",
-                "price": [{"effective": JANUARY, "mode": "volume", "free": Decimal(1000),
-                           "tiers": [{"up_to": Decimal(200_000), "price": Decimal("0.0000001")},
-                                     {"up_to": Decimal(900_000), "price": Decimal("0.00000007")},
-                                     {"price": Decimal("0.00000005")}]}],
+            {  # volume tiers: the period's total picks one price for all units
+                "id": "disk",
+                "name": "Disk",
+                "unit": "GB",
+                "kind": "interval",
+                "family": "Storage",
+                "price": [
+                    {
+                        "effective": JANUARY,
+                        "mode": "volume",
+                        "free": Decimal(1000),
+                        "tiers": [
+                            {"up_to": Decimal(200_000), "price": Decimal("0.0000001")},
+                            {"up_to": Decimal(900_000), "price": Decimal("0.00000007")},
+                            {"price": Decimal("0.00000005")},
+                        ],
+                    }
+                ],
             },
             {
-                "id": "egress", "name": "Egress", "unit": "GB", "kind": "counter", "family": "Network",
-                "price": [{"effective": JANUARY, "free": Decimal(10),
-                           "tiers": [{"up_to": Decimal(100), "price": Decimal("0.01")},
-                                     {"price": Decimal("0.008")}]}],
+                "id": "egress",
+                "name": "Egress",
+                "unit": "GB",
+                "kind": "counter",
+                "family": "Network",
+                "price": [
+                    {
+                        "effective": JANUARY,
+                        "free": Decimal(10),
+                        "tiers": [
+                            {"up_to": Decimal(100), "price": Decimal("0.01")},
+                            {"price": Decimal("0.008")},
+                        ],
+                    }
+                ],
             },
         ],
-        "addon": [{"id": "backup", "name": "Backup",
-                   "price": {"monthly": Decimal("9.9"), "weekly": Decimal("2.5"), "daily": Decimal("0.4")}}],
+        "addon": [
+            {
+                "id": "backup",
+                "name": "Backup",
+                "price": {
+                    "monthly": Decimal("9.9"),
+                    "weekly": Decimal("2.5"),
+                    "daily": Decimal("0.4"),
+                },
+            }
+        ],
         "service": [{"id": "migration", "name": "Migration", "price": Decimal("49.00")}],
     },
     "test catalog",
-)  # fmt: skip
+)
 ORGS = {"m-org": "monthly", "w-org": "weekly", "d-org": "daily"}
 CUSTOMERS = parse_model(
     Customers,
     {
         "customer": [
-            {"id": org, "name": org, "address": ["x"], "country": "FR", "email": f"{org}@x.example",
-             "billing_period": period,
-             "addons": [{"addon": "backup", "start": date(2026, 10, 20), "end": date(2026, 12, 5)}]}
+            {
+                "id": org,
+                "name": org,
+                "address": ["x"],
+                "country": "FR",
+                "email": f"{org}@x.example",
+                "billing_period": period,
+                "addons": [
+                    {"addon": "backup", "start": date(2026, 10, 20), "end": date(2026, 12, 5)}
+                ],
+            }
             for org, period in ORGS.items()
         ]
     },
     "test customers",
-)  # fmt: skip
+)
 METER_KINDS = {"cpu": "interval", "disk": "interval", "egress": "counter", "migration": "counter"}
 MONTHS = [Month(2026, 10), Month(2026, 2), Month(2026, 12)]
 
@@ -83,34 +136,49 @@ def events(draw: st.DrawFn, month: Month) -> list[Event]:
         meter = draw(st.sampled_from(sorted(METER_KINDS)))
         day = draw(st.integers(0, 38))
         near_midnight = draw(st.booleans())
-        second = draw(st.integers(86_400 - 7_200, 86_399) if near_midnight else st.integers(0, 86_399))
+        second = draw(
+            st.integers(86_400 - 7_200, 86_399) if near_midnight else st.integers(0, 86_399)
+        )
         start = base + timedelta(days=day, seconds=second)
         if METER_KINDS[meter] == "interval":
-            end = start + timedelta(seconds=draw(st.sampled_from([0, 1, 59, 3600, 7_201, 86_400, 200_000])))
+            end = start + timedelta(
+                seconds=draw(st.sampled_from([0, 1, 59, 3600, 7_201, 86_400, 200_000]))
+            )
         else:
             end = start
         micro = draw(st.one_of(st.integers(0, 10), st.integers(0, 10**9)))
         quantity = Decimal(micro).scaleb(-QUANTITY_SCALE) if micro > 10 else Decimal(micro)
-        event = Event(f"e{index}", draw(st.sampled_from(sorted(ORGS))), draw(st.sampled_from(["r1", "r2"])),
-                      meter, start, end, quantity)  # fmt: skip
+        event = Event(
+            f"e{index}",
+            draw(st.sampled_from(sorted(ORGS))),
+            draw(st.sampled_from(["r1", "r2"])),
+            meter,
+            start,
+            end,
+            quantity,
+        )
         result.append(event)
         if draw(st.integers(0, 9)) == 0:
             result.append(event)  # an exact duplicate, delivered twice
     return result
 
 
-def engine_rate(connection: Any, rows: list[Event], month: Month, zone: str) -> dict[Any, tuple[Decimal, Decimal]]:
+def engine_rate(
+    connection: Any, rows: list[Event], month: Month, zone: str
+) -> dict[Any, tuple[Decimal, Decimal]]:
     table = typed_memtable(
         {
-            "id": [e.id for e in rows], "org": [e.org for e in rows],
-            "resource": [e.resource for e in rows], "meter": [e.meter for e in rows],
+            "id": [e.id for e in rows],
+            "org": [e.org for e in rows],
+            "resource": [e.resource for e in rows],
+            "meter": [e.meter for e in rows],
             "kind": [METER_KINDS[e.meter] for e in rows],
             "start_s": [int(e.start.timestamp()) for e in rows],
             "end_s": [int(e.end.timestamp()) for e in rows],
             "quantity_micro": [int(e.quantity.scaleb(QUANTITY_SCALE)) for e in rows],
         },
         EVENT_SCHEMA,
-    )  # fmt: skip
+    )
     # The store holds each id once (ingest deduplicates); mirror that here.
     table = table.distinct()
     result = connection.to_pyarrow(rate(table, month_input(month, zone, CATALOG, CUSTOMERS)))
@@ -135,7 +203,9 @@ def test_engine_matches_reference(connection: Any, zone: str, month: Month) -> N
     @given(rows=events(month))
     def check(rows: list[Event]) -> None:
         engine = engine_rate(connection, rows, month, zone)
-        reference = rate_reference(rows, CATALOG, CUSTOMERS, ZoneInfo(zone), (month.year, month.month))
+        reference = rate_reference(
+            rows, CATALOG, CUSTOMERS, ZoneInfo(zone), (month.year, month.month)
+        )
         assert engine == reference
 
     check()
@@ -149,8 +219,14 @@ def test_reference_sees_tier_boundaries(connection: Any) -> None:
     day = date(2026, 10, 5)
     assert result[("m-org", "2026-10", day, "cpu", "r1", 0)] == (Decimal(3600), Decimal(0))
     assert result[("m-org", "2026-10", day, "cpu", "r1", 1)] == (
-        Decimal(46_400), Decimal(46_400) * Decimal("0.0000069444"))
+        Decimal(46_400),
+        Decimal(46_400) * Decimal("0.0000069444"),
+    )
     assert result[("m-org", "2026-10", day, "cpu", "r1", 2)] == (
-        Decimal(10_000), Decimal(10_000) * Decimal("0.0000050001"))
+        Decimal(10_000),
+        Decimal(10_000) * Decimal("0.0000050001"),
+    )
     assert result[("m-org", "2026-10", date(2026, 10, 1), "backup", "backup", 0)] == (
-        Decimal(1), Decimal("9.9"))  # fmt: skip
+        Decimal(1),
+        Decimal("9.9"),
+    )

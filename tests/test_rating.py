@@ -1,0 +1,215 @@
+"""Rating through the workspace: output files, determinism, and clear errors."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import duckdb
+import pytest
+
+from beanbill.demo import write_usage
+from beanbill.examples import write_configuration
+from rating.errors import RatingError
+from rating.ingest import ingest
+from rating.money import AMOUNT_SCALE, QUANTITY_SCALE, from_scaled_integer
+from rating.periods import Month
+from rating.rate import rate_months
+from rating.workspace import CUSTOMERS_FILE, Workspace
+from tests.conftest import SMALL_CATALOG, customer, write_jsonl
+from tests.reference import Event, rate_reference
+
+
+def interval(event_id: str, org: str, start: str, end: str, quantity: str = "1") -> dict[str, str]:
+    return {
+        "id": event_id,
+        "org": org,
+        "resource": "app",
+        "meter": "cpu",
+        "start": start,
+        "end": end,
+        "quantity": quantity,
+    }
+
+
+def lines_of(workspace: Workspace, month: str) -> list[dict[str, object]]:
+    path = workspace.rated_dir / f"month={month}" / "lines.parquet"
+    return duckdb.sql(f"SELECT * FROM read_parquet('{path}')").arrow().read_all().to_pylist()
+
+
+def test_weekly_period_that_starts_in_a_month_is_rated_whole(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    """Week 2026-W44 runs Mon 26 Oct - Sun 1 Nov: it belongs to October's run, all 7 days."""
+    workspace = make_workspace(customers=[customer("weekly", "weekly")])
+    source = write_jsonl(
+        tmp_path / "u.jsonl",
+        [
+            interval("a", "weekly", "2026-10-31T23:00:00Z", "2026-11-01T01:00:00Z", "2"),
+            interval("b", "weekly", "2026-11-02T00:00:00Z", "2026-11-02T00:00:10Z"),
+        ],
+    )
+    ingest(workspace, [source])
+    rate_months(workspace, [Month(2026, 10), Month(2026, 11)])
+    october = lines_of(workspace, "2026-10")
+    assert [(row["period"], row["day"], row["line_seconds"]) for row in october] == [
+        ("2026-W44", date(2026, 10, 31), 3600),
+        ("2026-W44", date(2026, 11, 1), 3600),
+    ]
+    assert sum(int(row["amount_atto"]) for row in october) == 2 * 7200 * 6_944_400 * 10**6
+    november = lines_of(workspace, "2026-11")
+    assert [(row["period"], row["line_seconds"]) for row in november] == [("2026-W45", 10)]
+
+
+def test_rating_twice_writes_identical_bytes(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    workspace = make_workspace()
+    ingest(
+        workspace,
+        [
+            write_jsonl(
+                tmp_path / "u.jsonl",
+                [interval("a", "acme", "2026-11-01T10:00:00Z", "2026-11-02T10:00:00Z")],
+            )
+        ],
+    )
+    rate_months(workspace, [Month(2026, 11)])
+    folder = workspace.rated_dir / "month=2026-11"
+    first = {p.name: p.read_bytes() for p in folder.iterdir()}
+    rate_months(workspace, [Month(2026, 11)])
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == first
+    assert sorted(first) == ["lines.parquet", "totals.parquet"]
+
+
+def test_usage_of_a_removed_customer_is_an_error_not_a_silent_drop(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    workspace = make_workspace(customers=[customer("acme"), customer("gone")])
+    ingest(
+        workspace,
+        [
+            write_jsonl(
+                tmp_path / "u.jsonl",
+                [interval("a", "gone", "2026-11-01T10:00:00Z", "2026-11-01T11:00:00Z")],
+            )
+        ],
+    )
+    text = (workspace.root / CUSTOMERS_FILE).read_text()
+    (workspace.root / CUSTOMERS_FILE).write_text(text[: text.index('[[customer]]\nid = "gone"')])
+    with pytest.raises(RatingError, match="'gone' has usage but is no longer a customer"):
+        rate_months(Workspace.load(workspace.root), [Month(2026, 11)])
+
+
+def test_usage_before_the_first_price_is_an_error(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    catalog = copy.deepcopy(SMALL_CATALOG)
+    catalog["meter"][0]["price"][0]["effective"] = date(2026, 11, 10)
+    workspace = make_workspace(catalog=catalog)
+    ingest(
+        workspace,
+        [
+            write_jsonl(
+                tmp_path / "u.jsonl",
+                [interval("a", "acme", "2026-11-05T10:00:00Z", "2026-11-05T11:00:00Z")],
+            )
+        ],
+    )
+    with pytest.raises(RatingError, match="'cpu' has usage on 2026-11-05 but no price in force"):
+        rate_months(workspace, [Month(2026, 11)])
+
+
+def test_totals_reconcile_with_lines_to_the_last_digit(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    workspace = make_workspace(
+        customers=[customer("acme", addons=[{"addon": "backup", "start": date(2026, 1, 1)}])]
+    )
+    records = [
+        interval(
+            f"e{i}",
+            "acme",
+            "2026-11-01T10:00:00Z",
+            f"2026-11-{2 + i % 20:02d}T10:00:07Z",
+            "0.333333",
+        )
+        for i in range(30)
+    ]
+    records.append(
+        {
+            "id": "x",
+            "org": "acme",
+            "resource": "lb",
+            "meter": "egress",
+            "at": "2026-11-03T00:00:00Z",
+            "quantity": "1234.5",
+        }
+    )
+    ingest(workspace, [write_jsonl(tmp_path / "u.jsonl", records)])
+    rate_months(workspace, [Month(2026, 11)])
+    folder = workspace.rated_dir / "month=2026-11"
+    by_family = dict(
+        duckdb.sql(
+            f"SELECT family, sum(amount_atto) FROM '{folder}/lines.parquet' GROUP BY family"
+        ).fetchall()
+    )
+    totals = dict(
+        duckdb.sql(f"SELECT family, amount_atto FROM '{folder}/totals.parquet'").fetchall()
+    )
+    assert by_family == totals
+    assert totals["Addons"] == Decimal("9.90") * 10**AMOUNT_SCALE
+    # egress: 100 GB free, 900 GB at 0.01, 234.5 GB at 0.008
+    assert (
+        totals["Network"]
+        == (900 * Decimal("0.01") + Decimal("234.5") * Decimal("0.008")) * 10**AMOUNT_SCALE
+    )
+
+
+def test_demo_month_matches_the_reference_rater(tmp_path: Path) -> None:
+    """The whole demo (tiers, volume, free allowance, price change, add-ons, 3 period kinds)."""
+    root = tmp_path / "demo"
+    write_configuration(root, 12, seed=3)
+    workspace = Workspace.load(root)
+    files = write_usage(root / "inbox", [c.id for c in workspace.customers.customer], seed=3)
+    ingest(workspace, files)
+    rate_months(workspace, [Month(2026, 10)])
+    events = []
+    kinds = {meter.id: meter.kind for meter in workspace.catalog.rated_meters()}
+    for line in files[0].read_text().splitlines():
+        record = json.loads(line)
+        start = datetime.fromisoformat(record.get("start") or record["at"])
+        end = datetime.fromisoformat(record.get("end") or record["at"])
+        events.append(
+            Event(
+                record["id"],
+                record["org"],
+                record["resource"],
+                record["meter"],
+                start,
+                end,
+                Decimal(record["quantity"]),
+            )
+        )
+    for line in files[1].read_text().splitlines()[1:]:
+        event_id, org, resource, meter, at, quantity = line.split(",")
+        moment = datetime.fromisoformat(at).astimezone(UTC)
+        events.append(Event(event_id, org, resource, meter, moment, moment, Decimal(quantity)))
+    assert all(kinds[e.meter] for e in events)
+    expected = rate_reference(
+        events, workspace.catalog, workspace.customers, ZoneInfo("UTC"), (2026, 10)
+    )
+    actual = {
+        (r["org"], r["period"], r["day"], r["meter"], r["resource"], r["band"]): (
+            from_scaled_integer(int(r["quantity_micro"]), QUANTITY_SCALE),
+            from_scaled_integer(int(r["amount_atto"]), AMOUNT_SCALE),
+        )
+        for r in lines_of(workspace, "2026-10")
+    }
+    assert len(actual) > 1000
+    assert actual == expected
