@@ -21,7 +21,7 @@ atto currency, as DECIMAL(38, 0) so overflow raises instead of wrapping.
 from __future__ import annotations
 
 import zoneinfo
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -54,9 +54,12 @@ from rating.periods import (
 )
 
 EXACT = dt.Decimal(38, 0)
-UNBOUNDED_MICRO = Decimal(10) ** 30
+# Usage runs in int64 micro units: fast, and exact up to 9.2e12 unit-seconds per
+# organization, period and meter (e.g. 3.5 PB stored for a month); beyond that the backend
+# raises an overflow error rather than round. Amounts are DECIMAL(38, 0).
+UNBOUNDED_MICRO = 2**62
 MAX_BANDS_PER_VERSION = 32
-LINE_ORDER = ("org", "period", "day", "meter", "resource", "band")
+LINE_ORDER = ("org", "day", "meter", "resource", "band")  # unique: a day has one period
 TOTAL_ORDER = ("org", "period", "family")
 
 
@@ -67,6 +70,13 @@ def typed_memtable(columns: dict[str, list[Any]], schema: ibis.Schema) -> ir.Tab
 
 def exact(value: int | Decimal) -> ir.DecimalScalar:
     return ibis.literal(Decimal(value), type=EXACT)
+
+
+def micro(value: Decimal) -> int:
+    scaled = to_scaled_integer(value, QUANTITY_SCALE)
+    if scaled >= UNBOUNDED_MICRO:
+        raise RatingError(f"tier bound {value} is beyond the largest usage beanbill can rate")
+    return scaled
 
 
 @dataclass(frozen=True)
@@ -81,39 +91,37 @@ class RatingInput:
     customers: Customers
 
 
-def _days_table(rating_input: RatingInput) -> ir.Table:
-    rows = day_rows(rating_input.zone, rating_input.window_start, rating_input.window_end)
-    month = rating_input.month
-
-    def in_month(period: Period) -> bool:
-        return Month.of(period.start) == month
-
-    columns: dict[str, list[Any]] = {
-        "day_index": [row.day_index for row in rows],
-        "day": [row.day for row in rows],
-        "day_start_s": [row.start_epoch for row in rows],
-        "day_end_s": [row.end_epoch for row in rows],
-    }
-    for kind in BillingPeriod:
-        periods = [getattr(row, kind.value) for row in rows]
-        columns[f"{kind.value}_key"] = [period.key for period in periods]
-        columns[f"{kind.value}_start"] = [period.start for period in periods]
-        columns[f"{kind.value}_end"] = [period.end for period in periods]
-        columns[f"{kind.value}_rated"] = [in_month(period) for period in periods]
-    schema: dict[str, Any] = {
+CALENDAR_SCHEMA = ibis.schema(
+    {
         "day_index": "int64",
+        "billing_period": "string",
         "day": "date",
         "day_start_s": "int64",
         "day_end_s": "int64",
+        "period": "string",
+        "period_start": "date",
+        "period_end": "date",
     }
-    for kind in BillingPeriod:
-        schema |= {
-            f"{kind.value}_key": "string",
-            f"{kind.value}_start": "date",
-            f"{kind.value}_end": "date",
-            f"{kind.value}_rated": "boolean",
-        }
-    return typed_memtable(columns, ibis.schema(schema))
+)
+
+
+def _calendar_table(rating_input: RatingInput) -> ir.Table:
+    """One row per (local day, kind of billing period) rated in this run.
+
+    A day appears for a kind only when that kind's period containing it starts in the
+    month being rated, so joining events to it both assigns periods and filters days.
+    """
+    columns: dict[str, list[Any]] = {name: [] for name in CALENDAR_SCHEMA.names}
+    for row in day_rows(rating_input.zone, rating_input.window_start, rating_input.window_end):
+        for kind in BillingPeriod:
+            period: Period = getattr(row, kind.value)
+            if Month.of(period.start) != rating_input.month:
+                continue
+            values = (row.day_index, kind.value, row.day, row.start_epoch, row.end_epoch,
+                      period.key, period.start, period.end)  # fmt: skip
+            for name, value in zip(CALENDAR_SCHEMA.names, values, strict=True):
+                columns[name].append(value)
+    return typed_memtable(columns, CALENDAR_SCHEMA)
 
 
 def _customers_table(customers: Customers) -> ir.Table:
@@ -181,16 +189,10 @@ def _bands_table(catalog: Catalog) -> ir.Table:
                 columns["mode"].append(version.mode.value)
                 columns["band"].append(band.index)
                 columns["is_free"].append(band.is_free)
-                columns["free_micro"].append(
-                    Decimal(to_scaled_integer(version.free, QUANTITY_SCALE))
-                )
-                columns["lower_micro"].append(
-                    Decimal(to_scaled_integer(band.lower, QUANTITY_SCALE))
-                )
+                columns["free_micro"].append(micro(version.free))
+                columns["lower_micro"].append(micro(band.lower))
                 columns["upper_micro"].append(
-                    UNBOUNDED_MICRO
-                    if band.upper is None
-                    else Decimal(to_scaled_integer(band.upper, QUANTITY_SCALE))
+                    UNBOUNDED_MICRO if band.upper is None else micro(band.upper)
                 )
                 columns["price_pico"].append(Decimal(to_scaled_integer(band.price, PRICE_SCALE)))
     schema = ibis.schema(
@@ -200,9 +202,9 @@ def _bands_table(catalog: Catalog) -> ir.Table:
             "mode": "string",
             "band": "int64",
             "is_free": "boolean",
-            "free_micro": EXACT,
-            "lower_micro": EXACT,
-            "upper_micro": EXACT,
+            "free_micro": "int64",
+            "lower_micro": "int64",
+            "upper_micro": "int64",
             "price_pico": EXACT,
         }
     )
@@ -226,108 +228,119 @@ def _local_day(epoch_seconds: ir.IntegerValue, changes: Sequence[OffsetChange]) 
 
 def split_lines(events: ir.Table, rating_input: RatingInput) -> ir.Table:
     """Events → usage per organization, period, day, meter and resource (unpriced)."""
-    days = _days_table(rating_input)
-    window_start_s = days.day_start_s.min().as_scalar()
-    window_end_s = days.day_end_s.max().as_scalar()
-    is_interval = events.kind == MeterKind.INTERVAL.value
+    calendar = _calendar_table(rating_input)
+    window_start_s = calendar.day_start_s.min().as_scalar()
+    window_end_s = calendar.day_end_s.max().as_scalar()
     events = events.filter(
         events.start_s < window_end_s,
         (events.end_s > window_start_s) | (events.start_s >= window_start_s),
     )
     changes = offset_changes(rating_input.zone, rating_input.window_start, rating_input.window_end)
+    events = events.join(_customers_table(rating_input.customers), "org")
     last_instant = ibis.greatest(events.start_s, events.end_s - 1)
     pieces = events.mutate(
         day_index=ibis.range(
             _local_day(events.start_s, changes), _local_day(last_instant, changes) + 1
         )
     ).unnest("day_index")
-    customers = _customers_table(rating_input.customers)
-    pieces = pieces.join(days, "day_index").join(customers, "org")
-    kind = pieces.billing_period
-
-    def by_kind(suffix: str) -> ir.Value:
-        return ibis.cases(
-            *[(kind == k.value, pieces[f"{k.value}_{suffix}"]) for k in BillingPeriod]
-        )
-
-    is_interval = pieces.kind == MeterKind.INTERVAL.value
+    pieces = pieces.join(
+        calendar.select("day_index", "billing_period", "day_start_s", "day_end_s"),
+        ["day_index", "billing_period"],
+    )
     seconds = ibis.ifelse(
-        is_interval,
+        pieces.kind == MeterKind.INTERVAL.value,
         ibis.least(pieces.end_s, pieces.day_end_s)
         - ibis.greatest(pieces.start_s, pieces.day_start_s),
         0,
     )
-    pieces = pieces.mutate(
-        period=by_kind("key"),
-        period_start=by_kind("start"),
-        period_end=by_kind("end"),
-        rated=by_kind("rated"),
-        seconds=seconds,
-        usage_micro=ibis.ifelse(
-            is_interval, seconds * pieces.quantity_micro, pieces.quantity_micro
-        ),
-    ).filter(lambda t: t.rated)
-    return pieces.group_by(
-        "org",
-        "billing_period",
-        "period",
-        "period_start",
-        "period_end",
-        "day",
-        "day_index",
-        "meter",
-        "resource",
-    ).aggregate(
-        usage_micro=lambda t: t.usage_micro.cast(EXACT).sum(),
+    usage_micro = ibis.ifelse(
+        pieces.kind == MeterKind.INTERVAL.value,
+        seconds * pieces.quantity_micro,
+        pieces.quantity_micro,
+    )
+    pieces = pieces.mutate(seconds=seconds, usage_micro=usage_micro)
+    lines = pieces.group_by("org", "meter", "resource", "day_index", "billing_period").aggregate(
+        usage_micro=lambda t: t.usage_micro.sum().cast("int64"),
         seconds=lambda t: t.seconds.sum(),
         event_count=lambda t: t.count(),
     )
+    periods = calendar.select(
+        "day_index", "billing_period", "day", "period", "period_start", "period_end"
+    )
+    return lines.join(periods, ["day_index", "billing_period"])  # fmt: skip
 
 
-def price_lines(lines: ir.Table, rating_input: RatingInput) -> ir.Table:
-    """Usage lines → one row per line and pricing band it uses, with exact amounts."""
-    versions = _versions_table(rating_input)
-    bands = _bands_table(rating_input.catalog)
-    meters = _meters_table(rating_input.catalog)
-    lines = lines.join(versions, ["meter", "day_index"])
+def _tiered_meters(catalog: Catalog) -> list[str]:
+    """Meters whose price depends on usage earlier in the period (free allowance or tiers)."""
+    return [
+        meter.id
+        for meter in catalog.rated_meters()
+        if any(len(version.bands()) > 1 or version.free > 0 for version in meter.price)
+    ]
+
+
+def _allocate_bands(lines: ir.Table, bands: ir.Table) -> ir.Table:
+    """Tiered lines: running usage per organization, period and meter, intersected with bands.
+
+    Allocation order: day ascending, then resource id ascending.
+    """
     partition = ["org", "period", "meter"]
     lines = lines.mutate(
-        cumulative_after=lines.usage_micro.cumsum(group_by=partition, order_by=["day", "resource"]),
-        total_usage=lines.usage_micro.sum().over(group_by=partition),
+        cumulative_after=lines.usage_micro.cumsum(
+            group_by=partition, order_by=["day", "resource"]
+        ).cast("int64"),
+        total_usage=lines.usage_micro.sum().over(group_by=partition).cast("int64"),
     )
     lines = lines.mutate(cumulative_before=lines.cumulative_after - lines.usage_micro)
     rows = lines.join(bands, ["meter", "version"])
     positional = (rows.mode == TierMode.GRADUATED.value) | rows.is_free
     band_lower = ibis.ifelse(positional, rows.lower_micro, rows.free_micro)
-    band_upper = ibis.ifelse(positional, rows.upper_micro, exact(UNBOUNDED_MICRO))
+    band_upper = ibis.ifelse(positional, rows.upper_micro, UNBOUNDED_MICRO)
     selected = positional | (
         (rows.total_usage >= rows.lower_micro) & (rows.total_usage < rows.upper_micro)
     )
     overlap = ibis.least(rows.cumulative_after, band_upper) - ibis.greatest(
         rows.cumulative_before, band_lower
     )
-    rows = rows.mutate(quantity_micro=overlap).filter(selected, overlap > exact(0))
-    rows = rows.join(meters, "meter")
+    rows = rows.filter(selected).mutate(quantity_micro=overlap)
+    return rows.filter(rows.quantity_micro > 0)
+
+
+def price_lines(lines: ir.Table, rating_input: RatingInput) -> ir.Table:
+    """Usage lines → one row per line and pricing band it uses, with exact amounts.
+
+    A line on a day without a price in force keeps ``band = -1`` and no price: the
+    caller refuses to publish output that holds one.
+    """
+    catalog = rating_input.catalog
+    bands = _bands_table(catalog)
+    lines = lines.left_join(_versions_table(rating_input), ["meter", "day_index"]).drop(
+        "meter_right", "day_index_right"
+    )
+    tiered_meters = _tiered_meters(catalog)
+    is_tiered = lines.meter.isin(tiered_meters) if tiered_meters else ibis.literal(False)
+    priced = lines.filter(~is_tiered, lines.version.notnull(), lines.usage_micro > 0)
+    flat = priced.join(bands, ["meter", "version"]).mutate(quantity_micro=lambda t: t.usage_micro)
+    tiered = _allocate_bands(lines.filter(is_tiered, lines.version.notnull()), bands)
+    unpriced = lines.filter(lines.version.isnull()).mutate(
+        band=ibis.literal(-1, type="int64"),
+        is_free=False,
+        price_pico=exact(0),
+        quantity_micro=lines.usage_micro,
+    )
+    columns = ["org", "billing_period", "period", "period_start", "period_end", "day", "meter",
+               "resource", "band", "is_free", "price_pico", "quantity_micro", "usage_micro",
+               "seconds", "event_count"]  # fmt: skip
+    rows = flat.select(*columns).union(tiered.select(*columns)).union(unpriced.select(*columns))
+    rows = rows.join(_meters_table(catalog), "meter")
     return rows.select(
-        "org",
-        "billing_period",
-        "period",
-        "period_start",
-        "period_end",
-        "day",
-        "meter",
-        "family",
-        "unit",
-        "resource",
-        "band",
-        "is_free",
-        "price_pico",
-        "quantity_micro",
-        amount_atto=rows.quantity_micro * rows.price_pico,
+        "org", "billing_period", "period", "period_start", "period_end", "day", "meter",
+        "family", "unit", "resource", "band", "is_free", "price_pico", "quantity_micro",
+        amount_atto=rows.quantity_micro.cast(EXACT) * rows.price_pico,
         line_usage_micro=rows.usage_micro,
         line_seconds=rows.seconds,
         event_count=rows.event_count,
-    )
+    )  # fmt: skip
 
 
 def addon_lines(rating_input: RatingInput) -> ir.Table:
@@ -356,9 +369,9 @@ def addon_lines(rating_input: RatingInput) -> ir.Table:
                     "band": 0,
                     "is_free": False,
                     "price_pico": Decimal(price_pico),
-                    "quantity_micro": Decimal(QUANTITY_ONE_MICRO),
+                    "quantity_micro": QUANTITY_ONE_MICRO,
                     "amount_atto": Decimal(price_pico * QUANTITY_ONE_MICRO),
-                    "line_usage_micro": Decimal(QUANTITY_ONE_MICRO),
+                    "line_usage_micro": QUANTITY_ONE_MICRO,
                     "line_seconds": 0,
                     "event_count": 0,
                 }
@@ -382,18 +395,26 @@ LINE_SCHEMA = ibis.schema(
         "band": "int64",
         "is_free": "boolean",
         "price_pico": EXACT,
-        "quantity_micro": EXACT,
+        "quantity_micro": "int64",
         "amount_atto": EXACT,
-        "line_usage_micro": EXACT,
+        "line_usage_micro": "int64",
         "line_seconds": "int64",
         "event_count": "int64",
     }
 )
 
 
-def rate(events: ir.Table, rating_input: RatingInput) -> ir.Table:
-    """The rated detail lines of every period starting in the month, usage and add-ons."""
-    priced = price_lines(split_lines(events, rating_input), rating_input)
+def rate(
+    events: ir.Table,
+    rating_input: RatingInput,
+    materialize: Callable[[ir.Table], ir.Table] = lambda table: table,
+) -> ir.Table:
+    """The rated detail lines of every period starting in the month, usage and add-ons.
+
+    ``materialize`` lets the caller compute the split usage lines once (pricing reads
+    them in three branches: flat, tiered, unpriced); by default they stay an expression.
+    """
+    priced = price_lines(materialize(split_lines(events, rating_input)), rating_input)
     return priced.cast(LINE_SCHEMA).union(addon_lines(rating_input)).order_by(LINE_ORDER)
 
 

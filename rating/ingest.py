@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import duckdb
+import pyarrow as pa
 
 from rating.closures import ClosedPeriods
 from rating.config import MeterKind
@@ -52,6 +52,7 @@ LATEST_EPOCH = int(datetime(LATEST_YEAR, 1, 1, tzinfo=UTC).timestamp())
 RFC3339 = r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
 NAIVE_TIMESTAMP = r"\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?"
 PLAIN_DECIMAL = r"-?\d+(\.\d+)?"
+VALID_QUANTITY = rf"-?0(\.0+)?|\d{{1,{MAX_QUANTITY_INTEGER_DIGITS}}}(\.\d{{1,{QUANTITY_SCALE}}})?"
 CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"
 
 
@@ -150,35 +151,47 @@ class Check(NamedTuple):
 
 
 def _timestamp_checks(field: str, kind: str) -> list[Check]:
-    column = f'trim("{field}")'
-    parsed = f"try_cast({column} AS TIMESTAMPTZ)"
+    """Checks on one timestamp, using the columns ``_prepared_columns`` computes once."""
+    text, micros, rfc3339 = f"{field}_text", f"{field}_us", f"{field}_rfc3339"
     return [
-        Check(f"{kind} AND ({column} IS NULL OR {column} = '')", f"{field}: missing"),
+        Check(f"{kind} AND ({text} IS NULL OR {text} = '')", f"{field}: missing"),
         Check(
-            f"{kind} AND regexp_full_match({column}, '{NAIVE_TIMESTAMP}')",
+            f"{kind} AND NOT {rfc3339} AND regexp_full_match({text}, '{NAIVE_TIMESTAMP}')",
             f"{field}: timestamp has no UTC offset (add Z or +HH:MM)",
-            column,
+            text,
         ),
+        Check(f"{kind} AND NOT {rfc3339}", f"{field}: not an RFC 3339 timestamp", text),
+        Check(f"{kind} AND {micros} IS NULL", f"{field}: not a valid date and time", text),
         Check(
-            f"{kind} AND NOT regexp_full_match({column}, '{RFC3339}')",
-            f"{field}: not an RFC 3339 timestamp",
-            column,
-        ),
-        Check(f"{kind} AND {parsed} IS NULL", f"{field}: not a valid date and time", column),
-        Check(
-            f"{kind} AND NOT epoch_us({parsed}) // 1000000 "
-            f"BETWEEN {EARLIEST_EPOCH} AND {LATEST_EPOCH - 1}",
+            f"{kind} AND NOT {micros} // 1000000 BETWEEN {EARLIEST_EPOCH} AND {LATEST_EPOCH - 1}",
             f"{field}: outside the years {EARLIEST_YEAR}-{LATEST_YEAR - 1}",
-            column,
+            text,
         ),
     ]
+
+
+def _prepared_columns() -> str:
+    """Parse each text field once; the checks and the normalized values reuse the results."""
+    columns = []
+    for field in ("start", "end", "at"):
+        text = f'trim("{field}")'
+        columns += [
+            f"{text} AS {field}_text",
+            f"epoch_us(try_cast({text} AS TIMESTAMPTZ)) AS {field}_us",
+            f"regexp_full_match({text}, '{RFC3339}') AS {field}_rfc3339",
+        ]
+    columns += [
+        "trim(quantity) AS quantity_text",
+        f"regexp_full_match(trim(quantity), '{VALID_QUANTITY}') AS quantity_valid",
+    ]
+    return ", ".join(columns)
 
 
 def _checks(max_duration_seconds: int) -> list[Check]:
     """The rules, checked in order; the first that holds rejects the event."""
     interval = f"kind = '{MeterKind.INTERVAL.value}'"
     counter = f"kind = '{MeterKind.COUNTER.value}'"
-    quantity = "trim(quantity)"
+    quantity = "quantity_text"
     checks = [
         Check("problem IS NOT NULL", "problem"),
         Check("id IS NULL OR trim(id) = ''", "'id: missing'"),
@@ -220,31 +233,30 @@ def _checks(max_duration_seconds: int) -> list[Check]:
         ),
         Check(f"{counter} AND (quantity IS NULL OR {quantity} = '')", "'quantity: missing'"),
         Check(
-            f"quantity IS NOT NULL AND NOT regexp_full_match({quantity}, '{PLAIN_DECIMAL}')",
+            f"NOT quantity_valid AND NOT regexp_full_match({quantity}, '{PLAIN_DECIMAL}')",
             "'quantity: not a plain decimal number'",
             "quantity",
         ),
         Check(
-            f"starts_with({quantity}, '-') AND try_cast({quantity} AS DECIMAL(38, 10)) <> 0",
+            f"NOT quantity_valid AND starts_with({quantity}, '-') "
+            f"AND try_cast({quantity} AS DECIMAL(38, 10)) <> 0",
             "'quantity: negative'",
             "quantity",
         ),
         Check(
-            f"length(regexp_extract({quantity}, '\\.(\\d+)$', 1)) > {QUANTITY_SCALE}",
+            f"NOT quantity_valid AND length(regexp_extract({quantity}, '\\.(\\d+)$', 1)) "
+            f"> {QUANTITY_SCALE}",
             f"'quantity: more than {QUANTITY_SCALE} decimal places'",
             "quantity",
         ),
         Check(
-            f"length(regexp_extract({quantity}, '^-?(\\d+)', 1)) > {MAX_QUANTITY_INTEGER_DIGITS}",
+            f"NOT quantity_valid AND length(regexp_extract({quantity}, '^-?(\\d+)', 1)) "
+            f"> {MAX_QUANTITY_INTEGER_DIGITS}",
             "'quantity: too large'",
             "quantity",
         ),
     ]
     return checks
-
-
-def _epoch(field: str) -> str:
-    return f'epoch_us(try_cast(trim("{field}") AS TIMESTAMPTZ)) // 1000000'
 
 
 class _Ingestion:
@@ -258,24 +270,46 @@ class _Ingestion:
         spill.mkdir(parents=True, exist_ok=True)
         self.connection.execute(f"SET temp_directory = {_sql_string(str(spill))}")
         self.connection.execute("SET preserve_insertion_order = true")
+        max_duration = workspace.settings.billing.max_event_duration_days * SECONDS_PER_DAY
+        self.checks = _checks(max_duration)
 
     def sql(self, query: str) -> duckdb.DuckDBPyConnection:
         return self.connection.execute(query)
 
+    def table(self, name: str, columns: dict[str, list[Any]]) -> None:
+        """A small reference table, handed over through Arrow (executemany is row by row)."""
+        arrow = pa.Table.from_pydict(columns)
+        self.connection.register(f"{name}_arrow", arrow)
+        self.sql(f"CREATE TEMP TABLE {name} AS SELECT * FROM {name}_arrow")
+        self.connection.unregister(f"{name}_arrow")
+
     def load_reference_tables(self) -> None:
-        customers = [(customer.id,) for customer in self.workspace.customers.customer]
-        meters = [(meter.id, meter.kind.value) for meter in self.workspace.catalog.rated_meters()]
-        self.sql("CREATE TEMP TABLE known_orgs (org VARCHAR PRIMARY KEY)")
-        if customers:
-            self.connection.executemany("INSERT INTO known_orgs VALUES (?)", customers)
-        self.sql("CREATE TEMP TABLE known_meters (meter VARCHAR PRIMARY KEY, kind VARCHAR)")
-        if meters:
-            self.connection.executemany("INSERT INTO known_meters VALUES (?, ?)", meters)
+        customers = self.workspace.customers.customer
+        meters = self.workspace.catalog.rated_meters()
+        self.table(
+            "known_orgs",
+            {
+                "org": [customer.id for customer in customers],
+                "billing_period": [customer.billing_period.value for customer in customers],
+            },
+        )
+        self.table(
+            "known_meters",
+            {
+                "meter": [meter.id for meter in meters],
+                "kind": [meter.kind.value for meter in meters],
+            },
+        )
 
     def read_files(self) -> None:
         for path in self.files:
             if not path.is_file():
                 raise IngestError(f"{path}: no such file")
+        files: dict[str, list[Any]] = {
+            "source": list(range(len(self.files))),
+            "file": [str(path) for path in self.files],
+        }
+        self.table("input_files", files)
         selects = " UNION ALL ".join(
             _raw_select(path, index) for index, path in enumerate(self.files)
         )
@@ -284,43 +318,43 @@ class _Ingestion:
         except duckdb.Error as error:
             raise IngestError(f"cannot read input: {error}") from error
 
-    def check(self) -> None:
-        max_duration = self.workspace.settings.billing.max_event_duration_days * SECONDS_PER_DAY
-        checks = _checks(max_duration)
-        rule = "CASE " + " ".join(f"WHEN {c.condition} THEN {c.rule}" for c in checks) + " END"
-        reason = (
-            "CASE "
-            + " ".join(
-                f"WHEN {c.condition} THEN {c.rule}"
-                + (f" || ': ' || coalesce({c.detail}, '')" if c.detail else "")
-                for c in checks
-            )
-            + " END"
-        )
-        self.sql(f"""
-            CREATE TEMP TABLE checked AS
-            SELECT *, {rule} AS rule, {reason} AS reason
+    def prepared(self, relation: str) -> str:
+        """``relation`` (shaped like ``raw``) with references resolved and fields parsed once."""
+        return f"""
+            SELECT *,
+                   CASE WHEN kind = 'counter' THEN at_us ELSE start_us END // 1000000 AS start_s,
+                   CASE WHEN kind = 'counter' THEN at_us ELSE end_us END // 1000000 AS end_s
             FROM (
-                SELECT r.*, o.org AS org_known, m.kind,
-                       CASE WHEN m.kind = 'counter' THEN {_epoch("at")} ELSE {_epoch("start")} END
-                           AS start_s,
-                       CASE WHEN m.kind = 'counter' THEN {_epoch("at")} ELSE {_epoch("end")} END
-                           AS end_s
-                FROM raw r
+                SELECT r.*, o.org AS org_known, m.kind, {_prepared_columns()}
+                FROM {relation} r
                 LEFT JOIN known_orgs o ON o.org = r.org
                 LEFT JOIN known_meters m ON m.meter = r.meter
-            )""")
+            )"""
+
+    def rule_number(self) -> str:
+        """The index of the first check that holds, NULL for a valid event."""
+        whens = " ".join(f"WHEN {check.condition} THEN {i}" for i, check in enumerate(self.checks))
+        return f"CASE {whens} END"
+
+    def check(self) -> None:
+        rule_number = self.rule_number()
+        self.sql(f"""
+            CREATE TEMP TABLE checked AS
+            SELECT source, line, id, org, resource, meter, kind, start_s, end_s, quantity_text,
+                   {rule_number} AS rule_number
+            FROM ({self.prepared("raw")})""")
         self.sql(f"""
             CREATE TEMP TABLE valid AS
             SELECT *, left(md5(concat_ws('|', kind, org, resource, meter, start_s, end_s,
                                          quantity_micro)), 16) AS content_hash
             FROM (
-            SELECT source, line, source * 4294967296 + line AS ord,
-                   trim(id) AS id, org, resource, meter, kind, start_s, end_s,
-                   CAST(CAST(coalesce(trim(quantity), '1') AS DECIMAL(18, {QUANTITY_SCALE}))
-                        * {10**QUANTITY_SCALE} AS BIGINT) AS quantity_micro,
-                   strftime(make_timestamp(start_s * 1000000), '%Y-%m') AS month
-            FROM checked WHERE reason IS NULL)""")
+                SELECT source, line, source * 4294967296 + line AS ord,
+                       trim(id) AS id, org, resource, meter, kind, start_s, end_s,
+                       CAST(CAST(coalesce(quantity_text, '1') AS DECIMAL(18, {QUANTITY_SCALE}))
+                            * {10**QUANTITY_SCALE} AS BIGINT) AS quantity_micro,
+                       strftime(make_timestamp(start_s * 1000000), '%Y-%m') AS month
+                FROM checked WHERE rule_number IS NULL
+            )""")
 
     def existing_store(self) -> str | None:
         files = sorted(self.workspace.usage_dir.glob("month=*/*.parquet"))
@@ -362,14 +396,7 @@ class _Ingestion:
         keys = closed.all_keys()
         if not keys:
             return
-        self.sql("CREATE TEMP TABLE closed (org VARCHAR, period VARCHAR)")
-        self.connection.executemany("INSERT INTO closed VALUES (?, ?)", keys)
-        kinds = [
-            (customer.id, customer.billing_period.value)
-            for customer in self.workspace.customers.customer
-        ]
-        self.sql("CREATE TEMP TABLE org_kind (org VARCHAR, kind VARCHAR)")
-        self.connection.executemany("INSERT INTO org_kind VALUES (?, ?)", kinds)
+        self.table("closed", {"org": [org for org, _ in keys], "period": [p for _, p in keys]})
         bounds = self.sql(
             "SELECT min(start_s), max(end_s) FROM classified WHERE status = 'new'"
         ).fetchone()
@@ -396,7 +423,7 @@ class _Ingestion:
             )
 
         key_of = (
-            "CASE k.kind WHEN 'daily' THEN strftime({day}, '%Y-%m-%d') "
+            "CASE k.billing_period WHEN 'daily' THEN strftime({day}, '%Y-%m-%d') "
             "WHEN 'weekly' THEN strftime({day}, '%G-W%V') ELSE strftime({day}, '%Y-%m') END"
         )
         first = key_of.format(day=local_date("c.start_s"))
@@ -404,7 +431,7 @@ class _Ingestion:
         self.sql(f"""
             UPDATE classified SET late = true
             FROM (
-                SELECT c.ord FROM classified c JOIN org_kind k ON k.org = c.org
+                SELECT c.ord FROM classified c JOIN known_orgs k ON k.org = c.org
                 WHERE c.status = 'new' AND EXISTS (
                     SELECT 1 FROM closed p WHERE p.org = c.org AND p.period IN ({first}, {last}))
             ) AS l
@@ -427,42 +454,55 @@ class _Ingestion:
         )
         if not months:
             return months
-        staging = self.workspace.state_dir / f"staging-{batch}"
-        shutil.rmtree(staging, ignore_errors=True)
-        names = ", ".join(_sql_string(str(path)) for path in self.files)
-        self.sql(f"""
-            COPY (
-                SELECT id, org, resource, meter, kind, start_s, end_s, quantity_micro,
-                       content_hash, late, '{batch}' AS batch,
-                       [{names}][source + 1] AS source_file, line AS source_line, month
-                FROM classified WHERE status = 'new' ORDER BY org, start_s, id
-            ) TO {_sql_string(str(staging))}
-            (FORMAT parquet, PARTITION_BY (month), COMPRESSION zstd)""")
-        for partition in sorted(staging.glob("month=*")):
-            for index, part in enumerate(sorted(partition.glob("*.parquet"))):
-                final = self.workspace.usage_dir / partition.name / f"part-{batch}-{index}.parquet"
-                publish(part, final)
-        shutil.rmtree(staging, ignore_errors=True)
+        for month in months:
+            final = self.workspace.usage_dir / f"month={month}" / f"part-{batch}.parquet"
+            temporary = temporary_sibling(final)
+            self.sql(f"""
+                COPY (
+                    SELECT id, org, resource, meter, kind, start_s, end_s, quantity_micro,
+                           content_hash, late, '{batch}' AS batch,
+                           f.file AS source_file, line AS source_line
+                    FROM classified c JOIN input_files f USING (source)
+                    WHERE status = 'new' AND month = '{month}'
+                ) TO {_sql_string(str(temporary))} (FORMAT parquet, COMPRESSION zstd)""")
+            publish(temporary, final)
         fsync_directory(self.workspace.usage_dir)
         return months
 
     def write_rejects(self, fingerprint: str) -> tuple[Path | None, int]:
         names = ", ".join(_sql_string(str(path)) for path in self.files)
+        rule = " ".join(f"WHEN {i} THEN {check.rule}" for i, check in enumerate(self.checks))
+        reason = " ".join(
+            f"WHEN {i} THEN {check.rule}"
+            + (f" || ': ' || coalesce({check.detail}, '')" if check.detail else "")
+            for i, check in enumerate(self.checks)
+        )
+        rejected_raw = """(SELECT r.* FROM raw r SEMI JOIN
+                              (SELECT source, line FROM checked WHERE rule_number IS NOT NULL) c
+                           ON c.source = r.source AND c.line = r.line)"""
         self.sql(f"""
             CREATE TEMP TABLE rejects AS
-            SELECT [{names}][source + 1] AS file, line,
-                   CASE WHEN contains(rule, ':') THEN split_part(rule, ':', 1) ELSE 'record' END
-                       AS field, rule, reason, raw_text,
-                   {{'id': id, 'org': org, 'resource': resource, 'meter': meter,
-                     'start': start, 'end': "end", 'at': "at", 'quantity': quantity}} AS record
-            FROM checked WHERE reason IS NOT NULL
-            UNION ALL
-            SELECT [{names}][c.source + 1], c.line, 'id', 'id: conflicting duplicate',
-                   c.conflict_reason, NULL,
-                   {{'id': c.id, 'org': c.org, 'resource': c.resource, 'meter': c.meter,
-                     'start': r.start, 'end': r."end", 'at': r."at", 'quantity': r.quantity}}
-            FROM classified c JOIN raw r ON r.source = c.source AND r.line = c.line
-            WHERE c.status = 'conflict'""")
+            SELECT file, line, CASE WHEN contains(rule, ':') THEN split_part(rule, ':', 1)
+                                    ELSE 'record' END AS field,
+                   rule, reason, raw_text, record
+            FROM (
+                SELECT [{names}][source + 1] AS file, line,
+                       CASE rule_number {rule} END AS rule,
+                       CASE rule_number {reason} END AS reason, raw_text,
+                       {{'id': id, 'org': org, 'resource': resource, 'meter': meter,
+                         'start': start, 'end': "end", 'at': "at",
+                         'quantity': quantity}} AS record
+                FROM (SELECT *, {self.rule_number()} AS rule_number
+                      FROM ({self.prepared(rejected_raw)}))
+                UNION ALL
+                SELECT [{names}][c.source + 1], c.line, 'id: conflicting duplicate',
+                       c.conflict_reason, NULL,
+                       {{'id': c.id, 'org': c.org, 'resource': c.resource, 'meter': c.meter,
+                         'start': r.start, 'end': r."end", 'at': r."at",
+                         'quantity': r.quantity}}
+                FROM classified c JOIN raw r ON r.source = c.source AND r.line = c.line
+                WHERE c.status = 'conflict'
+            )""")
         count = self._count("rejects")
         if not count:
             return None, 0

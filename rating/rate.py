@@ -18,11 +18,9 @@ import ibis.expr.types as ir
 
 from rating.engine import (
     RatingInput,
-    _versions_table,
     month_input,
     rate,
     source_months,
-    split_lines,
     totals,
     typed_memtable,
     usage_files,
@@ -71,30 +69,37 @@ def check_references(
     """Events must still match the configuration they were accepted under."""
     known_orgs = {customer.id for customer in rating_input.customers.customer}
     known_meters = {meter.id for meter in rating_input.catalog.rated_meters()}
-    problems: list[str] = []
-    orgs = connection.to_pyarrow(events.select("org").distinct()).column("org").to_pylist()
-    problems += [
+    pairs = connection.to_pyarrow(events.select("org", "meter").distinct()).to_pylist()
+    orgs = {row["org"] for row in pairs}
+    meters = {row["meter"] for row in pairs}
+    problems = [
         f"organization {org!r} has usage but is no longer a customer"
-        for org in sorted(set(orgs) - known_orgs)
+        for org in sorted(orgs - known_orgs)
     ]
-    meters = connection.to_pyarrow(events.select("meter").distinct()).column("meter").to_pylist()
     problems += [
         f"meter {meter!r} has usage but is no longer in the catalog"
-        for meter in sorted(set(meters) - known_meters)
+        for meter in sorted(meters - known_meters)
     ]
-    lines = split_lines(events, rating_input)
-    versions = _versions_table(rating_input)
-    unpriced = lines.anti_join(versions, ["meter", "day_index"]).select("meter", "day").distinct()
-    first_unpriced = unpriced.order_by(["meter", "day"]).limit(MAX_PROBLEMS_SHOWN)
-    for row in connection.to_pyarrow(first_unpriced).to_pylist():
-        problems.append(
+    _raise_problems(rating_input, problems)
+
+
+def check_priced(connection: ibis.BaseBackend, lines: ir.Table, rating_input: RatingInput) -> None:
+    """Every line must have found a price version (band -1 marks one that did not)."""
+    unpriced = lines.filter(lines.band < 0).select("meter", "day").distinct()
+    first = unpriced.order_by(["meter", "day"]).limit(MAX_PROBLEMS_SHOWN)
+    _raise_problems(
+        rating_input,
+        [
             f"meter {row['meter']!r} has usage on {row['day']} but no price in force that day"
-        )
+            for row in connection.to_pyarrow(first).to_pylist()
+        ],
+    )
+
+
+def _raise_problems(rating_input: RatingInput, problems: list[str]) -> None:
     if problems:
-        raise RatingError(
-            f"cannot rate {rating_input.month.key}:\n"
-            + "\n".join(f"  - {p}" for p in problems[:MAX_PROBLEMS_SHOWN])
-        )
+        listing = "\n".join(f"  - {problem}" for problem in problems[:MAX_PROBLEMS_SHOWN])
+        raise RatingError(f"cannot rate {rating_input.month.key}:\n{listing}")
 
 
 def rate_month(
@@ -113,8 +118,24 @@ def rate_month(
     totals_path = folder / "totals.parquet"
     lines_temporary = temporary_sibling(lines_path)
     totals_temporary = temporary_sibling(totals_path)
-    connection.to_parquet(rate(events, rating_input), str(lines_temporary), compression="zstd")
+    scratch = f"usage_lines_{month.year}_{month.month:02d}"
+
+    def materialize(table: ir.Table) -> ir.Table:
+        return connection.create_table(scratch, table)
+
+    try:
+        connection.to_parquet(
+            rate(events, rating_input, materialize), str(lines_temporary), compression="zstd"
+        )
+    finally:
+        # Ibis's drop_table emits broken SQL with this sqlglot; the runner owns the backend.
+        connection.raw_sql(f'DROP TABLE IF EXISTS "{scratch}"')
     lines = connection.read_parquet(str(lines_temporary))
+    try:
+        check_priced(connection, lines, rating_input)
+    except RatingError:
+        lines_temporary.unlink()
+        raise
     connection.to_parquet(totals(lines), str(totals_temporary), compression="zstd")
     [summary] = connection.to_pyarrow(
         lines.aggregate(
