@@ -167,6 +167,13 @@ class BillingSettings(StrictModel):
         return value
 
 
+class EngineSettings(StrictModel):
+    """Bounds for the embedded DuckDB: beyond ``memory_limit`` it spills to ``state/``."""
+
+    memory_limit: str = Field(default="4GB", pattern=r"^\d+(\.\d+)?\s*(MB|GB|MiB|GiB)$")
+    threads: int = Field(default=0, ge=0, le=256, description="0 = one per core")
+
+
 class Paths(StrictModel):
     """Where each kind of data lives, relative to the workspace folder."""
 
@@ -181,6 +188,7 @@ class Paths(StrictModel):
 class Settings(StrictModel):
     seller: Seller
     billing: BillingSettings = BillingSettings()
+    engine: EngineSettings = EngineSettings()
     paths: Paths = Paths()
 
 

@@ -79,48 +79,32 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _raw_select(path: Path, source: int) -> str:
-    """A SELECT giving (source, line, problem, raw_text, <FIELDS as VARCHAR>) for one file."""
-    quoted = _sql_string(str(path))
-    if path.suffix.lower() in JSON_SUFFIXES:
-        paths = ", ".join(f"'$.{field}'" for field in FIELDS)
-        fields = ", ".join(f'f[{index + 1}] AS "{name}"' for index, name in enumerate(FIELDS))
-        return f"""
-            SELECT {source} AS source, line, problem,
-                   CASE WHEN problem IS NOT NULL THEN text END AS raw_text, {fields}
+def _json_lines_select(table: str, source: int) -> str:
+    """Fields of each non-blank line of a JSON Lines file loaded into ``table`` (one line a row).
+
+    The text is parsed once; only a line that fails is looked at again to say why.
+    """
+    paths = ", ".join(f"'$.{field}'" for field in FIELDS)
+    fields = ", ".join(f'f[{index + 1}] AS "{name}"' for index, name in enumerate(FIELDS))
+    return f"""
+        SELECT {source} AS source, line, problem,
+               CASE WHEN problem IS NOT NULL THEN text END AS raw_text, {fields}
+        FROM (
+            SELECT line, text, f,
+                   CASE WHEN f IS NULL AND json_valid(text) THEN 'not a JSON object'
+                        WHEN f IS NULL THEN 'malformed JSON'
+                        WHEN left(ltrim(text), 1) <> '{{' THEN 'not a JSON object' END
+                       AS problem
             FROM (
-                SELECT line, text,
-                       CASE WHEN NOT json_valid(text) THEN 'malformed JSON'
-                            WHEN json_type(text) <> 'OBJECT' THEN 'not a JSON object' END
-                           AS problem,
-                       CASE WHEN json_valid(text) AND json_type(text) = 'OBJECT'
-                            THEN json_extract_string(text, [{paths}]) END AS f
-                FROM (
-                    SELECT row_number() OVER () AS line, text
-                    FROM read_csv({quoted}, columns = {{'text': 'VARCHAR'}}, delim = '\x1f',
-                                  quote = '', escape = '', header = false, auto_detect = false)
-                )
+                SELECT rowid + 1 AS line, text, try(json_extract_string(text, [{paths}])) AS f
+                FROM {table}
                 WHERE text IS NOT NULL AND trim(text) <> ''
-            )"""
-    if path.suffix.lower() == ".csv":
-        reader = (
-            f"read_csv({quoted}, all_varchar = true, header = true, null_padding = true, "
-            "strict_mode = false)"
-        )
-        offset = 1
-    elif path.suffix.lower() == ".parquet":
-        reader = f"read_parquet({quoted})"
-        offset = 0
-    else:
-        raise IngestError(f"{path}: unknown format; use .jsonl, .csv or .parquet")
-    return _tabular_select(reader, source, offset, str(path))
+            )
+        )"""
 
 
-def _tabular_select(reader: str, source: int, line_offset: int, path: str) -> str:
-    try:
-        columns = [row[0] for row in duckdb.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()]
-    except duckdb.Error as error:
-        raise IngestError(f"{path}: cannot be read: {error}") from error
+def _tabular_select(table: str, source: int, line_offset: int, columns: list[str]) -> str:
+    """Fields of a CSV or Parquet file loaded into ``table``; rowid keeps the file's order."""
     fields = ", ".join(
         f'CAST("{name}" AS VARCHAR) AS "{name}"' if name in columns else f'NULL AS "{name}"'
         for name in FIELDS
@@ -133,9 +117,9 @@ def _tabular_select(reader: str, source: int, line_offset: int, path: str) -> st
         else "NULL"
     )
     return f"""
-        SELECT {source} AS source, row_number() OVER () + {line_offset} AS line,
+        SELECT {source} AS source, rowid + 1 + {line_offset} AS line,
                {problem} AS problem, NULL AS raw_text, {fields}
-        FROM {reader}"""
+        FROM {table}"""
 
 
 class Check(NamedTuple):
@@ -265,11 +249,7 @@ class _Ingestion:
     def __init__(self, workspace: Workspace, files: Sequence[Path]) -> None:
         self.workspace = workspace
         self.files = [path.resolve() for path in files]
-        self.connection = duckdb.connect()
-        spill = workspace.state_dir / "duckdb-spill"
-        spill.mkdir(parents=True, exist_ok=True)
-        self.connection.execute(f"SET temp_directory = {_sql_string(str(spill))}")
-        self.connection.execute("SET preserve_insertion_order = true")
+        self.connection = duckdb.connect(config=workspace.duckdb_config())
         max_duration = workspace.settings.billing.max_event_duration_days * SECONDS_PER_DAY
         self.checks = _checks(max_duration)
 
@@ -302,6 +282,11 @@ class _Ingestion:
         )
 
     def read_files(self) -> None:
+        """Load each file in its order (rowid = record index), then extract fields in parallel.
+
+        A window such as ``row_number() OVER ()`` would number lines too, but runs on one
+        thread; an insertion-ordered table gives the same numbers for free.
+        """
         for path in self.files:
             if not path.is_file():
                 raise IngestError(f"{path}: no such file")
@@ -310,13 +295,40 @@ class _Ingestion:
             "file": [str(path) for path in self.files],
         }
         self.table("input_files", files)
-        selects = " UNION ALL ".join(
-            _raw_select(path, index) for index, path in enumerate(self.files)
-        )
+        selects = [self.load_file(path, source) for source, path in enumerate(self.files)]
         try:
-            self.sql(f"CREATE TEMP TABLE raw AS {selects}")
+            self.sql(f"CREATE TEMP TABLE raw AS {' UNION ALL '.join(selects)}")
         except duckdb.Error as error:
             raise IngestError(f"cannot read input: {error}") from error
+        for source in range(len(self.files)):
+            self.sql(f"DROP TABLE file_{source}")
+
+    def load_file(self, path: Path, source: int) -> str:
+        quoted = _sql_string(str(path))
+        suffix = path.suffix.lower()
+        if suffix in JSON_SUFFIXES:
+            reader = (
+                f"read_csv({quoted}, columns = {{'text': 'VARCHAR'}}, delim = '\x1f', quote = '', "
+                "escape = '', header = false, auto_detect = false)"
+            )
+        elif suffix == ".csv":
+            reader = (
+                f"read_csv({quoted}, all_varchar = true, header = true, null_padding = true, "
+                "strict_mode = false)"
+            )
+        elif suffix == ".parquet":
+            reader = f"read_parquet({quoted})"
+        else:
+            raise IngestError(f"{path}: unknown format; use .jsonl, .csv or .parquet")
+        table = f"file_{source}"
+        try:
+            self.sql(f"CREATE TEMP TABLE {table} AS SELECT * FROM {reader}")
+        except duckdb.Error as error:
+            raise IngestError(f"{path}: cannot be read: {error}") from error
+        if suffix in JSON_SUFFIXES:
+            return _json_lines_select(table, source)
+        columns = [str(row[0]) for row in self.sql(f"DESCRIBE {table}").fetchall()]
+        return _tabular_select(table, source, 1 if suffix == ".csv" else 0, columns)
 
     def prepared(self, relation: str) -> str:
         """``relation`` (shaped like ``raw``) with references resolved and fields parsed once."""

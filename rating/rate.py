@@ -105,7 +105,7 @@ def _raise_problems(rating_input: RatingInput, problems: list[str]) -> None:
 def rate_month(
     workspace: Workspace, month: Month, connection: ibis.BaseBackend | None = None
 ) -> RatedMonth:
-    connection = connection or ibis.duckdb.connect()
+    connection = connection or ibis.duckdb.connect(**workspace.duckdb_config())
     settings = workspace.settings.billing
     rating_input = month_input(month, settings.timezone, workspace.catalog, workspace.customers)
     files = usage_files(
@@ -163,7 +163,7 @@ def rate_months(
     on_month: Callable[[RatedMonth], None] | None = None,
 ) -> list[RatedMonth]:
     results: list[RatedMonth] = []
-    connection = ibis.duckdb.connect()
+    connection = ibis.duckdb.connect(**workspace.duckdb_config())
     with workspace.writing():
         for month in months:
             result = rate_month(workspace, month, connection)

@@ -73,6 +73,19 @@ class Workspace:
     def ledger_path(self) -> Path:
         return self._path(self.settings.paths.ledger)
 
+    def duckdb_config(self) -> dict[str, str | int]:
+        """Settings for every embedded DuckDB connection: bounded memory, spill in state/."""
+        spill = self.state_dir / "duckdb-spill"
+        spill.mkdir(parents=True, exist_ok=True)
+        config: dict[str, str | int] = {
+            "memory_limit": self.settings.engine.memory_limit,
+            "temp_directory": str(spill),
+            "preserve_insertion_order": "true",
+        }
+        if self.settings.engine.threads:
+            config["threads"] = self.settings.engine.threads
+        return config
+
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
         """Hold the workspace's exclusive lock while changing it."""
