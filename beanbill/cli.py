@@ -91,9 +91,13 @@ def init(directory: Path, customers: int, seed: int) -> None:
     if (directory / SETTINGS_FILE).exists():
         raise WorkspaceError(f"{directory} already holds a workspace ({SETTINGS_FILE})")
     write_configuration(directory, customers, seed)
-    Workspace.load(directory)
-    click.echo(f"Created workspace {directory.resolve()}")
-    click.echo("Edit beanbill.toml, catalog.toml and customers.toml, then `beanbill ingest`.")
+    loaded = Workspace.load(directory)
+    organizations = [customer.id for customer in loaded.customers.customer]
+    samples = demo_module.write_usage(directory / "inbox", organizations, seed)
+    click.echo(f"Created workspace {loaded.root}")
+    click.echo("Edit beanbill.toml, catalog.toml and customers.toml; sample usage to try:")
+    click.echo(f"  beanbill ingest -w {directory} " + " ".join(str(path) for path in samples))
+    click.echo(f"  beanbill rate -w {directory} --period {demo_module.DEMO_MONTH}")
 
 
 @main.command(name="check")
@@ -137,7 +141,8 @@ def ingest_command(files: tuple[Path, ...], workspace: Path, as_json: bool) -> N
     written to the workspace's rejects folder with file, line, field and reason; the
     command then exits with 1.
     """
-    summary = ingest(Workspace.load(workspace), list(files))
+    show_progress = sys.stdout.isatty() and not as_json
+    summary = ingest(Workspace.load(workspace), list(files), show_progress=show_progress)
     if as_json:
         click.echo(summary_as_json(summary))
     else:

@@ -15,8 +15,10 @@ import tomli_w
 from stdnum import luhn
 from stdnum.iso7064 import mod_11_10
 
+from ledger.main_file import main_ledger_text
+from rating.config import Catalog, Settings, parse_model
 from rating.storage import write_bytes_atomically
-from rating.workspace import CATALOG_FILE, CUSTOMERS_FILE, SETTINGS_FILE
+from rating.workspace import CATALOG_FILE, CUSTOMERS_FILE, LEDGER_FILE, SETTINGS_FILE
 
 CATALOG_EFFECTIVE = date(2026, 1, 1)
 CPU_PRICE_CUT = date(2026, 10, 15)
@@ -219,8 +221,16 @@ def write_toml(path: Path, data: dict[str, Any]) -> None:
     write_bytes_atomically(path, tomli_w.dumps(data, multiline_strings=False).encode())
 
 
+def example_ledger_text() -> str:
+    settings = parse_model(Settings, SETTINGS, "example settings")
+    catalog = parse_model(Catalog, CATALOG, "example catalog")
+    return main_ledger_text(settings, catalog)
+
+
 def write_configuration(root: Path, customer_count: int, seed: int) -> None:
+    """Settings, catalog, customers and the main ledger file of an example workspace."""
     root.mkdir(parents=True, exist_ok=True)
     write_toml(root / SETTINGS_FILE, SETTINGS)
     write_toml(root / CATALOG_FILE, CATALOG)
     write_toml(root / CUSTOMERS_FILE, {"customer": customer_records(customer_count, seed)})
+    write_bytes_atomically(root / LEDGER_FILE, example_ledger_text().encode())

@@ -182,7 +182,7 @@ class Paths(StrictModel):
     rejects: str = "rejects"
     reports: str = "reports"
     state: str = "state"
-    ledger: str = "ledger.beancount"
+    ledger: str = "ledger.beancount"  # the main file; generated files sit beside it
 
 
 class Settings(StrictModel):

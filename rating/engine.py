@@ -124,6 +124,46 @@ def _calendar_table(rating_input: RatingInput) -> ir.Table:
     return typed_memtable(columns, CALENDAR_SCHEMA)
 
 
+ORGANIZATION_DAYS_SCHEMA = ibis.schema(
+    {
+        "org": "string",
+        "day_index": "int64",
+        "billing_period": "string",
+        "day": "date",
+        "period": "string",
+        "period_start": "date",
+        "period_end": "date",
+    }
+)
+
+
+def _organization_days_table(rating_input: RatingInput) -> ir.Table:
+    """(organization, rated day) → its billing period; one join both assigns and filters.
+
+    Built here rather than as a join of customers and calendar so the backend's optimizer
+    cannot reorder it behind the aggregation (it did, and tripled the rows it joined).
+    """
+    rows = day_rows(rating_input.zone, rating_input.window_start, rating_input.window_end)
+    columns: dict[str, list[Any]] = {name: [] for name in ORGANIZATION_DAYS_SCHEMA.names}
+    for kind in BillingPeriod:
+        rated = [
+            (row, period)
+            for row in rows
+            for period in [getattr(row, kind.value)]
+            if Month.of(period.start) == rating_input.month
+        ]
+        orgs = [c.id for c in rating_input.customers.customer if c.billing_period is kind]
+        for row, period in rated:
+            columns["org"] += orgs
+            columns["day_index"] += [row.day_index] * len(orgs)
+            columns["billing_period"] += [kind.value] * len(orgs)
+            columns["day"] += [row.day] * len(orgs)
+            columns["period"] += [period.key] * len(orgs)
+            columns["period_start"] += [period.start] * len(orgs)
+            columns["period_end"] += [period.end] * len(orgs)
+    return typed_memtable(columns, ORGANIZATION_DAYS_SCHEMA)
+
+
 def _customers_table(customers: Customers) -> ir.Table:
     return typed_memtable(
         {
@@ -236,38 +276,31 @@ def split_lines(events: ir.Table, rating_input: RatingInput) -> ir.Table:
         (events.end_s > window_start_s) | (events.start_s >= window_start_s),
     )
     changes = offset_changes(rating_input.zone, rating_input.window_start, rating_input.window_end)
-    events = events.join(_customers_table(rating_input.customers), "org")
     last_instant = ibis.greatest(events.start_s, events.end_s - 1)
     pieces = events.mutate(
         day_index=ibis.range(
             _local_day(events.start_s, changes), _local_day(last_instant, changes) + 1
         )
     ).unnest("day_index")
-    pieces = pieces.join(
-        calendar.select("day_index", "billing_period", "day_start_s", "day_end_s"),
-        ["day_index", "billing_period"],
-    )
+    # Days any kind of period rates; each organization's own kind is applied after the
+    # aggregation, on far fewer rows than there are pieces.
+    days = calendar.select("day_index", "day_start_s", "day_end_s").distinct()
+    pieces = pieces.join(days, "day_index")
+    is_interval = pieces.kind == MeterKind.INTERVAL.value
     seconds = ibis.ifelse(
-        pieces.kind == MeterKind.INTERVAL.value,
+        is_interval,
         ibis.least(pieces.end_s, pieces.day_end_s)
         - ibis.greatest(pieces.start_s, pieces.day_start_s),
         0,
     )
-    usage_micro = ibis.ifelse(
-        pieces.kind == MeterKind.INTERVAL.value,
-        seconds * pieces.quantity_micro,
-        pieces.quantity_micro,
-    )
+    usage_micro = ibis.ifelse(is_interval, seconds * pieces.quantity_micro, pieces.quantity_micro)
     pieces = pieces.mutate(seconds=seconds, usage_micro=usage_micro)
-    lines = pieces.group_by("org", "meter", "resource", "day_index", "billing_period").aggregate(
+    lines = pieces.group_by("org", "meter", "resource", "day_index").aggregate(
         usage_micro=lambda t: t.usage_micro.sum().cast("int64"),
         seconds=lambda t: t.seconds.sum(),
         event_count=lambda t: t.count(),
     )
-    periods = calendar.select(
-        "day_index", "billing_period", "day", "period", "period_start", "period_end"
-    )
-    return lines.join(periods, ["day_index", "billing_period"])  # fmt: skip
+    return lines.join(_organization_days_table(rating_input), ["org", "day_index"])
 
 
 def _tiered_meters(catalog: Catalog) -> list[str]:

@@ -246,10 +246,13 @@ def _checks(max_duration_seconds: int) -> list[Check]:
 class _Ingestion:
     """One ingest run: a private in-memory DuckDB holding the batch while it is checked."""
 
-    def __init__(self, workspace: Workspace, files: Sequence[Path]) -> None:
+    def __init__(self, workspace: Workspace, files: Sequence[Path], show_progress: bool) -> None:
         self.workspace = workspace
         self.files = [path.resolve() for path in files]
         self.connection = duckdb.connect(config=workspace.duckdb_config())
+        if show_progress:
+            self.connection.execute("SET enable_progress_bar = true")
+            self.connection.execute("SET enable_progress_bar_print = true")
         max_duration = workspace.settings.billing.max_event_duration_days * SECONDS_PER_DAY
         self.checks = _checks(max_duration)
 
@@ -561,13 +564,18 @@ class _Ingestion:
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def ingest(workspace: Workspace, files: Sequence[Path]) -> IngestSummary:
-    """Validate, deduplicate and store events; write rejects and late-event reports."""
+def ingest(
+    workspace: Workspace, files: Sequence[Path], show_progress: bool = False
+) -> IngestSummary:
+    """Validate, deduplicate and store events; write rejects and late-event reports.
+
+    ``show_progress`` lets DuckDB draw its progress bar (for a terminal, not for scripts).
+    """
     if not files:
         raise IngestError("no input files given")
     if len(files) > MAX_FILES_PER_INGEST:
         raise IngestError(f"at most {MAX_FILES_PER_INGEST} files per ingest")
-    run = _Ingestion(workspace, files)
+    run = _Ingestion(workspace, files, show_progress)
     with workspace.writing():
         run.load_reference_tables()
         run.read_files()

@@ -21,6 +21,7 @@ from rating.storage import exclusive_lock
 SETTINGS_FILE = "beanbill.toml"
 CATALOG_FILE = "catalog.toml"
 CUSTOMERS_FILE = "customers.toml"
+LEDGER_FILE = "ledger.beancount"
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,11 @@ class Workspace:
     def ledger_path(self) -> Path:
         return self._path(self.settings.paths.ledger)
 
-    def duckdb_config(self) -> dict[str, str | int]:
+    def duckdb_config(self) -> dict[str, str | bool | int | float | list[str]]:
         """Settings for every embedded DuckDB connection: bounded memory, spill in state/."""
         spill = self.state_dir / "duckdb-spill"
         spill.mkdir(parents=True, exist_ok=True)
-        config: dict[str, str | int] = {
+        config: dict[str, str | bool | int | float | list[str]] = {
             "memory_limit": self.settings.engine.memory_limit,
             "temp_directory": str(spill),
             "preserve_insertion_order": "true",

@@ -47,6 +47,10 @@ def test_demo_is_deterministic_and_prints_where_results_are(tmp_path: Path) -> N
     assert first.returncode == 0, first.stderr
     assert "Results:" in first.stdout and "rejected" in first.stdout
     assert "Total" in first.stdout
+    bean_check = str(Path(sys.executable).with_name("bean-check"))
+    ledger = str(tmp_path / "a" / "ledger.beancount")
+    checked = subprocess.run([bean_check, ledger], capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
     second = run("demo", "--workspace", str(tmp_path / "b"), "--customers", "10", "--seed", "5")
     folders = ("inbox", "rated")
     assert tree_digest(tmp_path / "a", folders) == tree_digest(tmp_path / "b", folders)
@@ -55,7 +59,9 @@ def test_demo_is_deterministic_and_prints_where_results_are(tmp_path: Path) -> N
 
 def test_init_ingest_rate_report_and_exit_codes(tmp_path: Path) -> None:
     workspace = tmp_path / "billing"
-    assert run("init", str(workspace)).returncode == 0
+    created = run("init", str(workspace))
+    assert created.returncode == 0 and "beanbill ingest" in created.stdout
+    assert (workspace / "inbox" / "usage-2026-10.jsonl").is_file()
     assert run("init", str(workspace)).returncode == 2  # refuses to overwrite
     assert "OK:" in run("check", "-w", str(workspace)).stdout
     usage = write_jsonl(

@@ -1,0 +1,74 @@
+"""The main ledger file of a workspace: every option explicit, the house accounts open.
+
+beanbill adds generated files below the marker line with ``include`` directives and never
+rewrites what is above it. Customer-supplied text never reaches this file; the seller's
+legal name does, through ``beancount_string``, which refuses anything that could leave
+the string.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+from rating.config import Catalog, Settings
+
+BOOKS_OPEN_DATE = date(2000, 1, 1)
+INCLUDE_MARKER = "; --- beanbill: generated includes below this line ---"
+FORBIDDEN_IN_STRINGS = re.compile(r'["\\\x00-\x1f\x7f\u2028\u2029\u202a-\u202e\u2066-\u2069]')
+FAMILY_ACCOUNTS = {"Addons": "Income:Addons", "Services": "Income:Services"}
+
+
+class LedgerTextError(ValueError):
+    """A text cannot be written into the ledger safely."""
+
+
+def beancount_string(text: str) -> str:
+    """A double-quoted Beancount string; quotes, backslashes and control characters refused."""
+    if FORBIDDEN_IN_STRINGS.search(text):
+        raise LedgerTextError(f"{text!r} holds characters that cannot go into a ledger string")
+    return f'"{text}"'
+
+
+def income_account(family: str) -> str:
+    return FAMILY_ACCOUNTS.get(family, f"Income:Usage:{family}")
+
+
+def house_accounts(catalog: Catalog) -> list[str]:
+    families = sorted({meter.family for meter in catalog.rated_meters()} | {"Addons"})
+    return sorted(
+        {
+            "Assets:Bank:Operating",
+            "Assets:Stripe:Balance",
+            "Liabilities:VAT:Output",
+            "Income:Credits:Expired",
+            "Expenses:Promotions",
+            "Expenses:Fees:Stripe",
+            *(income_account(family) for family in families),
+        }
+    )
+
+
+def main_ledger_text(settings: Settings, catalog: Catalog) -> str:
+    currency = settings.billing.currency
+    title = beancount_string(f"{settings.seller.legal_name} - billing ledger")
+    lines = [
+        "; The main ledger of a beanbill workspace: open it with `fava ledger.beancount` or",
+        "; check it with `bean-check ledger.beancount`.",
+        "",
+        f'option "title" {title}',
+        f'option "operating_currency" "{currency}"',
+        'option "booking_method" "STRICT"',
+        "; Every amount is written in full; the tolerance only absorbs sub-cent noise.",
+        f'option "inferred_tolerance_default" "{currency}:0.005"',
+        f'option "display_precision" "{currency}:0.01"',
+        "",
+        f"{BOOKS_OPEN_DATE.isoformat()} commodity {currency}",
+        "",
+    ]
+    lines += [
+        f"{BOOKS_OPEN_DATE.isoformat()} open {account} {currency}"
+        for account in house_accounts(catalog)
+    ]
+    lines += ["", INCLUDE_MARKER, ""]
+    return "\n".join(lines)
