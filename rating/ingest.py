@@ -365,7 +365,7 @@ class _Ingestion:
             FROM (
                 SELECT source, line, source * 4294967296 + line AS ord,
                        trim(id) AS id, org, resource, meter, kind, start_s, end_s,
-                       CAST(CAST(coalesce(quantity_text, '1') AS DECIMAL(18, {QUANTITY_SCALE}))
+                       CAST(CAST(coalesce(quantity_text, '1') AS DECIMAL(38, {QUANTITY_SCALE}))
                             * {10**QUANTITY_SCALE} AS BIGINT) AS quantity_micro,
                        strftime(make_timestamp(start_s * 1000000), '%Y-%m') AS month
                 FROM checked WHERE rule_number IS NULL

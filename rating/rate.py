@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import ibis
 import ibis.expr.types as ir
 
@@ -127,6 +128,11 @@ def rate_month(
         connection.to_parquet(
             rate(events, rating_input, materialize), str(lines_temporary), compression="zstd"
         )
+    except (duckdb.OutOfRangeException, duckdb.ConversionException) as error:
+        raise RatingError(
+            f"cannot rate {month.key} exactly: a usage total exceeds the int64 range of "
+            f"micro units (9.2e12 unit-seconds per organization, period and meter): {error}"
+        ) from error
     finally:
         # Ibis's drop_table emits broken SQL with this sqlglot; the runner owns the backend.
         connection.raw_sql(f'DROP TABLE IF EXISTS "{scratch}"')

@@ -229,3 +229,12 @@ def test_line_numbers_hold_on_a_large_file(
     summary = ingest(workspace, [write_jsonl(tmp_path / "big.jsonl", records)])
     [reject] = read_rejects(summary.rejects_path)
     assert (reject["line"], reject["record"]["id"]) == (150_124, "bad")
+
+
+def test_the_largest_quantity_is_stored_exactly(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    workspace = make_workspace()
+    source = write_jsonl(tmp_path / "in.jsonl", [with_fields(quantity="999999999999.999999")])
+    assert ingest(workspace, [source]).accepted == 1
+    assert stored(workspace)[0][3] == 999_999_999_999_999_999

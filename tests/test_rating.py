@@ -125,6 +125,17 @@ def test_usage_before_the_first_price_is_an_error(
         rate_months(workspace, [Month(2026, 11)])
 
 
+def test_usage_beyond_exact_range_stops_instead_of_rounding(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    workspace = make_workspace()
+    huge = interval("a", "acme", "2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z", "999999999999")
+    ingest(workspace, [write_jsonl(tmp_path / "u.jsonl", [huge])])
+    with pytest.raises(RatingError, match="exceeds the int64 range"):
+        rate_months(workspace, [Month(2026, 11)])
+    assert not (workspace.rated_dir / "month=2026-11" / "lines.parquet").exists()
+
+
 def test_totals_reconcile_with_lines_to_the_last_digit(
     make_workspace: Callable[..., Workspace], tmp_path: Path
 ) -> None:
