@@ -88,6 +88,7 @@ def main() -> None:
 @reports_errors
 def init(directory: Path, customers: int, seed: int) -> None:
     """Create an example workspace in DIRECTORY (refuses to overwrite one)."""
+    directory = directory.resolve()
     if (directory / SETTINGS_FILE).exists():
         raise WorkspaceError(f"{directory} already holds a workspace ({SETTINGS_FILE})")
     write_configuration(directory, customers, seed)
@@ -153,7 +154,7 @@ def ingest_command(files: tuple[Path, ...], workspace: Path, as_json: bool) -> N
 def _print_rated(result: RatedMonth) -> None:
     click.echo(
         f"{result.month}: {result.line_count:,} lines for {result.organization_count:,} "
-        f"organizations, {result.amount} at full precision → {result.lines_path}"
+        f"organizations, {result.amount.normalize():f} at full precision → {result.lines_path}"
     )
 
 
@@ -172,12 +173,11 @@ def rate_command(workspace: Path, period: str) -> None:
     """
     loaded = Workspace.load(workspace)
     months = parse_month_range(period)
-    with click.progressbar(length=len(months), label="rating", file=sys.stderr) as bar:
-
-        def advance(result: RatedMonth) -> None:
-            bar.update(1)
-
-        results = rate_months(loaded, months, on_month=advance)
+    if len(months) > 1 and sys.stderr.isatty():
+        with click.progressbar(length=len(months), label="rating", file=sys.stderr) as bar:
+            results = rate_months(loaded, months, on_month=lambda _: bar.update(1))
+    else:
+        results = rate_months(loaded, months)
     for result in results:
         _print_rated(result)
 
@@ -207,6 +207,7 @@ def report_command(workspace: Path, period: str) -> None:
 @reports_errors
 def demo_command(workspace: Path, seed: int, customers: int) -> None:
     """Build a demo workspace, generate a month of usage, ingest it, rate it, summarize it."""
+    workspace = workspace.resolve()
     if workspace.exists():
         if not (workspace / SETTINGS_FILE).exists():
             raise WorkspaceError(

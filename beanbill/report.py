@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -21,17 +22,26 @@ def _display(amount_atto: int | Decimal | None) -> str:
     return f"{amount.quantize(DISPLAY_QUANTUM, rounding=ROUND_HALF_EVEN):>14,}"
 
 
+NUMBER = re.compile(r"^\s*-?[\d,]+(\.\d+)?$")
+
+
+def _is_number(cell: str) -> bool:
+    return NUMBER.match(cell) is not None
+
+
 def _table(title: str, header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += [
-        "  ".join(
-            c.rjust(w) if c[-1:].isdigit() else c.ljust(w) for c, w in zip(row, widths, strict=True)
-        )
-        for row in rows
-    ]
-    return "\n".join(lines)
+    """A plain-text table: numbers (and their headers) right-aligned, text left-aligned."""
+    widths = [max(len(row[i].strip()) for row in [header, *rows]) for i in range(len(header))]
+    numeric = [any(_is_number(row[i]) for row in rows) for i in range(len(header))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(
+            cell.strip().rjust(width) if right else cell.strip().ljust(width)
+            for cell, width, right in zip(cells, widths, numeric, strict=True)
+        ).rstrip()
+
+    separator = "  ".join("-" * width for width in widths)
+    return "\n".join([title, line(header), separator, *(line(row) for row in rows)])
 
 
 def render_summary(workspace: Workspace, month: Month) -> str:

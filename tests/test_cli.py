@@ -57,6 +57,12 @@ def test_demo_is_deterministic_and_prints_where_results_are(tmp_path: Path) -> N
     assert second.returncode == 0
 
 
+def test_demo_accepts_a_relative_workspace_path(tmp_path: Path) -> None:
+    result = run("demo", "--workspace", "relative-ws", "--customers", "4", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "relative-ws" / "rated" / "month=2026-10" / "lines.parquet").is_file()
+
+
 def test_init_ingest_rate_report_and_exit_codes(tmp_path: Path) -> None:
     workspace = tmp_path / "billing"
     created = run("init", str(workspace))
