@@ -1,33 +1,20 @@
 """The main ledger file of a workspace: every option explicit, the house accounts open.
 
 beanbill adds generated files below the marker line with ``include`` directives and never
-rewrites what is above it. Customer-supplied text never reaches this file; the seller's
-legal name does, through ``beancount_string``, which refuses anything that could leave
-the string.
+rewrites what is above it. The seller's legal name is the only configured text here; it
+goes through ``ledger.text.quoted`` like any other.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import date
 
+from ledger.text import quoted
 from rating.config import Catalog, Settings
 
 BOOKS_OPEN_DATE = date(2000, 1, 1)
 INCLUDE_MARKER = "; --- beanbill: generated includes below this line ---"
-FORBIDDEN_IN_STRINGS = re.compile(r'["\\\x00-\x1f\x7f\u2028\u2029\u202a-\u202e\u2066-\u2069]')
 FAMILY_ACCOUNTS = {"Addons": "Income:Addons", "Services": "Income:Services"}
-
-
-class LedgerTextError(ValueError):
-    """A text cannot be written into the ledger safely."""
-
-
-def beancount_string(text: str) -> str:
-    """A double-quoted Beancount string; quotes, backslashes and control characters refused."""
-    if FORBIDDEN_IN_STRINGS.search(text):
-        raise LedgerTextError(f"{text!r} holds characters that cannot go into a ledger string")
-    return f'"{text}"'
 
 
 def income_account(family: str) -> str:
@@ -51,7 +38,7 @@ def house_accounts(catalog: Catalog) -> list[str]:
 
 def main_ledger_text(settings: Settings, catalog: Catalog) -> str:
     currency = settings.billing.currency
-    title = beancount_string(f"{settings.seller.legal_name} - billing ledger")
+    title = quoted(f"{settings.seller.legal_name} - billing ledger")
     lines = [
         "; The main ledger of a beanbill workspace: open it with `fava ledger.beancount` or",
         "; check it with `bean-check ledger.beancount`.",
@@ -62,6 +49,9 @@ def main_ledger_text(settings: Settings, catalog: Catalog) -> str:
         "; Every amount is written in full; the tolerance only absorbs sub-cent noise.",
         f'option "inferred_tolerance_default" "{currency}:0.005"',
         f'option "display_precision" "{currency}:0.01"',
+        "",
+        "; beanbill's invariants (unique txn-id, explicit amounts), checked by bean-check.",
+        'plugin "ledger.plugin"',
         "",
         f"{BOOKS_OPEN_DATE.isoformat()} commodity {currency}",
         "",
