@@ -12,6 +12,7 @@ import functools
 import shutil
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
@@ -20,9 +21,11 @@ import click
 from beanbill import demo as demo_module
 from beanbill.examples import write_configuration
 from beanbill.report import render_summary
+from ledger.entries import format_minor
+from ledger.post import balance, post, record_credit
 from rating.errors import BeanbillError, WorkspaceError
 from rating.ingest import IngestSummary, ingest, summary_as_json
-from rating.periods import parse_month_range
+from rating.periods import Month, parse_month_range
 from rating.rate import RatedMonth, rate_months
 from rating.workspace import SETTINGS_FILE, Workspace
 
@@ -191,6 +194,124 @@ def report_command(workspace: Path, period: str) -> None:
     loaded = Workspace.load(workspace)
     for month in parse_month_range(period):
         click.echo(render_summary(loaded, month))
+
+
+def _money(amount_minor: int, currency: str) -> str:
+    return f"{format_minor(amount_minor, currency)} {currency}"
+
+
+@main.command(name="post")
+@workspace_option
+@click.option(
+    "--period", "-p", required=True, help="Post closed periods of rated months up to this month."
+)
+@click.option(
+    "--as-of",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Treat periods ending on or before this day as closed (default: today, UTC).",
+)
+@reports_errors
+def post_command(workspace: Path, period: str, as_of: datetime | None) -> None:
+    """Post the consumption of every closed billing period to the ledger, and due expiries.
+
+    One transaction per organization and period, one posting per product family, paid
+    from credits first. Re-running posts nothing twice; a period whose rated amounts
+    changed after posting is refused (correct it with a new entry).
+    """
+    loaded = Workspace.load(workspace)
+    day = as_of.date() if as_of else datetime.now(UTC).date()
+    summary = post(loaded, Month.parse(period), day)
+    click.echo(
+        f"{summary.periods:,} closed periods: {summary.written:,} entries written, "
+        f"{summary.unchanged:,} already posted, {summary.expiries:,} credit expiries"
+    )
+    click.echo(f"ledger: {loaded.ledger_path}")
+
+
+@main.group(name="credits")
+def credits_group() -> None:
+    """Record prepaid credit: purchases (paid) and promotional grants."""
+
+
+def _credit_command(kind: str) -> Callable[..., None]:
+    @workspace_option
+    @click.argument("org")
+    @click.argument("amount")
+    @click.option("--date", "acquired", type=click.DateTime(["%Y-%m-%d"]), required=True)
+    @click.option(
+        "--expires",
+        type=click.DateTime(["%Y-%m-%d"]),
+        default=None,
+        help="Last day the credit can be used.",
+    )
+    @click.option(
+        "--priority",
+        type=click.IntRange(0, 1000),
+        default=100 if kind == "purchase" else 10,
+        show_default=True,
+        help="Lower is drawn first.",
+    )
+    @click.option(
+        "--id", "lot_id", default=None, help="Stable id (idempotency key) of this credit."
+    )
+    @reports_errors
+    def command(
+        workspace: Path,
+        org: str,
+        amount: str,
+        acquired: datetime,
+        expires: datetime | None,
+        priority: int,
+        lot_id: str | None,
+    ) -> None:
+        loaded = Workspace.load(workspace)
+        lot, written = record_credit(
+            loaded,
+            org,
+            kind,
+            amount,
+            acquired.date(),
+            expires.date() if expires else None,
+            priority,
+            lot_id,
+        )
+        state = "recorded" if written else "already recorded"
+        click.echo(
+            f"credit {lot.lot_id}: {amount} {loaded.settings.billing.currency} for {org} {state}"
+        )
+
+    return command
+
+
+credits_group.command(name="buy", help="Record a paid credit purchase for ORG.")(
+    _credit_command("purchase")
+)
+credits_group.command(name="grant", help="Grant promotional credit to ORG.")(
+    _credit_command("grant")
+)
+
+
+@main.command(name="balance")
+@workspace_option
+@click.argument("org")
+@reports_errors
+def balance_command(workspace: Path, org: str) -> None:
+    """Show ORG's credits, unbilled consumption and receivable, from the ledger."""
+    loaded = Workspace.load(workspace)
+    result = balance(loaded, org)
+    currency = result.currency
+    click.echo(
+        f"{org}: credits {_money(result.credits_minor, currency)}, "
+        f"unbilled {_money(result.unbilled_minor, currency)}, "
+        f"receivable {_money(result.receivable_minor, currency)}"
+    )
+    for lot, left in result.lots:
+        expires = lot.expires.isoformat() if lot.expires else "never"
+        click.echo(
+            f"  lot {lot.lot_id} ({lot.kind}, priority {lot.priority}, expires {expires}): "
+            f"{_money(left, currency)} of {_money(lot.amount_minor, currency)} left"
+        )
 
 
 @main.command(name="demo")

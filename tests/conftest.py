@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from beanbill.examples import SETTINGS, write_toml
+from ledger.main_file import main_ledger_text
 from rating.workspace import CATALOG_FILE, CUSTOMERS_FILE, SETTINGS_FILE, Workspace
 
 JANUARY = date(2026, 1, 1)
@@ -79,7 +80,10 @@ def make_workspace(tmp_path: Path) -> Callable[..., Workspace]:
         write_toml(root / SETTINGS_FILE, settings)
         write_toml(root / CATALOG_FILE, catalog or SMALL_CATALOG)
         write_toml(root / CUSTOMERS_FILE, {"customer": customers or [customer("acme")]})
-        return Workspace.load(root)
+        workspace = Workspace.load(root)
+        text = main_ledger_text(workspace.settings, workspace.catalog)
+        workspace.ledger_path.write_text(text)
+        return workspace
 
     return make
 

@@ -1,0 +1,163 @@
+"""Reading the books back: per-organization accounts, credit lots and balances.
+
+The ledger is the source of truth. Credit lots are the transactions that carry
+``credit-lot`` metadata; every draw or expiry names the lot it takes from, so what is
+left of each lot is derived from the ledger alone, never kept elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from beancount import loader
+from beancount.core import data
+
+from ledger.entries import TXN_ID_KEY, Open, minor_digits
+from ledger.main_file import BOOKS_OPEN_DATE
+from ledger.text import components_by_id
+from rating.config import Customer
+from rating.errors import BeanbillError
+
+LOT_KEY = "credit-lot"
+LOT_KINDS = ("purchase", "grant")
+
+
+class LedgerLoadError(BeanbillError):
+    """The ledger does not load cleanly; beanbill will not add to a broken ledger."""
+
+
+@dataclass(frozen=True)
+class OrganizationAccounts:
+    receivable: str
+    unbilled: str
+    credits: str
+
+    def all(self) -> tuple[str, str, str]:
+        return (self.receivable, self.unbilled, self.credits)
+
+
+def organization_accounts(customers: Iterable[Customer]) -> dict[str, OrganizationAccounts]:
+    components = components_by_id([customer.id for customer in customers])
+    return {
+        org: OrganizationAccounts(
+            receivable=f"Assets:Receivable:{component}",
+            unbilled=f"Assets:Unbilled:{component}",
+            credits=f"Liabilities:Credits:{component}",
+        )
+        for org, component in components.items()
+    }
+
+
+def opening_entries(
+    customers: Iterable[Customer], currency: str, already_open: set[str]
+) -> list[Open]:
+    """Opens for each organization's accounts not yet open, with its id and name."""
+    customers = list(customers)
+    accounts = organization_accounts(customers)
+    opens: list[Open] = []
+    for customer in customers:
+        for account in accounts[customer.id].all():
+            if account not in already_open:
+                meta = (("org-id", customer.id), ("org-name", customer.name))
+                opens.append(Open(BOOKS_OPEN_DATE, account, currency, meta))
+    return opens
+
+
+class CreditLot(NamedTuple):
+    lot_id: str
+    org: str
+    kind: str
+    amount_minor: int
+    acquired: date
+    expires: date | None
+    priority: int
+
+
+@dataclass
+class Books:
+    """What beanbill needs to know of a loaded ledger."""
+
+    entries: list[data.Directive]
+    currency: str
+
+    @property
+    def digits(self) -> int:
+        return minor_digits(self.currency)
+
+    def minor(self, number: Decimal) -> int:
+        return int(number.scaleb(self.digits))
+
+    def txn_ids(self) -> set[str]:
+        return {entry.meta[TXN_ID_KEY] for entry in self.entries if TXN_ID_KEY in entry.meta}
+
+    def open_accounts(self) -> set[str]:
+        return {entry.account for entry in self.entries if isinstance(entry, data.Open)}
+
+    def lots(self) -> dict[str, CreditLot]:
+        lots: dict[str, CreditLot] = {}
+        for entry in self.entries:
+            meta = entry.meta
+            if not isinstance(entry, data.Transaction) or meta.get("credit-kind") not in LOT_KINDS:
+                continue
+            amount = sum(
+                (self.minor(p.units.number) for p in entry.postings
+                 if p.units is not None and p.units.number is not None
+                 and p.account.startswith("Liabilities:Credits:")),
+                0,
+            )  # fmt: skip
+            lots[meta[LOT_KEY]] = CreditLot(
+                lot_id=meta[LOT_KEY],
+                org=meta["org"],
+                kind=meta["credit-kind"],
+                amount_minor=-amount,
+                acquired=entry.date,
+                expires=meta.get("expires"),
+                priority=int(meta.get("priority", 0)),
+            )
+        return lots
+
+    def lot_remaining(self, excluded_txn_ids: set[str]) -> dict[str, int]:
+        """Minor units left in each lot, ignoring the transactions about to be regenerated."""
+        remaining = {lot_id: lot.amount_minor for lot_id, lot in self.lots().items()}
+        for entry in self.entries:
+            if not isinstance(entry, data.Transaction):
+                continue
+            if entry.meta.get(TXN_ID_KEY) in excluded_txn_ids:
+                continue
+            for posting in entry.postings:
+                lot_id = (posting.meta or {}).get(LOT_KEY)
+                if lot_id is not None and lot_id in remaining and posting.units is not None:
+                    number = posting.units.number
+                    if number is not None:
+                        remaining[lot_id] -= self.minor(number)
+        return remaining
+
+    def balances(self, accounts: Iterable[str]) -> dict[str, int]:
+        wanted = set(accounts)
+        totals: dict[str, int] = defaultdict(int)
+        for entry in self.entries:
+            if isinstance(entry, data.Transaction):
+                for posting in entry.postings:
+                    if posting.account in wanted and posting.units is not None:
+                        number = posting.units.number
+                        if number is not None:
+                            totals[posting.account] += self.minor(number)
+        return {account: totals.get(account, 0) for account in accounts}
+
+
+def load_books(main_path: Path, currency: str) -> Books:
+    entries, errors, _ = loader.load_file(str(main_path))
+    if errors:
+        first = errors[0]
+        source: Any = first.source or {}
+        raise LedgerLoadError(
+            f"{main_path} has {len(errors)} error(s); first: "
+            f"{source.get('filename')}:{source.get('lineno')}: {first.message}"
+        )
+    return Books(entries=list(entries), currency=currency)

@@ -1,0 +1,227 @@
+"""`beanbill post` and `beanbill credits`: from rated output and commands to the ledger."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import duckdb
+
+from ledger.books import Books, CreditLot, load_books, opening_entries, organization_accounts
+from ledger.entries import Entry, Transaction, minor_digits
+from ledger.posting import PeriodUsage, consumption_entry, credit_entry, expiry_entry
+from ledger.writer import LedgerWriter
+from rating.closures import ClosedPeriods
+from rating.errors import BeanbillError
+from rating.periods import Month
+from rating.workspace import Workspace
+
+ACCOUNTS_FILE = "books/accounts.beancount"
+MAX_CREDIT_MINOR = 10**15
+
+
+class PostingError(BeanbillError):
+    """A posting or credit command cannot be carried out as asked."""
+
+
+@dataclass(frozen=True)
+class PostSummary:
+    periods: int
+    written: int
+    unchanged: int
+    expiries: int
+
+
+def _rated_months(workspace: Workspace, up_to: Month) -> list[Path]:
+    folders = sorted(workspace.rated_dir.glob("month=*"))
+    return [f for f in folders if f.name.removeprefix("month=") <= up_to.key]
+
+
+def read_period_usage(workspace: Workspace, up_to: Month, as_of: date) -> list[PeriodUsage]:
+    """Closed periods (ended on or before ``as_of``) of every rated month up to ``up_to``."""
+    modes = {customer.id: customer.billing_mode for customer in workspace.customers.customer}
+    usages: list[PeriodUsage] = []
+    connection = duckdb.connect(config=workspace.duckdb_config())
+    for folder in _rated_months(workspace, up_to):
+        lines_file = folder / "lines.parquet"
+        rows = connection.execute(
+            f"""
+            WITH totals AS (
+                SELECT org, period, period_start, period_end,
+                       list(struct_pack(family := family, amount := amount_atto)
+                            ORDER BY family) AS families
+                FROM read_parquet('{folder / "totals.parquet"}')
+                WHERE period_end <= ?
+                GROUP BY org, period, period_start, period_end
+            ), checksums AS (
+                SELECT org, period,
+                       md5(string_agg(concat_ws('|', day, meter, resource, band,
+                                                quantity_micro, amount_atto), ';'
+                                      ORDER BY day, meter, resource, band)) AS checksum
+                FROM read_parquet('{lines_file}') WHERE period_end <= ?
+                GROUP BY org, period
+            )
+            SELECT t.*, c.checksum FROM totals t JOIN checksums c USING (org, period)
+            ORDER BY t.period_end, t.org
+            """,
+            [as_of, as_of],
+        ).fetchall()
+        relative = str(lines_file.relative_to(workspace.root))
+        for org, period, start, end, families, checksum in rows:
+            if org not in modes:
+                raise PostingError(f"{relative}: organization {org!r} is no longer a customer")
+            usages.append(
+                PeriodUsage(
+                    org=org,
+                    billing_mode=modes[org],
+                    period=period,
+                    period_start=start,
+                    period_end=end,
+                    family_atto=tuple((f["family"], int(f["amount"])) for f in families),
+                    rated_checksum=checksum,
+                    rated_file=relative,
+                )
+            )
+    return usages
+
+
+def _file_for(entry: Entry, kind: str) -> str:
+    return f"books/{entry.date:%Y-%m}/{kind}.beancount"
+
+
+def _open_accounts(workspace: Workspace, books: Books, writer: LedgerWriter) -> None:
+    currency = workspace.settings.billing.currency
+    opens = opening_entries(workspace.customers.customer, currency, books.open_accounts())
+    if opens:
+        writer.append(ACCOUNTS_FILE, opens)
+
+
+def post(workspace: Workspace, up_to: Month, as_of: date) -> PostSummary:
+    """Post every closed billing period of rated months up to ``up_to``, and due expiries."""
+    currency = workspace.settings.billing.currency
+    digits = minor_digits(currency)
+    with workspace.writing():
+        writer = LedgerWriter(workspace.ledger_path)
+        _open_accounts(workspace, load_books(workspace.ledger_path, currency), writer)
+        books = load_books(workspace.ledger_path, currency)
+        accounts = organization_accounts(workspace.customers.customer)
+        usages = read_period_usage(workspace, up_to, as_of)
+        lots = books.lots()
+        horizon = min(as_of, up_to.next().first_day)
+        expiring = [
+            lot for lot in lots.values()
+            if lot.expires is not None and lot.expires + timedelta(days=1) <= horizon
+        ]  # fmt: skip
+        regenerated = {usage.txn_id for usage in usages}
+        regenerated |= {f"expiry:{lot.lot_id}" for lot in expiring}
+        remaining = books.lot_remaining(regenerated)
+        lots_by_org: dict[str, list[CreditLot]] = defaultdict(list)
+        for lot in lots.values():
+            lots_by_org[lot.org].append(lot)
+        timeline: list[tuple[date, int, str, PeriodUsage | CreditLot]] = [
+            (usage.last_day, 0, usage.org, usage) for usage in usages
+        ]
+        timeline += [
+            (lot.expires + timedelta(days=1), 1, lot.org, lot) for lot in expiring if lot.expires
+        ]
+        timeline.sort(key=lambda item: (item[0], item[1], item[2]))
+        files: dict[str, list[Entry]] = defaultdict(list)
+        expiries = 0
+        for _, _, org, item in timeline:
+            if isinstance(item, PeriodUsage):
+                entry: Transaction | None = consumption_entry(
+                    item, accounts[org], lots_by_org[org], remaining, currency, digits
+                )
+                kind = "usage"
+            else:
+                entry = expiry_entry(item, remaining.get(item.lot_id, 0), accounts[org], currency)
+                if entry is not None:
+                    remaining[item.lot_id] = 0
+                    expiries += 1
+                kind = "credits"
+            if entry is not None:
+                files[_file_for(entry, kind)].append(entry)
+        written = unchanged = 0
+        for path in sorted(files):
+            result = writer.append(path, files[path])
+            written += result.written
+            unchanged += result.unchanged
+        ClosedPeriods(workspace.state_dir).close((usage.org, usage.period) for usage in usages)
+    return PostSummary(periods=len(usages), written=written, unchanged=unchanged, expiries=expiries)
+
+
+def parse_amount_minor(text: str, currency: str) -> int:
+    try:
+        amount = Decimal(text)
+    except InvalidOperation as error:
+        raise PostingError(f"amount {text!r} is not a number") from error
+    scaled = amount.scaleb(minor_digits(currency))
+    if not amount.is_finite() or scaled != scaled.to_integral_value():
+        raise PostingError(f"amount {text} has more decimals than {currency} allows")
+    if not 0 < scaled <= MAX_CREDIT_MINOR:
+        raise PostingError(
+            f"amount {text} must be positive and at most {MAX_CREDIT_MINOR} minor units"
+        )
+    return int(scaled)
+
+
+def record_credit(
+    workspace: Workspace,
+    org: str,
+    kind: str,
+    amount_text: str,
+    acquired: date,
+    expires: date | None,
+    priority: int,
+    lot_id: str | None,
+) -> tuple[CreditLot, bool]:
+    """Record a credit purchase or grant; the same command twice records it once."""
+    customers = workspace.customers.by_id()
+    if org not in customers:
+        raise PostingError(f"unknown organization {org!r}")
+    if expires is not None and expires < acquired:
+        raise PostingError("the credit expires before it is acquired")
+    currency = workspace.settings.billing.currency
+    amount_minor = parse_amount_minor(amount_text, currency)
+    lot_id = lot_id or f"{kind}-{org}-{acquired:%Y%m%d}-{amount_minor}"
+    lot = CreditLot(lot_id, org, kind, amount_minor, acquired, expires, priority)
+    with workspace.writing():
+        writer = LedgerWriter(workspace.ledger_path)
+        _open_accounts(workspace, load_books(workspace.ledger_path, currency), writer)
+        accounts = organization_accounts([customers[org]])[org]
+        entry = credit_entry(lot, accounts, currency)
+        result = writer.append(_file_for(entry, "credits"), [entry])
+    return lot, result.written == 1
+
+
+@dataclass(frozen=True)
+class Balance:
+    org: str
+    credits_minor: int
+    unbilled_minor: int
+    receivable_minor: int
+    lots: tuple[tuple[CreditLot, int], ...]
+    currency: str
+
+
+def balance(workspace: Workspace, org: str) -> Balance:
+    customers = workspace.customers.by_id()
+    if org not in customers:
+        raise PostingError(f"unknown organization {org!r}")
+    currency = workspace.settings.billing.currency
+    books = load_books(workspace.ledger_path, currency)
+    accounts = organization_accounts([customers[org]])[org]
+    totals = books.balances(accounts.all())
+    remaining = books.lot_remaining(set())
+    lots = tuple((lot, remaining[lot.lot_id]) for lot in books.lots().values() if lot.org == org)
+    return Balance(
+        org=org,
+        credits_minor=-totals[accounts.credits],
+        unbilled_minor=totals[accounts.unbilled],
+        receivable_minor=totals[accounts.receivable],
+        lots=lots,
+        currency=currency,
+    )

@@ -1,0 +1,167 @@
+"""What gets posted: consumption per organization and billing period, credits, expiries.
+
+Consumption of one closed billing period is one transaction: one income posting per
+product family (rounded once, half-even, from the rated full-precision total), paid for
+first by the organization's credit lots — lowest ``priority`` first, then the soonest
+expiry, then the oldest — and the rest goes to ``Assets:Unbilled`` (postpaid, prepaid) or
+leaves the credit balance negative (provisioned: over-consumption, regularized by the
+next unified invoice). A lot whose last valid day has passed gives up what is left:
+breakage to ``Income:Credits:Expired`` for purchased credit, back to
+``Expenses:Promotions`` for granted credit.
+
+Entries are pure functions of their inputs, so regenerating a posted period yields the
+same text and the writer leaves the ledger untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+
+from ledger.books import LOT_KEY, CreditLot, OrganizationAccounts
+from ledger.entries import Posting, Transaction
+from ledger.main_file import income_account
+from ledger.rounding import round_posting
+from rating.config import BillingMode
+from rating.money import AMOUNT_SCALE
+
+CLEARING_ACCOUNT = "Assets:Stripe:Balance"
+PROMOTIONS_ACCOUNT = "Expenses:Promotions"
+BREAKAGE_ACCOUNT = "Income:Credits:Expired"
+FAR_FUTURE = date.max
+
+
+@dataclass(frozen=True)
+class PeriodUsage:
+    """The rated totals of one organization's billing period, per product family."""
+
+    org: str
+    billing_mode: BillingMode
+    period: str
+    period_start: date
+    period_end: date
+    family_atto: tuple[tuple[str, int], ...]
+    rated_checksum: str
+    rated_file: str
+
+    @property
+    def last_day(self) -> date:
+        return self.period_end - timedelta(days=1)
+
+    @property
+    def txn_id(self) -> str:
+        return f"usage:{self.org}:{self.period}"
+
+
+def draw_order(lot: CreditLot) -> tuple[int, date, date, str]:
+    return (lot.priority, lot.expires or FAR_FUTURE, lot.acquired, lot.lot_id)
+
+
+def usable(lot: CreditLot, usage: PeriodUsage) -> bool:
+    """Acquired by the period's last day and still valid on it."""
+    return lot.acquired <= usage.last_day and (lot.expires is None or lot.expires >= usage.last_day)
+
+
+def consumption_entry(
+    usage: PeriodUsage,
+    accounts: OrganizationAccounts,
+    lots: Sequence[CreditLot],
+    remaining: dict[str, int],
+    currency: str,
+    digits: int,
+) -> Transaction | None:
+    """The period's transaction; draws are taken out of ``remaining`` as they are made."""
+    income = [
+        (family, round_posting(atto, digits), atto)
+        for family, atto in usage.family_atto
+        if round_posting(atto, digits) != 0
+    ]
+    total = sum(amount for _, amount, _ in income)
+    if total == 0:
+        return None
+    postings = [
+        Posting(
+            income_account(family),
+            -amount,
+            currency,
+            (("rated-amount", Decimal(atto).scaleb(-AMOUNT_SCALE).normalize()),),
+        )
+        for family, amount, atto in income
+    ]
+    due = total
+    for lot in sorted((lot for lot in lots if usable(lot, usage)), key=draw_order):
+        take = min(due, remaining.get(lot.lot_id, 0))
+        if take <= 0:
+            continue
+        remaining[lot.lot_id] -= take
+        due -= take
+        postings.append(Posting(accounts.credits, take, currency, ((LOT_KEY, lot.lot_id),)))
+        if due == 0:
+            break
+    if due > 0 and usage.billing_mode is BillingMode.PROVISIONED:
+        postings.append(Posting(accounts.credits, due, currency, (("over-consumption", True),)))
+    elif due > 0:
+        postings.append(Posting(accounts.unbilled, due, currency))
+    rated_total = sum(atto for _, atto in usage.family_atto)
+    return Transaction(
+        date=usage.last_day,
+        txn_id=usage.txn_id,
+        narration=f"Usage {usage.period}",
+        postings=tuple(postings),
+        links=(f"usage-{usage.org}-{usage.period}",),
+        meta=(
+            ("org", usage.org),
+            ("period", usage.period),
+            ("period-start", usage.period_start),
+            ("period-end", usage.period_end),
+            ("rated-total", Decimal(rated_total).scaleb(-AMOUNT_SCALE).normalize()),
+            ("rated-lines", usage.rated_file),
+            ("rated-checksum", usage.rated_checksum),
+            ("rounding", "half-even per family posting"),
+        ),
+    )
+
+
+def expiry_entry(
+    lot: CreditLot, left_minor: int, accounts: OrganizationAccounts, currency: str
+) -> Transaction | None:
+    if lot.expires is None or left_minor <= 0:
+        return None
+    counter = BREAKAGE_ACCOUNT if lot.kind == "purchase" else PROMOTIONS_ACCOUNT
+    return Transaction(
+        date=lot.expires + timedelta(days=1),
+        txn_id=f"expiry:{lot.lot_id}",
+        narration=f"Credit {lot.lot_id} expired",
+        postings=(
+            Posting(accounts.credits, left_minor, currency, ((LOT_KEY, lot.lot_id),)),
+            Posting(counter, -left_minor, currency),
+        ),
+        links=(f"credit-{lot.lot_id}",),
+        meta=(("org", lot.org),),
+    )
+
+
+def credit_entry(lot: CreditLot, accounts: OrganizationAccounts, currency: str) -> Transaction:
+    """A purchase (paid through the processor's clearing account) or a promotional grant."""
+    source = CLEARING_ACCOUNT if lot.kind == "purchase" else PROMOTIONS_ACCOUNT
+    meta: list[tuple[str, str | date | Decimal]] = [
+        ("org", lot.org),
+        (LOT_KEY, lot.lot_id),
+        ("credit-kind", lot.kind),
+        ("priority", Decimal(lot.priority)),
+    ]
+    if lot.expires is not None:
+        meta.append(("expires", lot.expires))
+    return Transaction(
+        date=lot.acquired,
+        txn_id=f"credit:{lot.lot_id}",
+        narration=f"Credit {lot.kind} {lot.lot_id}",
+        postings=(
+            Posting(source, lot.amount_minor, currency),
+            Posting(accounts.credits, -lot.amount_minor, currency),
+        ),
+        links=(f"credit-{lot.lot_id}",),
+        meta=tuple(meta),
+    )

@@ -1,0 +1,47 @@
+"""The named rounding points of beanbill.
+
+Rated amounts keep full precision (atto currency units). They are rounded to minor
+units once per ledger posting with ``POSTING_ROUNDING`` (half-even). Detail lines that
+explain a posting are then allocated by largest remainder, so they sum exactly to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+
+from rating.money import AMOUNT_SCALE
+
+POSTING_ROUNDING = ROUND_HALF_EVEN
+
+
+def to_minor(amount_atto: int, minor_digits: int) -> Decimal:
+    """The exact amount in minor units (a Decimal, usually with a fraction)."""
+    return Decimal(amount_atto).scaleb(minor_digits - AMOUNT_SCALE)
+
+
+def round_posting(amount_atto: int, minor_digits: int) -> int:
+    """Round a posting's full-precision amount to minor units, half-even."""
+    return int(to_minor(amount_atto, minor_digits).to_integral_value(rounding=POSTING_ROUNDING))
+
+
+def allocate_largest_remainder(total_minor: int, exact_minor: Sequence[Decimal]) -> list[int]:
+    """Integer shares of ``total_minor`` closest to ``exact_minor``, summing exactly to it.
+
+    Each share starts at the floor of its exact value; the units left over go one each to
+    the largest fractional remainders, ties to the earlier line. Deterministic for a given
+    line order. Requires floor-sum <= total <= ceiling-sum, which rounding the exact sum
+    (any mode) guarantees.
+    """
+    floors = [int(value.to_integral_value(rounding=ROUND_FLOOR)) for value in exact_minor]
+    left = total_minor - sum(floors)
+    fractional = sum(1 for value, floor in zip(exact_minor, floors, strict=True) if value != floor)
+    if not 0 <= left <= fractional:
+        raise ValueError(f"cannot allocate {total_minor} over lines that sum to {sum(exact_minor)}")
+    order = sorted(
+        range(len(floors)), key=lambda index: (-(exact_minor[index] - floors[index]), index)
+    )
+    shares = list(floors)
+    for index in order[:left]:
+        shares[index] += 1
+    return shares

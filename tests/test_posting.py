@@ -1,0 +1,128 @@
+"""Posting rated consumption and credits: exact, idempotent, in the documented draw order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from beancount import loader
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ledger.post import balance, post, record_credit
+from ledger.rounding import allocate_largest_remainder, round_posting, to_minor
+from ledger.writer import LedgerConflictError
+from rating.closures import ClosedPeriods
+from rating.ingest import ingest
+from rating.periods import Month
+from rating.rate import rate_months
+from rating.workspace import Workspace
+from tests.conftest import customer, write_jsonl
+
+NOVEMBER = Month(2026, 11)
+AS_OF = date(2026, 12, 5)
+
+
+def hundred_hours(org: str, event_id: str = "e1") -> dict[str, str]:
+    """1 vCPU for 100 h at 0.0000069444/s = 2.499984 EUR → posted as 2.50 EUR."""
+    return {"id": f"{org}-{event_id}", "org": org, "resource": "app", "meter": "cpu",
+            "start": "2026-11-02T00:00:00Z", "end": "2026-11-06T04:00:00Z"}  # fmt: skip
+
+
+@pytest.fixture
+def books(make_workspace: Callable[..., Workspace], tmp_path: Path) -> Workspace:
+    workspace = make_workspace(
+        customers=[
+            customer("prov", billing_mode="provisioned"),
+            customer("post", billing_mode="postpaid"),
+            customer("pre", billing_mode="prepaid"),
+        ]
+    )
+    records = [hundred_hours(org) for org in ("prov", "post", "pre")]
+    ingest(workspace, [write_jsonl(tmp_path / "u.jsonl", records)])
+    rate_months(workspace, [NOVEMBER])
+    record_credit(workspace, "prov", "purchase", "1.00", date(2026, 10, 1), None, 100, "p1")
+    record_credit(
+        workspace, "prov", "grant", "0.50", date(2026, 10, 1), date(2026, 11, 30), 10, "g1"
+    )
+    record_credit(
+        workspace, "pre", "purchase", "5.00", date(2026, 11, 1), date(2026, 11, 30), 100, "p2"
+    )
+    return workspace
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.beancount"))}
+
+
+def test_consumption_draws_credits_in_order_and_books_the_rest_by_mode(books: Workspace) -> None:
+    summary = post(books, NOVEMBER, AS_OF)
+    assert (summary.periods, summary.expiries) == (3, 1)
+    _, errors, _ = loader.load_file(str(books.ledger_path))
+    assert errors == []
+    prov = balance(books, "prov")
+    assert (
+        prov.credits_minor == 150 - 250
+    )  # grant first (priority 10), purchase, then over-consumption
+    assert {lot.lot_id: left for lot, left in prov.lots} == {"p1": 0, "g1": 0}
+    assert balance(books, "post").unbilled_minor == 250
+    pre = balance(books, "pre")
+    assert (pre.credits_minor, pre.unbilled_minor) == (0, 0)  # 2.50 drawn, 2.50 expired
+    text = (books.root / "books" / "2026-12" / "credits.beancount").read_text()
+    assert "expiry:p2" in text and "Income:Credits:Expired  -2.50 EUR" in text
+
+
+def test_posting_twice_changes_no_byte_and_closes_the_periods(books: Workspace) -> None:
+    post(books, NOVEMBER, AS_OF)
+    before = snapshot(books.root)
+    again = post(books, NOVEMBER, AS_OF)
+    assert again.written == 0
+    assert snapshot(books.root) == before
+    assert ("post", "2026-11") in ClosedPeriods(books.state_dir).all_keys()
+
+
+def test_open_periods_are_not_posted(books: Workspace) -> None:
+    assert post(books, NOVEMBER, date(2026, 11, 20)).periods == 0
+
+
+def test_rated_amounts_that_change_after_posting_are_refused(
+    books: Workspace, tmp_path: Path
+) -> None:
+    post(books, NOVEMBER, AS_OF)
+    late = write_jsonl(tmp_path / "late.jsonl", [hundred_hours("post", "late")])
+    assert ingest(books, [late]).late == 1  # kept and flagged: the period is closed
+    rate_months(books, [NOVEMBER])
+    with pytest.raises(LedgerConflictError, match="usage:post:2026-11"):
+        post(books, NOVEMBER, AS_OF)
+
+
+def test_credit_commands_are_idempotent(books: Workspace) -> None:
+    before = snapshot(books.root)
+    _, written = record_credit(
+        books, "prov", "purchase", "1.00", date(2026, 10, 1), None, 100, "p1"
+    )
+    assert not written
+    assert snapshot(books.root) == before
+
+
+@given(
+    lines=st.lists(st.integers(min_value=0, max_value=10**24), min_size=1, max_size=40),
+    digits=st.sampled_from([0, 2, 3]),
+)
+def test_detail_lines_sum_exactly_to_the_rounded_posting(lines: list[int], digits: int) -> None:
+    total = round_posting(sum(lines), digits)
+    exact = [to_minor(atto, digits) for atto in lines]
+    shares = allocate_largest_remainder(total, exact)
+    assert sum(shares) == total
+    assert all(abs(share - value) < 1 for share, value in zip(shares, exact, strict=True))
+    assert shares == allocate_largest_remainder(total, exact)
+
+
+def test_rounding_is_half_even_at_the_posting() -> None:
+    assert round_posting(5 * 10**15, 2) == 0  # 0.005 → 0.00
+    assert round_posting(15 * 10**15, 2) == 2  # 0.015 → 0.02
+    assert round_posting(25 * 10**15, 2) == 2  # 0.025 → 0.02
+    assert to_minor(2_499_984 * 10**12, 2) == Decimal("249.9984")
