@@ -9,6 +9,7 @@ Exit codes scripts can rely on:
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import click
 from beanbill import demo as demo_module
 from beanbill.examples import write_configuration
 from beanbill.report import render_summary
+from ledger.books import ledger_errors
 from ledger.entries import format_minor
 from ledger.post import balance, post, record_credit
 from rating.errors import BeanbillError, WorkspaceError
@@ -314,6 +316,42 @@ def balance_command(workspace: Path, org: str) -> None:
         )
 
 
+def _print_balances(workspace: Workspace) -> None:
+    """One organization of each billing mode, and every over-consumption."""
+    shown: set[str] = set()
+    click.echo("Balances (one organization per billing mode, then every over-consumption):")
+    for customer in workspace.customers.customer:
+        result = balance(workspace, customer.id)
+        over_consumed = result.credits_minor < 0
+        if customer.billing_mode.value in shown and not over_consumed:
+            continue
+        shown.add(customer.billing_mode.value)
+        click.echo(
+            f"  {customer.id} ({customer.billing_mode.value}): credits "
+            f"{_money(result.credits_minor, result.currency)}, unbilled "
+            f"{_money(result.unbilled_minor, result.currency)}"
+        )
+
+
+@main.command(name="fava")
+@workspace_option
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
+@reports_errors
+def fava_command(workspace: Path, port: int) -> None:
+    """Browse the workspace ledger in Fava: read-only, on 127.0.0.1 only.
+
+    Read-only because beanbill appends to the ledger and Fava's editor would rewrite
+    files without fsync.
+    """
+    loaded = Workspace.load(workspace)
+    fava = Path(sys.executable).with_name("fava")
+    if not fava.exists():
+        raise WorkspaceError(f"Fava is not installed next to {sys.executable}")
+    arguments = [str(fava), "--read-only", "--host", "127.0.0.1", "--port", str(port)]
+    click.echo(f"Fava on http://127.0.0.1:{port}/ (read-only), ledger {loaded.ledger_path}")
+    os.execv(arguments[0], [*arguments, str(loaded.ledger_path)])
+
+
 @main.command(name="demo")
 @click.option(
     "--workspace",
@@ -346,7 +384,18 @@ def demo_command(workspace: Path, seed: int, customers: int) -> None:
     summary = ingest(loaded, files)
     _print_ingest(summary)
     click.echo("(the broken events are deliberate: they show how rejects are reported)")
-    for result in rate_months(loaded, parse_month_range(demo_module.DEMO_MONTH)):
+    month = Month.parse(demo_module.DEMO_MONTH)
+    for result in rate_months(loaded, [month]):
         _print_rated(result)
-    click.echo(render_summary(loaded, parse_month_range(demo_module.DEMO_MONTH)[0]))
+    click.echo(render_summary(loaded, month))
+    credits = demo_module.record_demo_credits(loaded)
+    posted = post(loaded, month, demo_module.DEMO_AS_OF)
+    click.echo(
+        f"\nLedger: {credits} credit purchases and grants; {posted.periods} closed periods "
+        f"posted; {posted.expiries} credit expiries"
+    )
+    _print_balances(loaded)
+    errors = ledger_errors(loaded.ledger_path)
+    click.echo(f"bean-check: {errors if errors else 'no errors'}")
     click.echo(f"Results: {loaded.rated_dir}  rejects: {loaded.rejects_dir}")
+    click.echo(f"Ledger: {loaded.ledger_path}  (browse it: beanbill fava -w {loaded.root})")

@@ -12,13 +12,18 @@ import io
 import json
 import random
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from ledger.post import record_credit
+from rating.config import BillingMode
 from rating.storage import write_bytes_atomically
+from rating.workspace import Workspace
 
 DEMO_MONTH = "2026-10"
+DEMO_AS_OF = date(2026, 11, 22)
+CREDIT_DATE = date(2026, 10, 1)
 USAGE_START = datetime(2026, 10, 1, tzinfo=UTC)
 USAGE_END = datetime(2026, 11, 2, tzinfo=UTC)
 FLAVORS = ((1, "1"), (2, "2"), (2, "4"), (4, "8"), (8, "16"))
@@ -165,3 +170,25 @@ def write_usage(inbox: Path, organizations: list[str], seed: int) -> list[Path]:
     for path, data in files.items():
         write_bytes_atomically(path, data)
     return list(files)
+
+
+def record_demo_credits(workspace: Workspace) -> int:
+    """Prepaid purchases, monthly provisions, promotional grants (one expiring early)."""
+    recorded = 0
+    for index, customer in enumerate(workspace.customers.customer):
+        commands: list[tuple[str, str, date | None, int]] = []
+        if customer.billing_mode is BillingMode.PREPAID:
+            commands.append(("purchase", "200.00", None, 100))
+        elif customer.billing_mode is BillingMode.PROVISIONED:
+            # Half the provisions are too small: over-consumption for the next invoice.
+            commands.append(("purchase", "150.00" if index % 2 else "40.00", None, 100))
+        if index % 5 == 0:
+            commands.append(("grant", "25.00", date(2026, 10, 31), 10))
+        if index % 5 == 1:
+            commands.append(("grant", "10.00", date(2026, 10, 10), 10))  # expires unused
+        for kind, amount, expires, priority in commands:
+            _, written = record_credit(
+                workspace, customer.id, kind, amount, CREDIT_DATE, expires, priority, None
+            )
+            recorded += written
+    return recorded

@@ -151,6 +151,12 @@ class Books:
         return {account: totals.get(account, 0) for account in accounts}
 
 
+def ledger_errors(main_path: Path) -> list[str]:
+    """Beancount's own verdict on the ledger (what bean-check prints), as messages."""
+    _, errors, _ = loader.load_file(str(main_path))
+    return [str(error.message) for error in errors]
+
+
 def load_books(main_path: Path, currency: str) -> Books:
     entries, errors, _ = loader.load_file(str(main_path))
     if errors:

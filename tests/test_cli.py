@@ -47,12 +47,13 @@ def test_demo_is_deterministic_and_prints_where_results_are(tmp_path: Path) -> N
     assert first.returncode == 0, first.stderr
     assert "Results:" in first.stdout and "rejected" in first.stdout
     assert "Total" in first.stdout
+    assert "bean-check: no errors" in first.stdout and "(provisioned): credits -" in first.stdout
     bean_check = str(Path(sys.executable).with_name("bean-check"))
     ledger = str(tmp_path / "a" / "ledger.beancount")
     checked = subprocess.run([bean_check, ledger], capture_output=True, text=True, timeout=120)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     second = run("demo", "--workspace", str(tmp_path / "b"), "--customers", "10", "--seed", "5")
-    folders = ("inbox", "rated")
+    folders = ("inbox", "rated", "books")
     assert tree_digest(tmp_path / "a", folders) == tree_digest(tmp_path / "b", folders)
     assert second.returncode == 0
 
