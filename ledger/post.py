@@ -105,8 +105,8 @@ def post(workspace: Workspace, up_to: Month, as_of: date) -> PostSummary:
     digits = minor_digits(currency)
     with workspace.writing():
         writer = LedgerWriter(workspace.ledger_path)
-        _open_accounts(workspace, load_books(workspace.ledger_path, currency), writer)
         books = load_books(workspace.ledger_path, currency)
+        _open_accounts(workspace, books, writer)  # opens change no balance: no reload
         accounts = organization_accounts(workspace.customers.customer)
         usages = read_period_usage(workspace, up_to, as_of)
         lots = books.lots()
