@@ -213,8 +213,13 @@ def _money(amount_minor: int, currency: str) -> str:
     default=None,
     help="Treat periods ending on or before this day as closed (default: today, UTC).",
 )
+@click.option(
+    "--correct",
+    is_flag=True,
+    help="For periods re-rated after posting: post a reversal and the corrected consumption.",
+)
 @reports_errors
-def post_command(workspace: Path, period: str, as_of: datetime | None) -> None:
+def post_command(workspace: Path, period: str, as_of: datetime | None, correct: bool) -> None:
     """Post the consumption of every closed billing period to the ledger, and due expiries.
 
     One transaction per organization and period, one posting per product family, paid
@@ -223,7 +228,7 @@ def post_command(workspace: Path, period: str, as_of: datetime | None) -> None:
     """
     loaded = Workspace.load(workspace)
     day = as_of.date() if as_of else datetime.now(UTC).date()
-    summary = post(loaded, Month.parse(period), day)
+    summary = post(loaded, Month.parse(period), day, correct=correct)
     click.echo(
         f"{summary.periods:,} closed periods: {summary.written:,} entries written, "
         f"{summary.unchanged:,} already posted, {summary.expiries:,} credit expiries"

@@ -67,8 +67,14 @@ def daily_usage(workspace: Workspace, first: date, days: int) -> Path:
         for customer in workspace.customers.customer:
             for offset in range(days):
                 day = date.fromordinal(first.toordinal() + offset)
-                record = {"id": f"{customer.id}-{day}", "org": customer.id, "resource": "app",
-                          "meter": "cpu", "start": f"{day}T10:00:00Z", "end": f"{day}T11:00:00Z"}  # fmt: skip
+                record = {
+                    "id": f"{customer.id}-{day}",
+                    "org": customer.id,
+                    "resource": "app",
+                    "meter": "cpu",
+                    "start": f"{day}T10:00:00Z",
+                    "end": f"{day}T11:00:00Z",
+                }
                 handle.write(json.dumps(record) + "\n")
     return path
 
@@ -89,16 +95,20 @@ def posting_throughput(data: Path) -> list[tuple[str, str]]:
         os.fsync(handle.fileno())
     floor_seconds = time.perf_counter() - started
     return [
-        ("post 10k organizations × 1 period", f"{seconds:.2f} s, {summary.written / seconds:,.0f} entries/s"),
-        ("floor: plain write + fsync of the same text", f"{floor_seconds:.4f} s ({len(text) / 1e6:.1f} MB)"),
+        (
+            "post 10k organizations × 1 period",
+            f"{seconds:.2f} s, {summary.written / seconds:,.0f} entries/s",
+        ),
+        (
+            "floor: plain write + fsync of the same text",
+            f"{floor_seconds:.4f} s ({len(text) / 1e6:.1f} MB)",
+        ),
         ("post / floor", f"{seconds / floor_seconds:,.0f}×"),
     ]
 
 
 def year_check(data: Path) -> list[tuple[str, str]]:
-    workspace = make_workspace(
-        data / "year-1k", 1_000, ("monthly",) * 8 + ("weekly", "daily")
-    )
+    workspace = make_workspace(data / "year-1k", 1_000, ("monthly",) * 8 + ("weekly", "daily"))
     ingest(workspace, [daily_usage(workspace, date(2026, 1, 1), 365)])
     months = parse_month_range("2026-01..2026-12")
     rate_months(workspace, months)
@@ -108,10 +118,14 @@ def year_check(data: Path) -> list[tuple[str, str]]:
     post(workspace, Month(2026, 12), date(2027, 1, 10))
     bean_check = str(Path(sys.executable).with_name("bean-check"))
     started = time.perf_counter()
-    result = subprocess.run([bean_check, str(workspace.ledger_path)], capture_output=True, text=True)
+    result = subprocess.run(
+        [bean_check, str(workspace.ledger_path)], capture_output=True, text=True
+    )
     seconds = time.perf_counter() - started
     counted = subprocess.run(
-        ["grep", "-rc", "txn-id: \"usage:", str(workspace.root / "books")], capture_output=True, text=True
+        ["grep", "-rc", 'txn-id: "usage:', str(workspace.root / "books")],
+        capture_output=True,
+        text=True,
     ).stdout
     usage_transactions = sum(int(line.rsplit(":", 1)[1]) for line in counted.splitlines())
     all_transactions = sum(
@@ -122,7 +136,10 @@ def year_check(data: Path) -> list[tuple[str, str]]:
     return [
         ("year, 1k organizations: entries in the ledger", f"{all_transactions:,}"),
         ("bean-check (plugin included)", f"{seconds:.1f} s, exit {result.returncode}"),
-        ("usage transactions per organization per period", f"{usage_transactions / expected_periods:.2f}"),
+        (
+            "usage transactions per organization per period",
+            f"{usage_transactions / expected_periods:.2f}",
+        ),
     ]
 
 

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from beancount import loader
 from beancount.core import data
 
-from ledger.entries import TXN_ID_KEY, Open, minor_digits
+from ledger.entries import TXN_ID_KEY, Open, Posting, Transaction, minor_digits
 from ledger.main_file import BOOKS_OPEN_DATE
 from ledger.text import components_by_id
 from rating.config import Customer
@@ -67,6 +67,14 @@ def opening_entries(
                 meta = (("org-id", customer.id), ("org-name", customer.name))
                 opens.append(Open(BOOKS_OPEN_DATE, account, currency, meta))
     return opens
+
+
+class UsageVersion(NamedTuple):
+    """A consumption transaction already in the ledger for one organization's period."""
+
+    txn_id: str
+    date: date
+    checksum: str
 
 
 class CreditLot(NamedTuple):
@@ -138,6 +146,40 @@ class Books:
                         remaining[lot_id] -= self.minor(number)
         return remaining
 
+    def transaction(self, txn_id: str) -> Transaction:
+        """A posted transaction as beanbill's typed record (to reverse it, for instance)."""
+        for entry in self.entries:
+            if isinstance(entry, data.Transaction) and entry.meta.get(TXN_ID_KEY) == txn_id:
+                postings = tuple(
+                    Posting(p.account, self.minor(p.units.number), p.units.currency,
+                            tuple(_user_meta(p.meta).items()))
+                    for p in entry.postings
+                    if p.units is not None and p.units.number is not None
+                )  # fmt: skip
+                meta = tuple((k, v) for k, v in _user_meta(entry.meta).items() if k != TXN_ID_KEY)
+                return Transaction(entry.date, txn_id, entry.narration or "", postings,
+                                   tuple(sorted(entry.links)), meta)  # fmt: skip
+        raise LedgerLoadError(f"no transaction with txn-id {txn_id!r} in the ledger")
+
+    def usage_versions(self) -> dict[tuple[str, str], UsageVersion]:
+        """(org, period) → the consumption transaction in force (not reversed)."""
+        reversed_ids = {
+            entry.meta["reverses"] for entry in self.entries
+            if isinstance(entry, data.Transaction) and "reverses" in entry.meta
+        }  # fmt: skip
+        active: dict[tuple[str, str], UsageVersion] = {}
+        for entry in self.entries:
+            txn_id = entry.meta.get(TXN_ID_KEY, "")
+            if not isinstance(entry, data.Transaction) or not txn_id.startswith("usage:"):
+                continue
+            if txn_id in reversed_ids:
+                continue
+            key = (entry.meta["org"], entry.meta["period"])
+            if key in active:
+                raise LedgerLoadError(f"two consumption transactions in force for {key}")
+            active[key] = UsageVersion(txn_id, entry.date, entry.meta["rated-checksum"])
+        return active
+
     def balances(self, accounts: Iterable[str]) -> dict[str, int]:
         wanted = set(accounts)
         totals: dict[str, int] = defaultdict(int)
@@ -155,6 +197,10 @@ def ledger_errors(main_path: Path) -> list[str]:
     """Beancount's own verdict on the ledger (what bean-check prints), as messages."""
     _, errors, _ = loader.load_file(str(main_path))
     return [str(error.message) for error in errors]
+
+
+def _user_meta(meta: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (meta or {}).items() if k not in ("filename", "lineno")}
 
 
 def load_books(main_path: Path, currency: str) -> Books:

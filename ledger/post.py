@@ -10,9 +10,25 @@ from pathlib import Path
 
 import duckdb
 
-from ledger.books import Books, CreditLot, load_books, opening_entries, organization_accounts
+from ledger.books import (
+    LOT_KEY,
+    Books,
+    CreditLot,
+    OrganizationAccounts,
+    UsageVersion,
+    load_books,
+    opening_entries,
+    organization_accounts,
+)
 from ledger.entries import Entry, Transaction, minor_digits
-from ledger.posting import PeriodUsage, consumption_entry, credit_entry, expiry_entry
+from ledger.posting import (
+    PeriodUsage,
+    consumption_entry,
+    correction_txn_id,
+    credit_entry,
+    expiry_entry,
+    reversal_entry,
+)
 from ledger.writer import LedgerWriter
 from rating.closures import ClosedPeriods
 from rating.errors import BeanbillError
@@ -99,7 +115,42 @@ def _open_accounts(workspace: Workspace, books: Books, writer: LedgerWriter) -> 
         writer.append(ACCOUNTS_FILE, opens)
 
 
-def post(workspace: Workspace, up_to: Month, as_of: date) -> PostSummary:
+@dataclass(frozen=True)
+class Plan:
+    """How one closed period is posted: first time, as it already is, or corrected."""
+
+    usage: PeriodUsage
+    version: UsageVersion | None  # None: the period's first posting
+    reverses: str | None  # the txn-id a correction cancels first
+
+
+def plan_periods(books: Books, usages: list[PeriodUsage], as_of: date, correct: bool) -> list[Plan]:
+    """Compare rated totals with what is posted; changed periods need ``correct``."""
+    active = books.usage_versions()
+    known = books.txn_ids()
+    plans: list[Plan] = []
+    changed: list[str] = []
+    for usage in usages:
+        current = active.get((usage.org, usage.period))
+        corrected = UsageVersion(correction_txn_id(usage), as_of, usage.rated_checksum)
+        if current is None:
+            plans.append(Plan(usage, corrected if usage.txn_id in known else None, None))
+        elif current.checksum == usage.rated_checksum:
+            plans.append(Plan(usage, current, None))
+        else:
+            changed.append(current.txn_id)
+            plans.append(Plan(usage, corrected, current.txn_id))
+    if changed and not correct:
+        listing = ", ".join(changed[:10]) + (" …" if len(changed) > 10 else "")
+        raise PostingError(
+            f"{len(changed)} posted period(s) were re-rated with other amounts: {listing}. "
+            "Closed periods never change: run `beanbill post --correct` to post a reversal "
+            "and the corrected consumption, dated today."
+        )
+    return plans
+
+
+def post(workspace: Workspace, up_to: Month, as_of: date, correct: bool = False) -> PostSummary:
     """Post every closed billing period of rated months up to ``up_to``, and due expiries."""
     currency = workspace.settings.billing.currency
     digits = minor_digits(currency)
@@ -109,20 +160,21 @@ def post(workspace: Workspace, up_to: Month, as_of: date) -> PostSummary:
         _open_accounts(workspace, books, writer)  # opens change no balance: no reload
         accounts = organization_accounts(workspace.customers.customer)
         usages = read_period_usage(workspace, up_to, as_of)
+        plans = plan_periods(books, usages, as_of, correct)
         lots = books.lots()
         horizon = min(as_of, up_to.next().first_day)
         expiring = [
             lot for lot in lots.values()
             if lot.expires is not None and lot.expires + timedelta(days=1) <= horizon
         ]  # fmt: skip
-        regenerated = {usage.txn_id for usage in usages}
+        regenerated = {plan.version.txn_id if plan.version else plan.usage.txn_id for plan in plans}
         regenerated |= {f"expiry:{lot.lot_id}" for lot in expiring}
         remaining = books.lot_remaining(regenerated)
         lots_by_org: dict[str, list[CreditLot]] = defaultdict(list)
         for lot in lots.values():
             lots_by_org[lot.org].append(lot)
-        timeline: list[tuple[date, int, str, PeriodUsage | CreditLot]] = [
-            (usage.last_day, 0, usage.org, usage) for usage in usages
+        timeline: list[tuple[date, int, str, Plan | CreditLot]] = [
+            (plan.usage.last_day, 0, plan.usage.org, plan) for plan in plans
         ]
         timeline += [
             (lot.expires + timedelta(days=1), 1, lot.org, lot) for lot in expiring if lot.expires
@@ -131,18 +183,16 @@ def post(workspace: Workspace, up_to: Month, as_of: date) -> PostSummary:
         files: dict[str, list[Entry]] = defaultdict(list)
         expiries = 0
         for _, _, org, item in timeline:
-            if isinstance(item, PeriodUsage):
-                entry: Transaction | None = consumption_entry(
-                    item, accounts[org], lots_by_org[org], remaining, currency, digits
-                )
-                kind = "usage"
+            if isinstance(item, Plan):
+                entries = _period_entries(item, books, accounts[org], lots_by_org[org],
+                                          remaining, currency, digits)  # fmt: skip
             else:
-                entry = expiry_entry(item, remaining.get(item.lot_id, 0), accounts[org], currency)
-                if entry is not None:
+                expiry = expiry_entry(item, remaining.get(item.lot_id, 0), accounts[org], currency)
+                entries = [(expiry, "credits")] if expiry else []
+                if expiry is not None:
                     remaining[item.lot_id] = 0
                     expiries += 1
-                kind = "credits"
-            if entry is not None:
+            for entry, kind in entries:
                 files[_file_for(entry, kind)].append(entry)
         written = unchanged = 0
         for path in sorted(files):
@@ -151,6 +201,31 @@ def post(workspace: Workspace, up_to: Month, as_of: date) -> PostSummary:
             unchanged += result.unchanged
         ClosedPeriods(workspace.state_dir).close((usage.org, usage.period) for usage in usages)
     return PostSummary(periods=len(usages), written=written, unchanged=unchanged, expiries=expiries)
+
+
+def _period_entries(
+    plan: Plan,
+    books: Books,
+    accounts: OrganizationAccounts,
+    lots: list[CreditLot],
+    remaining: dict[str, int],
+    currency: str,
+    digits: int,
+) -> list[tuple[Transaction, str]]:
+    """A period's consumption, preceded by the reversal of what it corrects."""
+    entries: list[tuple[Transaction, str]] = []
+    if plan.reverses is not None and plan.version is not None:
+        reversal = reversal_entry(books.transaction(plan.reverses), plan.version.date)
+        for posting in reversal.postings:
+            lot_id = dict(posting.meta).get(LOT_KEY)
+            if isinstance(lot_id, str) and lot_id in remaining:
+                remaining[lot_id] -= posting.amount_minor  # a negative draw gives back
+        entries.append((reversal, "corrections"))
+    entry = consumption_entry(plan.usage, accounts, lots, remaining, currency, digits, plan.version)
+    if entry is not None:
+        late = plan.version is not None and plan.version.date != plan.usage.last_day
+        entries.append((entry, "corrections" if late else "usage"))
+    return entries
 
 
 def parse_amount_minor(text: str, currency: str) -> int:

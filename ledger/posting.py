@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
-from ledger.books import LOT_KEY, CreditLot, OrganizationAccounts
+from ledger.books import LOT_KEY, CreditLot, OrganizationAccounts, UsageVersion
 from ledger.entries import Posting, Transaction
 from ledger.main_file import income_account
 from ledger.rounding import round_posting
@@ -55,6 +55,31 @@ class PeriodUsage:
         return f"usage:{self.org}:{self.period}"
 
 
+def correction_txn_id(usage: PeriodUsage) -> str:
+    return f"{usage.txn_id}:{usage.rated_checksum[:12]}"
+
+
+def reversal_entry(original: Transaction, when: date) -> Transaction:
+    """Cancels a posted transaction with a new one: same link, ``reverses`` its txn-id.
+
+    Credit draws come back to their lots, because each negated posting keeps its
+    ``credit-lot`` metadata.
+    """
+    return Transaction(
+        date=when,
+        txn_id=f"reversal:{original.txn_id}",
+        narration=f"Reversal of {original.narration}",
+        postings=tuple(
+            posting._replace(amount_minor=-posting.amount_minor) for posting in original.postings
+        ),
+        links=original.links,
+        meta=(
+            *((k, v) for k, v in original.meta if k in ("org", "period")),
+            ("reverses", original.txn_id),
+        ),
+    )
+
+
 def draw_order(lot: CreditLot) -> tuple[int, date, date, str]:
     return (lot.priority, lot.expires or FAR_FUTURE, lot.acquired, lot.lot_id)
 
@@ -71,8 +96,13 @@ def consumption_entry(
     remaining: dict[str, int],
     currency: str,
     digits: int,
+    version: UsageVersion | None = None,
 ) -> Transaction | None:
-    """The period's transaction; draws are taken out of ``remaining`` as they are made."""
+    """The period's transaction; draws are taken out of ``remaining`` as they are made.
+
+    ``version`` names the txn-id and date when this is not the period's first posting
+    (a correction, or the regeneration of one).
+    """
     income = [
         (family, round_posting(atto, digits), atto)
         for family, atto in usage.family_atto
@@ -106,8 +136,8 @@ def consumption_entry(
         postings.append(Posting(accounts.unbilled, due, currency))
     rated_total = sum(atto for _, atto in usage.family_atto)
     return Transaction(
-        date=usage.last_day,
-        txn_id=usage.txn_id,
+        date=version.date if version else usage.last_day,
+        txn_id=version.txn_id if version else usage.txn_id,
         narration=f"Usage {usage.period}",
         postings=tuple(postings),
         links=(f"usage-{usage.org}-{usage.period}",),

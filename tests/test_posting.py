@@ -12,9 +12,8 @@ from beancount import loader
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.post import balance, post, record_credit
+from ledger.post import PostingError, balance, post, record_credit
 from ledger.rounding import allocate_largest_remainder, round_posting, to_minor
-from ledger.writer import LedgerConflictError
 from rating.closures import ClosedPeriods
 from rating.ingest import ingest
 from rating.periods import Month
@@ -88,15 +87,30 @@ def test_open_periods_are_not_posted(books: Workspace) -> None:
     assert post(books, NOVEMBER, date(2026, 11, 20)).periods == 0
 
 
-def test_rated_amounts_that_change_after_posting_are_refused(
+def test_a_re_rated_closed_period_is_corrected_by_new_entries_only(
     books: Workspace, tmp_path: Path
 ) -> None:
     post(books, NOVEMBER, AS_OF)
-    late = write_jsonl(tmp_path / "late.jsonl", [hundred_hours("post", "late")])
-    assert ingest(books, [late]).late == 1  # kept and flagged: the period is closed
+    november = {p: p.read_bytes() for p in (books.root / "books" / "2026-11").glob("*.beancount")}
+    records = [hundred_hours("post", "late"), hundred_hours("prov", "late")]
+    assert ingest(books, [write_jsonl(tmp_path / "late.jsonl", records)]).late == 2
     rate_months(books, [NOVEMBER])
-    with pytest.raises(LedgerConflictError, match="usage:post:2026-11"):
+    with pytest.raises(PostingError, match=r"usage:post:2026-11.*--correct"):
         post(books, NOVEMBER, AS_OF)
+    corrected = post(books, NOVEMBER, AS_OF, correct=True)
+    assert corrected.written == 4  # two reversals, two corrected consumptions
+    assert {p: p.read_bytes() for p in november} == november  # history intact
+    entries, errors, _ = loader.load_file(str(books.ledger_path))
+    assert errors == []
+    reversal = next(e for e in entries if e.meta.get("reverses") == "usage:post:2026-11")
+    assert reversal.links == {"usage-post-2026-11"} and reversal.date == AS_OF
+    assert balance(books, "post").unbilled_minor == 500
+    prov = balance(books, "prov")
+    assert prov.credits_minor == 150 - 500  # the reversal gave the credits back, drawn again
+    assert {lot.lot_id: left for lot, left in prov.lots} == {"p1": 0, "g1": 0}
+    before = snapshot(books.root)
+    assert post(books, NOVEMBER, date(2026, 12, 20), correct=True).written == 0
+    assert snapshot(books.root) == before
 
 
 def test_credit_commands_are_idempotent(books: Workspace) -> None:
