@@ -161,20 +161,21 @@ class Books:
                                    tuple(sorted(entry.links)), meta)  # fmt: skip
         raise LedgerLoadError(f"no transaction with txn-id {txn_id!r} in the ledger")
 
-    def usage_versions(self) -> dict[tuple[str, str], UsageVersion]:
-        """(org, period) → the consumption transaction in force (not reversed)."""
+    def usage_versions(self) -> dict[tuple[str, str, str], UsageVersion]:
+        """(org, period, day or "") → the consumption transaction in force (not reversed)."""
         reversed_ids = {
             entry.meta["reverses"] for entry in self.entries
             if isinstance(entry, data.Transaction) and "reverses" in entry.meta
         }  # fmt: skip
-        active: dict[tuple[str, str], UsageVersion] = {}
+        active: dict[tuple[str, str, str], UsageVersion] = {}
         for entry in self.entries:
             txn_id = entry.meta.get(TXN_ID_KEY, "")
             if not isinstance(entry, data.Transaction) or not txn_id.startswith("usage:"):
                 continue
             if txn_id in reversed_ids:
                 continue
-            key = (entry.meta["org"], entry.meta["period"])
+            day = entry.meta.get("day")
+            key = (entry.meta["org"], entry.meta["period"], day.isoformat() if day else "")
             if key in active:
                 raise LedgerLoadError(f"two consumption transactions in force for {key}")
             active[key] = UsageVersion(txn_id, entry.date, entry.meta["rated-checksum"])

@@ -31,6 +31,7 @@ from ledger.posting import (
 )
 from ledger.writer import LedgerWriter
 from rating.closures import ClosedPeriods
+from rating.config import PostingGranularity
 from rating.errors import BeanbillError
 from rating.periods import Month
 from rating.workspace import Workspace
@@ -57,36 +58,47 @@ def _rated_months(workspace: Workspace, up_to: Month) -> list[Path]:
 
 
 def read_period_usage(workspace: Workspace, up_to: Month, as_of: date) -> list[PeriodUsage]:
-    """Closed periods (ended on or before ``as_of``) of every rated month up to ``up_to``."""
+    """Closed periods (ended on or before ``as_of``) of every rated month up to ``up_to``.
+
+    With ``ledger.granularity = "daily"`` each day of a closed period is its own posting.
+    """
     modes = {customer.id: customer.billing_mode for customer in workspace.customers.customer}
+    daily = workspace.settings.ledger.granularity is PostingGranularity.DAILY
+    day = "day" if daily else "NULL::DATE"
     usages: list[PeriodUsage] = []
     connection = duckdb.connect(config=workspace.duckdb_config())
     for folder in _rated_months(workspace, up_to):
         lines_file = folder / "lines.parquet"
         rows = connection.execute(
             f"""
-            WITH totals AS (
-                SELECT org, period, period_start, period_end,
-                       list(struct_pack(family := family, amount := amount_atto)
-                            ORDER BY family) AS families
-                FROM read_parquet('{folder / "totals.parquet"}')
+            WITH lines AS (
+                SELECT *, {day} AS posting_day FROM read_parquet('{lines_file}')
                 WHERE period_end <= ?
-                GROUP BY org, period, period_start, period_end
+            ), families AS (
+                SELECT org, period, period_start, period_end, posting_day, family,
+                       sum(amount_atto) AS amount
+                FROM lines GROUP BY ALL
+            ), totals AS (
+                SELECT org, period, period_start, period_end, posting_day,
+                       list(struct_pack(family := family, amount := amount) ORDER BY family)
+                           AS families
+                FROM families GROUP BY ALL
             ), checksums AS (
-                SELECT org, period,
+                SELECT org, period, posting_day,
                        md5(string_agg(concat_ws('|', day, meter, resource, band,
                                                 quantity_micro, amount_atto), ';'
                                       ORDER BY day, meter, resource, band)) AS checksum
-                FROM read_parquet('{lines_file}') WHERE period_end <= ?
-                GROUP BY org, period
+                FROM lines GROUP BY ALL
             )
-            SELECT t.*, c.checksum FROM totals t JOIN checksums c USING (org, period)
-            ORDER BY t.period_end, t.org
+            SELECT t.*, c.checksum FROM totals t
+            JOIN checksums c ON c.org = t.org AND c.period = t.period
+                AND c.posting_day IS NOT DISTINCT FROM t.posting_day
+            ORDER BY t.period_end, t.posting_day, t.org
             """,
-            [as_of, as_of],
+            [as_of],
         ).fetchall()
         relative = str(lines_file.relative_to(workspace.root))
-        for org, period, start, end, families, checksum in rows:
+        for org, period, start, end, posting_day, families, checksum in rows:
             if org not in modes:
                 raise PostingError(f"{relative}: organization {org!r} is no longer a customer")
             usages.append(
@@ -99,6 +111,7 @@ def read_period_usage(workspace: Workspace, up_to: Month, as_of: date) -> list[P
                     family_atto=tuple((f["family"], int(f["amount"])) for f in families),
                     rated_checksum=checksum,
                     rated_file=relative,
+                    day=posting_day,
                 )
             )
     return usages
@@ -131,7 +144,7 @@ def plan_periods(books: Books, usages: list[PeriodUsage], as_of: date, correct: 
     plans: list[Plan] = []
     changed: list[str] = []
     for usage in usages:
-        current = active.get((usage.org, usage.period))
+        current = active.get(usage.key)
         corrected = UsageVersion(correction_txn_id(usage), as_of, usage.rated_checksum)
         if current is None:
             plans.append(Plan(usage, corrected if usage.txn_id in known else None, None))
@@ -199,7 +212,8 @@ def post(workspace: Workspace, up_to: Month, as_of: date, correct: bool = False)
             result = writer.append(path, files[path])
             written += result.written
             unchanged += result.unchanged
-        ClosedPeriods(workspace.state_dir).close((usage.org, usage.period) for usage in usages)
+        closed = {(usage.org, usage.period) for usage in usages}
+        ClosedPeriods(workspace.state_dir).close(sorted(closed))
     return PostSummary(periods=len(usages), written=written, unchanged=unchanged, expiries=expiries)
 
 

@@ -45,14 +45,20 @@ class PeriodUsage:
     family_atto: tuple[tuple[str, int], ...]
     rated_checksum: str
     rated_file: str
+    day: date | None = None  # set when the ledger posts daily (granularity = "daily")
 
     @property
     def last_day(self) -> date:
-        return self.period_end - timedelta(days=1)
+        return self.day or self.period_end - timedelta(days=1)
 
     @property
     def txn_id(self) -> str:
-        return f"usage:{self.org}:{self.period}"
+        suffix = f":{self.day.isoformat()}" if self.day else ""
+        return f"usage:{self.org}:{self.period}{suffix}"
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.org, self.period, self.day.isoformat() if self.day else "")
 
 
 def correction_txn_id(usage: PeriodUsage) -> str:
@@ -146,6 +152,7 @@ def consumption_entry(
             ("period", usage.period),
             ("period-start", usage.period_start),
             ("period-end", usage.period_end),
+            *((("day", usage.day),) if usage.day else ()),
             ("rated-total", Decimal(rated_total).scaleb(-AMOUNT_SCALE).normalize()),
             ("rated-lines", usage.rated_file),
             ("rated-checksum", usage.rated_checksum),

@@ -174,6 +174,17 @@ class EngineSettings(StrictModel):
     threads: int = Field(default=0, ge=0, le=256, description="0 = one per core")
 
 
+class PostingGranularity(StrEnum):
+    PERIOD = "period"
+    DAILY = "daily"
+
+
+class LedgerSettings(StrictModel):
+    """One consumption transaction per organization and billing period, or per day."""
+
+    granularity: PostingGranularity = PostingGranularity.PERIOD
+
+
 class Paths(StrictModel):
     """Where each kind of data lives, relative to the workspace folder."""
 
@@ -189,6 +200,7 @@ class Settings(StrictModel):
     seller: Seller
     billing: BillingSettings = BillingSettings()
     engine: EngineSettings = EngineSettings()
+    ledger: LedgerSettings = LedgerSettings()
     paths: Paths = Paths()
 
 

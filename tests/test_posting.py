@@ -140,3 +140,27 @@ def test_rounding_is_half_even_at_the_posting() -> None:
     assert round_posting(15 * 10**15, 2) == 2  # 0.015 → 0.02
     assert round_posting(25 * 10**15, 2) == 2  # 0.025 → 0.02
     assert to_minor(2_499_984 * 10**12, 2) == Decimal("249.9984")
+
+
+def test_daily_granularity_posts_one_transaction_per_day_of_a_closed_period(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    workspace = make_workspace(customers=[customer("daily-books", billing_mode="postpaid")])
+    settings = workspace.root / "beanbill.toml"
+    settings.write_text(settings.read_text() + '\n[ledger]\ngranularity = "daily"\n')
+    workspace = Workspace.load(workspace.root)
+    records = [
+        {**hundred_hours("daily-books", f"d{day}"), "start": f"2026-11-{day:02d}T08:00:00Z",
+         "end": f"2026-11-{day:02d}T09:00:00Z"}
+        for day in (3, 4, 20)
+    ]  # fmt: skip
+    ingest(workspace, [write_jsonl(tmp_path / "u.jsonl", records)])
+    rate_months(workspace, [NOVEMBER])
+    assert post(workspace, NOVEMBER, AS_OF).written == 3
+    entries, errors, _ = loader.load_file(str(workspace.ledger_path))
+    assert errors == []
+    days = sorted(e.meta["day"] for e in entries if e.meta.get("txn-id", "").startswith("usage:"))
+    assert days == [date(2026, 11, 3), date(2026, 11, 4), date(2026, 11, 20)]
+    # 0.02499984 EUR a day rounds to 0.02 each day (posted monthly: 0.07499952 → 0.07)
+    assert balance(workspace, "daily-books").unbilled_minor == 3 * 2
+    assert post(workspace, NOVEMBER, AS_OF).written == 0
