@@ -31,7 +31,7 @@ from ledger.posting import (
 )
 from ledger.writer import LedgerWriter
 from rating.closures import ClosedPeriods
-from rating.config import PostingGranularity
+from rating.config import IDENTIFIER_PATTERN, PostingGranularity
 from rating.errors import BeanbillError
 from rating.periods import Month
 from rating.workspace import Workspace
@@ -276,6 +276,10 @@ def record_credit(
     currency = workspace.settings.billing.currency
     amount_minor = parse_amount_minor(amount_text, currency)
     lot_id = lot_id or f"{kind}-{org}-{acquired:%Y%m%d}-{amount_minor}"
+    if not IDENTIFIER_PATTERN.match(lot_id):
+        raise PostingError(
+            f"credit id {lot_id!r}: use 1-64 letters, digits, '.', '_' or '-' (it becomes a link)"
+        )
     lot = CreditLot(lot_id, org, kind, amount_minor, acquired, expires, priority)
     with workspace.writing():
         writer = LedgerWriter(workspace.ledger_path)

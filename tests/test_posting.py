@@ -113,6 +113,13 @@ def test_a_re_rated_closed_period_is_corrected_by_new_entries_only(
     assert snapshot(books.root) == before
 
 
+def test_a_credit_id_cannot_smuggle_ledger_syntax(books: Workspace) -> None:
+    with pytest.raises(PostingError, match="it becomes a link"):
+        record_credit(
+            books, "prov", "grant", "1.00", date(2026, 10, 1), None, 1, "x\n2026-01-01 open A"
+        )
+
+
 def test_credit_commands_are_idempotent(books: Workspace) -> None:
     before = snapshot(books.root)
     _, written = record_credit(
