@@ -4,18 +4,19 @@ Pipeline for the billing periods that start in one calendar month:
 
 1. Pick the stored events that overlap the month's rating window.
 2. Split each interval at local midnights (the zone's offsets arrive as a small step
-   table, so no backend time-zone functions are used) and keep the days of periods that
-   start in the month, per organization's billing period (daily, weekly, monthly).
-3. Aggregate to detail lines: organization, period, day, meter, resource.
+   table, so no backend time-zone functions are used).
+3. Aggregate to detail lines (organization, day, meter, resource), then keep the days of
+   periods that start in the month, per organization's billing period (daily, weekly,
+   monthly), with one join on a small (organization, day) → period table.
 4. Price each line by the price version in force that day, through pricing bands:
    a free allowance, then graduated or volume tiers, per organization, period and meter.
    Bands are allocated to lines in a stated order: day ascending, then resource id
    ascending. A line that straddles a band boundary becomes one row per band, so every
    row is exactly ``quantity × unit price``.
 
-All arithmetic is on integers of fixed scale (see ``rating.money``): usage in micro
+All arithmetic is on integers of fixed scale (see ``rating.money``): usage in int64 micro
 unit-seconds (interval) or micro units (counter), prices in pico currency, amounts in
-atto currency, as DECIMAL(38, 0) so overflow raises instead of wrapping.
+atto currency as DECIMAL(38, 0). Overflow raises instead of wrapping.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ from rating.money import (
 from rating.periods import (
     Month,
     OffsetChange,
-    Period,
     day_index,
     day_rows,
     offset_changes,
@@ -91,37 +91,17 @@ class RatingInput:
     customers: Customers
 
 
-CALENDAR_SCHEMA = ibis.schema(
-    {
-        "day_index": "int64",
-        "billing_period": "string",
-        "day": "date",
-        "day_start_s": "int64",
-        "day_end_s": "int64",
-        "period": "string",
-        "period_start": "date",
-        "period_end": "date",
-    }
-)
-
-
-def _calendar_table(rating_input: RatingInput) -> ir.Table:
-    """One row per (local day, kind of billing period) rated in this run.
-
-    A day appears for a kind only when that kind's period containing it starts in the
-    month being rated, so joining events to it both assigns periods and filters days.
-    """
-    columns: dict[str, list[Any]] = {name: [] for name in CALENDAR_SCHEMA.names}
-    for row in day_rows(rating_input.zone, rating_input.window_start, rating_input.window_end):
-        for kind in BillingPeriod:
-            period: Period = getattr(row, kind.value)
-            if Month.of(period.start) != rating_input.month:
-                continue
-            values = (row.day_index, kind.value, row.day, row.start_epoch, row.end_epoch,
-                      period.key, period.start, period.end)  # fmt: skip
-            for name, value in zip(CALENDAR_SCHEMA.names, values, strict=True):
-                columns[name].append(value)
-    return typed_memtable(columns, CALENDAR_SCHEMA)
+def _days_table(rating_input: RatingInput) -> ir.Table:
+    """Each local day of the rating window with its true bounds (23 or 25 h on DST days)."""
+    rows = day_rows(rating_input.zone, rating_input.window_start, rating_input.window_end)
+    return typed_memtable(
+        {
+            "day_index": [row.day_index for row in rows],
+            "day_start_s": [row.start_epoch for row in rows],
+            "day_end_s": [row.end_epoch for row in rows],
+        },
+        ibis.schema({"day_index": "int64", "day_start_s": "int64", "day_end_s": "int64"}),
+    )
 
 
 ORGANIZATION_DAYS_SCHEMA = ibis.schema(
@@ -140,7 +120,7 @@ ORGANIZATION_DAYS_SCHEMA = ibis.schema(
 def _organization_days_table(rating_input: RatingInput) -> ir.Table:
     """(organization, rated day) → its billing period; one join both assigns and filters.
 
-    Built here rather than as a join of customers and calendar so the backend's optimizer
+    Built here rather than as a join of customers and days so the backend's optimizer
     cannot reorder it behind the aggregation (it did, and tripled the rows it joined).
     """
     rows = day_rows(rating_input.zone, rating_input.window_start, rating_input.window_end)
@@ -268,9 +248,9 @@ def _local_day(epoch_seconds: ir.IntegerValue, changes: Sequence[OffsetChange]) 
 
 def split_lines(events: ir.Table, rating_input: RatingInput) -> ir.Table:
     """Events → usage per organization, period, day, meter and resource (unpriced)."""
-    calendar = _calendar_table(rating_input)
-    window_start_s = calendar.day_start_s.min().as_scalar()
-    window_end_s = calendar.day_end_s.max().as_scalar()
+    days = _days_table(rating_input)
+    window_start_s = days.day_start_s.min().as_scalar()
+    window_end_s = days.day_end_s.max().as_scalar()
     events = events.filter(
         events.start_s < window_end_s,
         (events.end_s > window_start_s) | (events.start_s >= window_start_s),
@@ -282,9 +262,8 @@ def split_lines(events: ir.Table, rating_input: RatingInput) -> ir.Table:
             _local_day(events.start_s, changes), _local_day(last_instant, changes) + 1
         )
     ).unnest("day_index")
-    # Days any kind of period rates; each organization's own kind is applied after the
-    # aggregation, on far fewer rows than there are pieces.
-    days = calendar.select("day_index", "day_start_s", "day_end_s").distinct()
+    # Every day of the window is rated for some kind of period; each organization's own
+    # kind is applied after the aggregation, on far fewer rows than there are pieces.
     pieces = pieces.join(days, "day_index")
     is_interval = pieces.kind == MeterKind.INTERVAL.value
     seconds = ibis.ifelse(
