@@ -48,6 +48,17 @@ def check_ledger(
             )
             continue
         first_seen[txn_id] = entry
+        if isinstance(entry, data.Transaction):
+            for posting in entry.postings:
+                if (posting.meta or {}).get("__automatic__"):
+                    errors.append(
+                        LedgerInvariantError(
+                            entry.meta,
+                            f"txn-id {txn_id!r}: the amount of {posting.account} is left for "
+                            "Beancount to interpolate; generated entries write every amount",
+                            entry,
+                        )
+                    )
         if isinstance(entry, data.Transaction) and currencies:
             for posting in entry.postings:
                 if posting.units is None or posting.units.currency not in currencies:

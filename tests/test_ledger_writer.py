@@ -134,6 +134,17 @@ def test_plugin_catches_a_hand_made_duplicate(tmp_path: Path) -> None:
     assert check.returncode != 0 and "used twice" in check.stdout + check.stderr
 
 
+def test_plugin_refuses_interpolated_amounts_in_generated_entries(tmp_path: Path) -> None:
+    path = main_file(tmp_path)
+    with path.open("a") as handle:
+        handle.write(
+            '\n2026-10-31 * "hand-made"\n  txn-id: "usage:x:2026-10"\n'
+            "  Assets:Bank:Operating  1.00 EUR\n  Income:Usage:Compute\n"
+        )
+    _, errors, _ = loader.load_file(str(path))
+    assert any("left for Beancount to interpolate" in error.message for error in errors)
+
+
 WRITER_SCRIPT = """
 import sys
 from datetime import date
