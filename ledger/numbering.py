@@ -1,0 +1,137 @@
+"""Gapless, durable invoice numbers: assigned at issuance, never skipped, never reused.
+
+A number is bound to a document key (what is being invoiced, e.g.
+``invoice:org-0001:2026-10``) in one SQLite transaction (WAL, synchronous=FULL) that
+also advances the series. Asking again for the same key returns the same number, so a
+crash after assignment and before the ledger write is finished by re-running: the
+document is derived again, written under the same number, then marked issued.
+``pending()`` lists numbers assigned but not yet issued, for the issuer to complete
+first. Numbers therefore form an unbroken sequence per series.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NamedTuple
+
+from rating.errors import BeanbillError
+
+STATE_FILE = "invoices.sqlite"
+BUSY_TIMEOUT_SECONDS = 30.0
+SERIES_PATTERN = re.compile(r"^[A-Z][A-Z0-9-]{0,31}$")
+NUMBER_DIGITS = 6
+MAX_NUMBER = 10**NUMBER_DIGITS - 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS series (name TEXT PRIMARY KEY, next_value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS assigned (
+    number TEXT PRIMARY KEY,
+    series TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    document_key TEXT NOT NULL UNIQUE,
+    assigned_at TEXT NOT NULL,
+    issued_at TEXT,
+    UNIQUE (series, value)
+);
+"""
+
+
+class NumberingError(BeanbillError):
+    """A series or document key is invalid, or a series is exhausted."""
+
+
+class Assigned(NamedTuple):
+    number: str
+    series: str
+    value: int
+    document_key: str
+    issued: bool
+
+
+def format_number(series: str, value: int) -> str:
+    return f"{series}-{value:0{NUMBER_DIGITS}d}"
+
+
+class InvoiceNumbers:
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / STATE_FILE
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = FULL")
+            connection.executescript(SCHEMA)
+            yield connection
+        finally:
+            connection.close()
+
+    def assign(self, series: str, document_key: str) -> Assigned:
+        """The number of ``document_key``, assigning the next one of ``series`` if it has none."""
+        if not SERIES_PATTERN.match(series):
+            raise NumberingError(f"series {series!r}: use capitals, digits and '-', e.g. INV-2026")
+        with self._connection() as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                row = connection.execute(
+                    "SELECT number, series, value, issued_at FROM assigned WHERE document_key = ?",
+                    (document_key,),
+                ).fetchone()
+                if row is not None:
+                    connection.execute("COMMIT")
+                    return Assigned(row[0], row[1], row[2], document_key, row[3] is not None)
+                connection.execute("INSERT OR IGNORE INTO series VALUES (?, 1)", (series,))
+                (value,) = connection.execute(
+                    "SELECT next_value FROM series WHERE name = ?", (series,)
+                ).fetchone()
+                if value > MAX_NUMBER:
+                    raise NumberingError(f"series {series} is exhausted at {MAX_NUMBER}")
+                number = format_number(series, value)
+                connection.execute(
+                    "INSERT INTO assigned VALUES (?, ?, ?, ?, ?, NULL)",
+                    (number, series, value, document_key, _now()),
+                )
+                connection.execute(
+                    "UPDATE series SET next_value = ? WHERE name = ?", (value + 1, series)
+                )
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        return Assigned(number, series, value, document_key, False)
+
+    def mark_issued(self, number: str) -> None:
+        with self._connection() as connection:
+            updated = connection.execute(
+                "UPDATE assigned SET issued_at = coalesce(issued_at, ?) WHERE number = ?",
+                (_now(), number),
+            ).rowcount
+        if updated != 1:
+            raise NumberingError(f"number {number} was never assigned")
+
+    def pending(self) -> list[Assigned]:
+        """Assigned but not issued yet (a crash came in between): complete these first."""
+        with self._connection() as connection:
+            rows = connection.execute(
+                "SELECT number, series, value, document_key FROM assigned "
+                "WHERE issued_at IS NULL ORDER BY series, value"
+            ).fetchall()
+        return [Assigned(r[0], r[1], r[2], r[3], False) for r in rows]
+
+    def all(self) -> list[Assigned]:
+        with self._connection() as connection:
+            rows = connection.execute(
+                "SELECT number, series, value, document_key, issued_at FROM assigned "
+                "ORDER BY series, value"
+            ).fetchall()
+        return [Assigned(r[0], r[1], r[2], r[3], r[4] is not None) for r in rows]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
