@@ -10,6 +10,7 @@ import pytest
 
 from ledger.documents import DocumentType, InvoiceDocument, InvoiceLine, Party
 from ledger.einvoice import EN16931_CII_RULES, cii_xml, schematron_failures, validate_cii
+from ledger.ubl import ubl_xml, validate_ubl
 from ledger.vat import treatment
 
 SELLER = Party("Nimbus Cloud SAS", ("12 rue de la Paix", "75002 Paris"), "FR",
@@ -71,3 +72,23 @@ def test_reverse_charge_without_the_buyer_vat_id_is_caught() -> None:
     without_id = replace(document, buyer=replace(GERMAN_BUYER, vat_id=None))
     rules = {failure.rule for failure in validate_cii(cii_xml(without_id), french_seller=True)}
     assert "BR-AE-02" in rules
+
+
+@pytest.mark.parametrize("buyer", [FRENCH_BUYER, GERMAN_BUYER, US_BUYER], ids=["FR", "DE-AE", "US"])
+def test_ubl_invoices_pass_the_schema_en16931_and_french_ctc_rules(buyer: Party) -> None:
+    assert validate_ubl(ubl_xml(invoice(buyer)), french_seller=True) == []
+
+
+def test_broken_ubl_is_reported_by_rule_and_by_schema() -> None:
+    xml = ubl_xml(invoice(FRENCH_BUYER))
+    wrong_total = xml.replace(
+        b'<cbc:PayableAmount currencyID="EUR">14.89<', b'<cbc:PayableAmount currencyID="EUR">15.89<'
+    )
+    assert wrong_total != xml
+    assert "BR-CO-16" not in {f.rule for f in validate_ubl(xml, french_seller=False)}
+    rules = {f.rule for f in validate_ubl(wrong_total, french_seller=False)}
+    assert rules & {"BR-CO-16", "BR-CO-15"}, rules
+    misplaced = xml.replace(
+        b"<cbc:CustomizationID>", b"<cbc:Unknown>x</cbc:Unknown><cbc:CustomizationID>"
+    )
+    assert [f.rule for f in validate_ubl(misplaced, french_seller=False)][:1] == ["UBL-XSD"]
