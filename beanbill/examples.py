@@ -33,6 +33,7 @@ SETTINGS: dict[str, Any] = {
         "country": "FR",
         "vat_id": "FR44732829320",
         "registration": "RCS Paris 732 829 320",
+        "siren": "732829320",
         "email": "billing@nimbus.example",
         "legal_mentions": [
             "Late payment penalty: three times the French legal interest rate.",
@@ -199,6 +200,7 @@ def customer_records(count: int, seed: int) -> list[dict[str, Any]]:
         }
         if country == "FR" and index % 2 == 0:
             record["vat_id"] = french_vat_id(rng)
+            record["siren"] = record["vat_id"][4:]
         elif country == "DE":
             record["vat_id"] = german_vat_id(rng)
         addons = []

@@ -59,6 +59,8 @@ class InvoiceDocument:
     notes: tuple[tuple[str, str], ...] = ()  # (UNTDID 4451 subject code, text)
     buyer_reference: str | None = None
     preceding_number: str | None = None  # the invoice a credit note corrects
+    preceding_issue_date: date | None = None
+    paid_minor: int = 0  # prepaid credits applied (BT-113), deducted from the amount due
 
     def vat_breakdown(self) -> list[VatBreakdown]:
         return breakdown(
@@ -76,3 +78,7 @@ class InvoiceDocument:
     @property
     def gross_minor(self) -> int:
         return self.net_minor + self.tax_minor
+
+    @property
+    def due_minor(self) -> int:
+        return self.gross_minor - self.paid_minor

@@ -66,6 +66,11 @@ def cii_xml(invoice: InvoiceDocument) -> bytes:
     doc.header.id = invoice.number
     doc.header.type_code = invoice.type.value
     doc.header.issue_date_time = invoice.issue_date
+    if invoice.preceding_number:
+        reference = doc.trade.settlement.invoice_referenced_document
+        reference.issuer_assigned_id = invoice.preceding_number
+        if invoice.preceding_issue_date:
+            reference.issue_date_time = invoice.preceding_issue_date
     for subject, text in invoice.notes:
         note = IncludedNote()
         note.content = text
@@ -113,7 +118,9 @@ def cii_xml(invoice: InvoiceDocument) -> bytes:
     totals.tax_basis_total = _money(invoice.net_minor, currency)
     totals.tax_total = (_money(invoice.tax_minor, currency), currency)
     totals.grand_total = _money(invoice.gross_minor, currency)
-    totals.due_amount = _money(invoice.gross_minor, currency)
+    if invoice.paid_minor:
+        totals.prepaid_total = _money(invoice.paid_minor, currency)
+    totals.due_amount = _money(invoice.due_minor, currency)
     return bytes(doc.serialize(schema="FACTUR-X_EN16931"))
 
 

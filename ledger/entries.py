@@ -57,7 +57,17 @@ class Open(NamedTuple):
         return f"open:{self.account}"
 
 
-Entry = Transaction | Open
+class Document(NamedTuple):
+    """A file (an invoice PDF, its XML) attached to an account, so Fava shows it."""
+
+    date: date
+    account: str
+    path: str  # relative to the main ledger file
+    txn_id: str
+    links: tuple[str, ...] = ()
+
+
+Entry = Transaction | Open | Document
 
 
 def _meta_value(value: MetaValue) -> str:
@@ -76,6 +86,11 @@ def _meta_lines(meta: Meta, indent: str) -> list[str]:
 
 def render(entry: Entry) -> str:
     """The entry's text, ending with a newline; entries are separated by a blank line."""
+    if isinstance(entry, Document):
+        links = "".join(f" ^{link}" for link in entry.links)
+        lines = [f"{entry.date.isoformat()} document {entry.account} {quoted(entry.path)}{links}"]
+        lines += _meta_lines(((TXN_ID_KEY, entry.txn_id),), "  ")
+        return "\n".join(lines) + "\n"
     if isinstance(entry, Open):
         lines = [f"{entry.date.isoformat()} open {entry.account} {entry.currency}"]
         lines += _meta_lines(((TXN_ID_KEY, entry.txn_id), *entry.meta), "  ")

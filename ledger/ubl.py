@@ -118,7 +118,9 @@ def ubl_xml(invoice: InvoiceDocument) -> bytes:
     _amount(totals, "LineExtensionAmount", invoice.net_minor, currency)
     _amount(totals, "TaxExclusiveAmount", invoice.net_minor, currency)
     _amount(totals, "TaxInclusiveAmount", invoice.gross_minor, currency)
-    _amount(totals, "PayableAmount", invoice.gross_minor, currency)
+    if invoice.paid_minor:
+        _amount(totals, "PrepaidAmount", invoice.paid_minor, currency)
+    _amount(totals, "PayableAmount", invoice.due_minor, currency)
     for line in invoice.lines:
         node = _cac(root, "InvoiceLine")
         _cbc(node, "ID", line.line_id)

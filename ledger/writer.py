@@ -21,7 +21,7 @@ from pathlib import Path
 from beancount.core import data
 from beancount.parser import parser
 
-from ledger.entries import TXN_ID_KEY, Entry, Open, format_minor, render
+from ledger.entries import TXN_ID_KEY, Document, Entry, Open, format_minor, render
 from ledger.main_file import INCLUDE_MARKER
 from rating.errors import BeanbillError
 from rating.storage import exclusive_lock, fsync_directory, write_bytes_atomically
@@ -60,6 +60,15 @@ def _blocks_by_txn_id(text: str) -> dict[str, tuple[int, str]]:
 
 def _same(entry: Entry, parsed: data.Directive) -> bool:
     meta = _user_meta(parsed.meta)
+    if isinstance(entry, Document):
+        return (
+            isinstance(parsed, data.Document)
+            and parsed.date == entry.date
+            and parsed.account == entry.account
+            and parsed.filename.endswith(entry.path)
+            and set(parsed.links or ()) == set(entry.links)
+            and meta == {TXN_ID_KEY: entry.txn_id}
+        )
     expected_meta = {TXN_ID_KEY: entry.txn_id, **dict(entry.meta)}
     if meta != expected_meta or parsed.date != entry.date:
         return False

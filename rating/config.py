@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 from stdnum.eu import vat as eu_vat
+from stdnum.fr import siren as fr_siren
 
 from rating.errors import ConfigError
 from rating.money import MAX_PRICE_DECIMALS, QUANTITY_SCALE, decimal_places
@@ -129,6 +130,13 @@ def validate_vat_id(vat_id: str, country: str) -> str:
     return compact
 
 
+def validate_siren(siren: str) -> str:
+    compact = fr_siren.compact(siren)
+    if not fr_siren.is_valid(compact):
+        raise ValueError(f"SIREN {siren!r} is not valid")
+    return str(compact)
+
+
 # --- settings -----------------------------------------------------------------------------
 
 
@@ -140,8 +148,9 @@ class Seller(StrictModel):
     country: Country
     vat_id: str | None = None
     registration: PlainText | None = Field(
-        default=None, description="SIREN/SIRET or company registration number"
+        default=None, description="Company registration, e.g. 'RCS Paris 732 829 320'"
     )
+    siren: str | None = Field(default=None, description="French SIREN (9 digits), for e-invoices")
     email: PlainText | None = None
     legal_mentions: list[PlainText] = []
 
@@ -149,6 +158,8 @@ class Seller(StrictModel):
     def _vat_matches_country(self) -> Self:
         if self.vat_id is not None:
             object.__setattr__(self, "vat_id", validate_vat_id(self.vat_id, self.country))
+        if self.siren is not None:
+            object.__setattr__(self, "siren", validate_siren(self.siren))
         return self
 
 
@@ -185,6 +196,18 @@ class LedgerSettings(StrictModel):
     granularity: PostingGranularity = PostingGranularity.PERIOD
 
 
+class InvoicingSettings(StrictModel):
+    """Numbering series, payment terms and the mentions every invoice carries."""
+
+    invoice_series: str = Field(default="INV-{year}", pattern=r"^[A-Z][A-Z0-9-]*(\{year\})?$")
+    credit_note_series: str = Field(default="CN-{year}", pattern=r"^[A-Z][A-Z0-9-]*(\{year\})?$")
+    payment_days: int = Field(default=30, ge=0, le=120)
+    vat_rate_percent: Decimal | None = Field(default=None, ge=0, le=100)
+    late_penalty_note: PlainText = "Late payment penalty: three times the French legal interest rate."
+    recovery_indemnity_note: PlainText = "Fixed indemnity for recovery costs: 40 EUR."
+    early_payment_note: PlainText = "No discount for early payment."
+
+
 class Paths(StrictModel):
     """Where each kind of data lives, relative to the workspace folder."""
 
@@ -194,6 +217,7 @@ class Paths(StrictModel):
     reports: str = "reports"
     state: str = "state"
     ledger: str = "ledger.beancount"  # the main file; generated files sit beside it
+    invoices: str = "invoices"
 
 
 class Settings(StrictModel):
@@ -201,6 +225,7 @@ class Settings(StrictModel):
     billing: BillingSettings = BillingSettings()
     engine: EngineSettings = EngineSettings()
     ledger: LedgerSettings = LedgerSettings()
+    invoicing: InvoicingSettings = InvoicingSettings()
     paths: Paths = Paths()
 
 
@@ -399,11 +424,14 @@ class Customer(StrictModel):
     billing_period: BillingPeriod = BillingPeriod.MONTHLY
     parent: Identifier | None = None
     addons: list[AddonSubscription] = []
+    siren: str | None = None
 
     @model_validator(mode="after")
     def _vat_matches_country(self) -> Self:
         if self.vat_id is not None:
             object.__setattr__(self, "vat_id", validate_vat_id(self.vat_id, self.country))
+        if self.siren is not None:
+            object.__setattr__(self, "siren", validate_siren(self.siren))
         if self.parent == self.id:
             raise ValueError("an organization cannot be its own parent")
         return self

@@ -71,6 +71,10 @@ class Workspace:
         return self._path(self.settings.paths.state)
 
     @cached_property
+    def invoices_dir(self) -> Path:
+        return self._path(self.settings.paths.invoices)
+
+    @cached_property
     def ledger_path(self) -> Path:
         return self._path(self.settings.paths.ledger)
 
