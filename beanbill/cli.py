@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from beanbill.examples import write_configuration
 from beanbill.report import render_summary
 from ledger.books import ledger_errors
 from ledger.entries import format_minor
+from ledger.invoicing import credit_note, issue, preview
 from ledger.post import balance, post, record_credit
 from rating.errors import BeanbillError, WorkspaceError
 from rating.ingest import IngestSummary, ingest, summary_as_json
@@ -336,6 +338,90 @@ def _print_balances(workspace: Workspace) -> None:
             f"{_money(result.credits_minor, result.currency)}, unbilled "
             f"{_money(result.unbilled_minor, result.currency)}"
         )
+
+
+@main.group(name="invoice", invoke_without_command=True)
+@workspace_option
+@click.option("--period", "-p", default=None, help="Issue every invoice due up to this month.")
+@click.option(
+    "--date",
+    "issue_day",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Issue date (default: today, UTC).",
+)
+@click.pass_context
+@reports_errors
+def invoice_group(
+    context: click.Context, workspace: Path, period: str | None, issue_day: datetime | None
+) -> None:
+    """Issue invoices from the ledger: numbered, rendered (HTML, PDF/A-3 Factur-X, UBL), posted.
+
+    \b
+      beanbill invoice --period 2026-10      issue every invoice due up to October 2026
+      beanbill invoice draft --period 2026-10 preview them without numbers
+      beanbill invoice show INV-2026-000001   what an issued invoice says
+      beanbill invoice credit INV-2026-000001 cancel it with a credit note
+    """
+    if context.invoked_subcommand is not None:
+        return
+    if period is None:
+        raise click.UsageError("give --period, or a subcommand (draft, show, credit)")
+    loaded = Workspace.load(workspace)
+    day = issue_day.date() if issue_day else datetime.now(UTC).date()
+    summary = issue(loaded, Month.parse(period), day)
+    click.echo(f"{len(summary.issued):,} invoices issued")
+    if summary.issued:
+        click.echo(f"  {summary.issued[0]} … {summary.issued[-1]} in {loaded.invoices_dir}")
+
+
+@invoice_group.command(name="draft")
+@workspace_option
+@click.option("--period", "-p", required=True)
+@reports_errors
+def invoice_draft(workspace: Path, period: str) -> None:
+    """Preview the invoices due up to PERIOD: no number, nothing written."""
+    loaded = Workspace.load(workspace)
+    currency = loaded.settings.billing.currency
+    for document in preview(loaded, Month.parse(period), datetime.now(UTC).date()):
+        net = _money(document.net_minor, currency)
+        vat = _money(document.tax_minor, currency)
+        due = _money(document.due_minor, currency)
+        click.echo(
+            f"{document.number}: {len(document.lines)} lines, net {net}, VAT {vat}, due {due}"
+        )
+
+
+@invoice_group.command(name="show")
+@workspace_option
+@click.argument("number")
+@reports_errors
+def invoice_show(workspace: Path, number: str) -> None:
+    """Show an issued invoice or credit note and where its files are."""
+    loaded = Workspace.load(workspace)
+    html = loaded.invoices_dir / f"{number}.html"
+    if not html.exists():
+        raise WorkspaceError(f"no invoice {number} in {loaded.invoices_dir}")
+    for suffix in ("pdf", "cii.xml", "ubl.xml", "html"):
+        path = loaded.invoices_dir / f"{number}.{suffix}"
+        if path.exists():
+            click.echo(f"{suffix:8} {path}")
+    text = re.sub(r"<[^>]+>", " ", html.read_text())
+    for label in ("Total excl. VAT", "VAT", "Total to pay", "Total credited"):
+        match = re.search(rf"{label}\s+([-−0-9 ,.]+)", text)
+        if match:
+            click.echo(f"{label}: {match.group(1).strip()}")
+
+
+@invoice_group.command(name="credit")
+@workspace_option
+@click.argument("number")
+@reports_errors
+def invoice_credit(workspace: Path, number: str) -> None:
+    """Cancel invoice NUMBER with a credit note (its own series); the period is due again."""
+    loaded = Workspace.load(workspace)
+    credit_number, pdf = credit_note(loaded, number, datetime.now(UTC).date())
+    click.echo(f"credit note {credit_number} cancels {number}: {pdf}")
 
 
 @main.command(name="fava")

@@ -216,6 +216,7 @@ def customer_records(count: int, seed: int) -> list[dict[str, Any]]:
         for child in records[-3:]:
             child["parent"] = records[0]["id"]
             child["billing_period"] = records[0]["billing_period"]
+            child["billing_mode"] = records[0]["billing_mode"]
     return records
 
 

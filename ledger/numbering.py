@@ -15,7 +15,7 @@ import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS assigned (
     series TEXT NOT NULL,
     value INTEGER NOT NULL,
     document_key TEXT NOT NULL UNIQUE,
+    issue_date TEXT NOT NULL,
     assigned_at TEXT NOT NULL,
     issued_at TEXT,
     UNIQUE (series, value)
@@ -50,6 +51,7 @@ class Assigned(NamedTuple):
     value: int
     document_key: str
     issued: bool
+    issue_date: date
 
 
 def format_number(series: str, value: int) -> str:
@@ -72,20 +74,28 @@ class InvoiceNumbers:
         finally:
             connection.close()
 
-    def assign(self, series: str, document_key: str) -> Assigned:
-        """The number of ``document_key``, assigning the next one of ``series`` if it has none."""
+    def assign(self, series: str, document_key: str, issue_date: date) -> Assigned:
+        """The number of ``document_key``, assigning the next one of ``series`` if it has none.
+
+        The issue date is stored with the number, so a document finished after a crash
+        carries the date it was first issued with.
+        """
         if not SERIES_PATTERN.match(series):
             raise NumberingError(f"series {series!r}: use capitals, digits and '-', e.g. INV-2026")
         with self._connection() as connection:
             connection.execute("BEGIN IMMEDIATE")
             try:
                 row = connection.execute(
-                    "SELECT number, series, value, issued_at FROM assigned WHERE document_key = ?",
+                    "SELECT number, series, value, issued_at, issue_date FROM assigned "
+                    "WHERE document_key = ?",
                     (document_key,),
                 ).fetchone()
                 if row is not None:
                     connection.execute("COMMIT")
-                    return Assigned(row[0], row[1], row[2], document_key, row[3] is not None)
+                    return Assigned(
+                        row[0], row[1], row[2], document_key, row[3] is not None,
+                        date.fromisoformat(row[4]),
+                    )  # fmt: skip
                 connection.execute("INSERT OR IGNORE INTO series VALUES (?, 1)", (series,))
                 (value,) = connection.execute(
                     "SELECT next_value FROM series WHERE name = ?", (series,)
@@ -94,8 +104,8 @@ class InvoiceNumbers:
                     raise NumberingError(f"series {series} is exhausted at {MAX_NUMBER}")
                 number = format_number(series, value)
                 connection.execute(
-                    "INSERT INTO assigned VALUES (?, ?, ?, ?, ?, NULL)",
-                    (number, series, value, document_key, _now()),
+                    "INSERT INTO assigned VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                    (number, series, value, document_key, issue_date.isoformat(), _now()),
                 )
                 connection.execute(
                     "UPDATE series SET next_value = ? WHERE name = ?", (value + 1, series)
@@ -104,7 +114,7 @@ class InvoiceNumbers:
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
-        return Assigned(number, series, value, document_key, False)
+        return Assigned(number, series, value, document_key, False, issue_date)
 
     def mark_issued(self, number: str) -> None:
         with self._connection() as connection:
@@ -119,18 +129,24 @@ class InvoiceNumbers:
         """Assigned but not issued yet (a crash came in between): complete these first."""
         with self._connection() as connection:
             rows = connection.execute(
-                "SELECT number, series, value, document_key FROM assigned "
+                "SELECT number, series, value, document_key, issue_date FROM assigned "
                 "WHERE issued_at IS NULL ORDER BY series, value"
             ).fetchall()
-        return [Assigned(r[0], r[1], r[2], r[3], False) for r in rows]
+        return [Assigned(r[0], r[1], r[2], r[3], False, date.fromisoformat(r[4])) for r in rows]
 
     def all(self) -> list[Assigned]:
         with self._connection() as connection:
             rows = connection.execute(
-                "SELECT number, series, value, document_key, issued_at FROM assigned "
+                "SELECT number, series, value, document_key, issued_at, issue_date FROM assigned "
                 "ORDER BY series, value"
             ).fetchall()
-        return [Assigned(r[0], r[1], r[2], r[3], r[4] is not None) for r in rows]
+        return [
+            Assigned(r[0], r[1], r[2], r[3], r[4] is not None, date.fromisoformat(r[5]))
+            for r in rows
+        ]
+
+    def by_number(self, number: str) -> Assigned | None:
+        return next((a for a in self.all() if a.number == number), None)
 
 
 def _now() -> str:

@@ -65,7 +65,7 @@ def _same(entry: Entry, parsed: data.Directive) -> bool:
             isinstance(parsed, data.Document)
             and parsed.date == entry.date
             and parsed.account == entry.account
-            and parsed.filename.endswith(entry.path)
+            and Path(parsed.filename).name == Path(entry.path).name
             and set(parsed.links or ()) == set(entry.links)
             and meta == {TXN_ID_KEY: entry.txn_id}
         )

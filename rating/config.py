@@ -203,7 +203,9 @@ class InvoicingSettings(StrictModel):
     credit_note_series: str = Field(default="CN-{year}", pattern=r"^[A-Z][A-Z0-9-]*(\{year\})?$")
     payment_days: int = Field(default=30, ge=0, le=120)
     vat_rate_percent: Decimal | None = Field(default=None, ge=0, le=100)
-    late_penalty_note: PlainText = "Late payment penalty: three times the French legal interest rate."
+    late_penalty_note: PlainText = (
+        "Late payment penalty: three times the French legal interest rate."
+    )
     recovery_indemnity_note: PlainText = "Fixed indemnity for recovery costs: 40 EUR."
     early_payment_note: PlainText = "No discount for early payment."
 
@@ -457,6 +459,14 @@ class Customers(StrictModel):
                 raise ValueError(
                     f"{customer.id}: parent {parent.id!r} has a parent itself; "
                     "central invoicing supports one level"
+                )
+            if (customer.billing_mode, customer.billing_period) != (
+                parent.billing_mode,
+                parent.billing_period,
+            ):
+                raise ValueError(
+                    f"{customer.id}: billing mode and period must be those of its parent "
+                    f"{parent.id!r}, which invoices it"
                 )
         return self
 

@@ -72,6 +72,13 @@ def exact(value: int | Decimal) -> ir.DecimalScalar:
     return ibis.literal(Decimal(value), type=EXACT)
 
 
+def as_int64(value: ir.IntegerValue) -> ir.IntegerValue:
+    """Really int64 in the backend: DuckDB sums int64 into int128, and Ibis, which types the
+    sum as int64 already, would drop a plain cast. Going through DECIMAL(38, 0) keeps both
+    casts (overflow still raises)."""
+    return value.cast(EXACT).cast("int64")
+
+
 def micro(value: Decimal) -> int:
     scaled = to_scaled_integer(value, QUANTITY_SCALE)
     if scaled >= UNBOUNDED_MICRO:
@@ -275,8 +282,8 @@ def split_lines(events: ir.Table, rating_input: RatingInput) -> ir.Table:
     usage_micro = ibis.ifelse(is_interval, seconds * pieces.quantity_micro, pieces.quantity_micro)
     pieces = pieces.mutate(seconds=seconds, usage_micro=usage_micro)
     lines = pieces.group_by("org", "meter", "resource", "day_index").aggregate(
-        usage_micro=lambda t: t.usage_micro.sum().cast("int64"),
-        seconds=lambda t: t.seconds.sum(),
+        usage_micro=lambda t: as_int64(t.usage_micro.sum()),
+        seconds=lambda t: as_int64(t.seconds.sum()),
         event_count=lambda t: t.count(),
     )
     return lines.join(_organization_days_table(rating_input), ["org", "day_index"])
@@ -298,10 +305,10 @@ def _allocate_bands(lines: ir.Table, bands: ir.Table) -> ir.Table:
     """
     partition = ["org", "period", "meter"]
     lines = lines.mutate(
-        cumulative_after=lines.usage_micro.cumsum(
-            group_by=partition, order_by=["day", "resource"]
-        ).cast("int64"),
-        total_usage=lines.usage_micro.sum().over(group_by=partition).cast("int64"),
+        cumulative_after=as_int64(
+            lines.usage_micro.cumsum(group_by=partition, order_by=["day", "resource"])
+        ),
+        total_usage=as_int64(lines.usage_micro.sum().over(group_by=partition)),
     )
     lines = lines.mutate(cumulative_before=lines.cumulative_after - lines.usage_micro)
     rows = lines.join(bands, ["meter", "version"])

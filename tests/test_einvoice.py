@@ -13,11 +13,23 @@ from ledger.einvoice import EN16931_CII_RULES, cii_xml, schematron_failures, val
 from ledger.ubl import ubl_xml, validate_ubl
 from ledger.vat import treatment
 
-SELLER = Party("Nimbus Cloud SAS", ("12 rue de la Paix", "75002 Paris"), "FR",
-               "FR44732829320", "732829320", "billing@nimbus.example")  # fmt: skip
+SELLER = Party(
+    "Nimbus Cloud SAS",
+    ("12 rue de la Paix", "75002 Paris"),
+    "FR",
+    "FR44732829320",
+    "732829320",
+    "billing@nimbus.example",
+)
 FRENCH_BUYER = Party("Acme SAS", ("1 Main Street", "69001 Lyon"), "FR", None, "552100554")
-GERMAN_BUYER = Party("Beispiel GmbH", ("Hauptstr. 1", "10115 Berlin"), "DE", "DE123456788",
-                     None, "rechnung@beispiel.example")  # fmt: skip
+GERMAN_BUYER = Party(
+    "Beispiel GmbH",
+    ("Hauptstr. 1", "10115 Berlin"),
+    "DE",
+    "DE123456788",
+    None,
+    "rechnung@beispiel.example",
+)
 US_BUYER = Party(
     "Example Inc", ("1 Market St", "San Francisco"), "US", None, None, "ap@example.com"
 )
@@ -32,17 +44,41 @@ def invoice(buyer: Party) -> InvoiceDocument:
     vat = treatment("FR", buyer.country, buyer.vat_id)
     lines = (
         # 100.5 vCPU-hours priced per hour (a per-second price would break BR-FR-DEC-03)
-        InvoiceLine("1", "vCPU org-0001/app-1", Decimal("100.5"), "HUR", Decimal("0.025"),
-                    Decimal(1), 251, vat),
-        InvoiceLine("2", "Backup Plus, October 2026", Decimal(1), "C62", Decimal("9.90"),
-                    Decimal(1), 990, vat),
-    )  # fmt: skip
+        InvoiceLine(
+            "1",
+            "vCPU org-0001/app-1",
+            Decimal("100.5"),
+            "HUR",
+            Decimal("0.025"),
+            Decimal(1),
+            251,
+            vat,
+        ),
+        InvoiceLine(
+            "2",
+            "Backup Plus, October 2026",
+            Decimal(1),
+            "C62",
+            Decimal("9.90"),
+            Decimal(1),
+            990,
+            vat,
+        ),
+    )
     return InvoiceDocument(
-        number="INV-2026-000001", type=DocumentType.INVOICE, issue_date=date(2026, 11, 1),
-        due_date=date(2026, 12, 1), period_start=date(2026, 10, 1), period_end=date(2026, 10, 31),
-        currency="EUR", seller=SELLER, buyer=buyer, lines=lines, notes=NOTES,
+        number="INV-2026-000001",
+        type=DocumentType.INVOICE,
+        issue_date=date(2026, 11, 1),
+        due_date=date(2026, 12, 1),
+        period_start=date(2026, 10, 1),
+        period_end=date(2026, 10, 31),
+        currency="EUR",
+        seller=SELLER,
+        buyer=buyer,
+        lines=lines,
+        notes=NOTES,
         buyer_reference="org-0001",
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize("buyer", [FRENCH_BUYER, GERMAN_BUYER, US_BUYER], ids=["FR", "DE-AE", "US"])

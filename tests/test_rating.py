@@ -224,3 +224,42 @@ def test_demo_month_matches_the_reference_rater(tmp_path: Path) -> None:
     }
     assert len(actual) > 1000
     assert actual == expected
+
+
+def test_rated_files_hold_exact_types_only(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    """No float may slip into the money path, whatever the backend infers along the way."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    workspace = make_workspace(
+        customers=[customer("acme", addons=[{"addon": "backup", "start": date(2026, 1, 1)}])]
+    )
+    records = [
+        interval("a", "acme", "2026-11-01T10:00:00Z", "2026-11-03T10:00:00Z", "2.5"),
+        {
+            "id": "x",
+            "org": "acme",
+            "resource": "lb",
+            "meter": "egress",
+            "at": "2026-11-03T00:00:00Z",
+            "quantity": "1234.5",
+        },
+    ]
+    ingest(workspace, [write_jsonl(tmp_path / "u.jsonl", records)])
+    rate_months(workspace, [Month(2026, 11)])
+    folder = workspace.rated_dir / "month=2026-11"
+    lines = pq.read_schema(folder / "lines.parquet")
+    exact = pa.decimal128(38, 0)
+    expected = {
+        "quantity_micro": pa.int64(),
+        "price_pico": exact,
+        "amount_atto": exact,
+        "line_usage_micro": pa.int64(),
+        "line_seconds": pa.int64(),
+        "event_count": pa.int64(),
+    }
+    assert {name: lines.field(name).type for name in expected} == expected
+    assert pq.read_schema(folder / "totals.parquet").field("amount_atto").type == exact
+    assert not any(pa.types.is_floating(field.type) for field in lines)

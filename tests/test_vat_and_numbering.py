@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import pytest
 
 from ledger.numbering import InvoiceNumbers, NumberingError
 from ledger.vat import VatCategory, VatError, VatLine, breakdown, treatment
+
+DAY = date(2026, 11, 1)
 
 
 def test_vat_treatments_by_buyer() -> None:
@@ -47,11 +50,11 @@ def test_vat_is_rounded_once_per_rate_not_per_line() -> None:
 
 def test_numbers_are_sequential_and_bound_to_their_document(tmp_path: Path) -> None:
     numbers = InvoiceNumbers(tmp_path)
-    first = numbers.assign("INV-2026", "invoice:a:2026-10")
-    second = numbers.assign("INV-2026", "invoice:b:2026-10")
+    first = numbers.assign("INV-2026", "invoice:a:2026-10", DAY)
+    second = numbers.assign("INV-2026", "invoice:b:2026-10", DAY)
     assert (first.number, second.number) == ("INV-2026-000001", "INV-2026-000002")
-    assert numbers.assign("INV-2026", "invoice:a:2026-10") == first  # same key, same number
-    assert numbers.assign("CN-2026", "credit-note:x").number == "CN-2026-000001"
+    assert numbers.assign("INV-2026", "invoice:a:2026-10", DAY) == first  # same key, same number
+    assert numbers.assign("CN-2026", "credit-note:x", DAY).number == "CN-2026-000001"
     assert [a.number for a in numbers.pending()] == [
         "CN-2026-000001",
         "INV-2026-000001",
@@ -60,16 +63,18 @@ def test_numbers_are_sequential_and_bound_to_their_document(tmp_path: Path) -> N
     numbers.mark_issued(first.number)
     assert first.number not in [a.number for a in numbers.pending()]
     with pytest.raises(NumberingError):
-        numbers.assign("inv 2026", "x")
+        numbers.assign("inv 2026", "x", DAY)
 
 
 ASSIGN_SCRIPT = """
 import sys
+from datetime import date
 from pathlib import Path
+from datetime import date
 from ledger.numbering import InvoiceNumbers
 numbers = InvoiceNumbers(Path(sys.argv[1]))
 for index in range(int(sys.argv[2]), int(sys.argv[2]) + 400):
-    assigned = numbers.assign("INV-2026", f"invoice:org-{index}:2026-10")
+    assigned = numbers.assign("INV-2026", f"invoice:org-{index}:2026-10", date(2026, 11, 1))
     numbers.mark_issued(assigned.number)
 """
 
