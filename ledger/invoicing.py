@@ -167,7 +167,7 @@ def _transactions(books: Books) -> list[Transaction]:
         entry.meta["txn-id"]
         for entry in books.entries
         if "txn-id" in entry.meta
-        and str(entry.meta["txn-id"]).startswith(("invoice:", "reversal:"))
+        and str(entry.meta["txn-id"]).startswith(("invoice:", "reversal:", "credit-note:"))
     ]
     return [books.transaction(str(txn_id)) for txn_id in ids]
 
@@ -352,8 +352,8 @@ class Derived:
     """An invoice document and what issuing it moves in the ledger."""
 
     document: InvoiceDocument
-    unbilled_minor: int  # leaves Assets:Unbilled (postpaid, prepaid)
-    credits_minor: int  # goes to Liabilities:Credits (provisioned)
+    unbilled_minor: tuple[tuple[str, int], ...]  # per org, leaves Assets:Unbilled
+    credits_minor: tuple[tuple[str, int], ...]  # per org, to Liabilities:Credits (provisioned)
 
 
 def derive(workspace: Workspace, due: DueInvoice, number: str, issue_date: date) -> Derived:
@@ -368,7 +368,9 @@ def derive(workspace: Workspace, due: DueInvoice, number: str, issue_date: date)
         invoicing.vat_rate_percent,
     )
     lines: list[InvoiceLine] = []
-    paid = unbilled = credits = 0
+    paid = 0
+    unbilled: dict[str, int] = defaultdict(int)
+    credits: dict[str, int] = defaultdict(int)
     central = len({c.org for c in due.consumptions}) > 1 or due.consumptions[0].org != customer.id
     if customer.billing_mode is BillingMode.PROVISIONED:
         provision: dict[str, int] = defaultdict(int)
@@ -376,7 +378,9 @@ def derive(workspace: Workspace, due: DueInvoice, number: str, issue_date: date)
         for consumption in due.consumptions:
             for family, amount in consumption.income_by_family().items():
                 provision[family] += amount
+                credits[consumption.org] += amount
             over += consumption.over_consumption()
+            credits[consumption.org] += consumption.over_consumption()
         for family, amount in sorted(provision.items()):
             lines.append(
                 InvoiceLine(
@@ -403,7 +407,6 @@ def derive(workspace: Workspace, due: DueInvoice, number: str, issue_date: date)
                     vat,
                 )
             )
-        credits = sum(provision.values()) + over
     else:
         for consumption in due.consumptions:
             for _family, label, quantity, unit, price, base, net in detail_lines(
@@ -417,7 +420,7 @@ def derive(workspace: Workspace, due: DueInvoice, number: str, issue_date: date)
                     InvoiceLine(str(len(lines) + 1), label, quantity, unit, price, base, net, vat)
                 )
             paid += consumption.credits_drawn()
-            unbilled += consumption.unbilled()
+            unbilled[consumption.org] += consumption.unbilled()
     notes = (
         ("PMD", invoicing.late_penalty_note),
         ("PMT", invoicing.recovery_indemnity_note),
@@ -439,22 +442,33 @@ def derive(workspace: Workspace, due: DueInvoice, number: str, issue_date: date)
         paid_minor=paid,
     )
     net = document.net_minor
-    if customer.billing_mode is not BillingMode.PROVISIONED and net - paid != unbilled:
-        raise InvoicingError(f"{due.key}: lines net {net} - credits {paid} != unbilled {unbilled}")
-    return Derived(document, unbilled, credits)
+    moved = sum(unbilled.values()) + sum(credits.values())
+    if net - paid != moved:
+        raise InvoicingError(f"{due.key}: lines net {net} - credits {paid} != ledger {moved}")
+    return Derived(document, tuple(sorted(unbilled.items())), tuple(sorted(credits.items())))
 
 
 def issuance_entries(
-    derived: Derived, accounts: OrganizationAccounts, key: str, files: dict[str, str]
+    derived: Derived,
+    accounts: dict[str, OrganizationAccounts],
+    payer: str,
+    key: str,
+    files: dict[str, str],
 ) -> list[Entry]:
     document = derived.document
     currency = document.currency
     link = f"invoice-{document.number}"
-    postings = [Posting(accounts.receivable, document.due_minor, currency)]
-    if derived.unbilled_minor:
-        postings.append(Posting(accounts.unbilled, -derived.unbilled_minor, currency))
-    if derived.credits_minor:
-        postings.append(Posting(accounts.credits, -derived.credits_minor, currency))
+    postings = [Posting(accounts[payer].receivable, document.due_minor, currency)]
+    postings += [
+        Posting(accounts[org].unbilled, -amount, currency)
+        for org, amount in derived.unbilled_minor
+        if amount
+    ]
+    postings += [
+        Posting(accounts[org].credits, -amount, currency)
+        for org, amount in derived.credits_minor
+        if amount
+    ]
     if document.tax_minor:
         postings.append(Posting(VAT_ACCOUNT, -document.tax_minor, currency))
     transaction = Transaction(
@@ -474,7 +488,7 @@ def issuance_entries(
     documents: list[Entry] = [
         Document(
             document.issue_date,
-            accounts.receivable,
+            accounts[payer].receivable,
             path,
             f"document:{document.number}:{kind}",
             (link,),
@@ -534,10 +548,14 @@ def issue(workspace: Workspace, up_to: Month, issue_date: date) -> IssueSummary:
         due = due_invoices(workspace, books, up_to)
         by_key = {item.key: item for item in due}
         pending = {assigned.document_key: assigned for assigned in numbers.pending()}
-        for key in pending:
-            if key not in by_key and not key.startswith("credit-note:"):
+        in_ledger = issued_keys(books)
+        for key, assigned in pending.items():
+            if key in in_ledger:  # posted before the crash: only the bookkeeping is left
+                numbers.mark_issued(assigned.number)
+                issued.append(assigned.number)
+            elif key not in by_key and not key.startswith("credit-note:"):
                 raise InvoicingError(
-                    f"number {pending[key].number} was assigned to {key}, which is no longer due"
+                    f"number {assigned.number} was assigned to {key}, which is no longer due"
                 )
         if len(due) > MAX_INVOICES_PER_RUN:
             raise InvoicingError(f"{len(due)} invoices due: at most {MAX_INVOICES_PER_RUN} per run")
@@ -552,7 +570,8 @@ def issue(workspace: Workspace, up_to: Month, issue_date: date) -> IssueSummary:
             target = f"books/{assigned.issue_date:%Y-%m}/invoices.beancount"
             entries = issuance_entries(
                 derived,
-                accounts[item.customer.id],
+                accounts,
+                item.customer.id,
                 item.key,
                 _relative_to(workspace, target, paths),
             )

@@ -1,0 +1,176 @@
+"""Invoices derived from the ledger: every mode, central invoicing, credit notes, crashes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import pytest
+from beancount import loader
+
+from ledger.books import load_books
+from ledger.einvoice import validate_cii
+from ledger.entries import format_minor
+from ledger.invoicing import InvoicingError, credit_note, issue, issued_keys, preview
+from ledger.numbering import InvoiceNumbers
+from ledger.post import balance, post, record_credit
+from ledger.ubl import validate_ubl
+from rating.ingest import ingest
+from rating.periods import Month
+from rating.rate import rate_months
+from rating.workspace import Workspace
+from tests.conftest import customer, write_jsonl
+
+OCTOBER = Month(2026, 10)
+ISSUE_DAY = date(2026, 11, 5)
+BEANBILL = str(Path(sys.executable).with_name("beanbill"))
+
+
+def usage(org: str, hours: int, day: int = 5) -> list[dict[str, object]]:
+    return [
+        {"id": f"{org}-cpu", "org": org, "resource": f"{org}/app", "meter": "cpu",
+         "start": f"2026-10-{day:02d}T00:00:00Z", "end": f"2026-10-{day:02d}T{hours:02d}:00:00Z",
+         "quantity": "2"},
+        {"id": f"{org}-egress", "org": org, "resource": f"{org}/lb", "meter": "egress",
+         "at": f"2026-10-{day:02d}T12:00:00Z", "quantity": "250.5"},
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def books(make_workspace: Callable[..., Workspace], tmp_path: Path) -> Workspace:
+    workspace = make_workspace(
+        customers=[
+            customer("fr-post", billing_mode="postpaid", vat_id="FR44732829320", siren="732829320",
+                     addons=[{"addon": "backup", "start": date(2026, 1, 1)}]),
+            customer("team-a", billing_mode="postpaid", parent="fr-post"),
+            customer("de-pre", billing_mode="prepaid", country="DE", vat_id="DE123456788"),
+            customer("us-prov", billing_mode="provisioned", country="US"),
+        ]
+    )  # fmt: skip
+    records = [
+        *usage("fr-post", 10),
+        *usage("team-a", 3, 6),
+        *usage("de-pre", 20),
+        *usage("us-prov", 8),
+    ]
+    ingest(workspace, [write_jsonl(tmp_path / "u.jsonl", records)])
+    rate_months(workspace, [OCTOBER])
+    record_credit(workspace, "de-pre", "purchase", "1.00", date(2026, 10, 1), None, 100, "de-1")
+    record_credit(workspace, "us-prov", "purchase", "0.50", date(2026, 10, 1), None, 100, "us-1")
+    post(workspace, OCTOBER, date(2026, 11, 2))
+    return workspace
+
+
+def receivable(workspace: Workspace, org: str) -> int:
+    return balance(workspace, org).receivable_minor
+
+
+def test_every_mode_is_invoiced_from_the_ledger_and_validates(books: Workspace) -> None:
+    summary = issue(books, OCTOBER, ISSUE_DAY)
+    assert summary.issued == ("INV-2026-000001", "INV-2026-000002", "INV-2026-000003")
+    _, errors, _ = loader.load_file(str(books.ledger_path))
+    assert errors == []
+    for number in summary.issued:
+        folder = books.invoices_dir
+        assert validate_cii((folder / f"{number}.cii.xml").read_bytes(), french_seller=True) == []
+        assert validate_ubl((folder / f"{number}.ubl.xml").read_bytes(), french_seller=True) == []
+        assert (folder / f"{number}.pdf").read_bytes().startswith(b"%PDF")
+    keys = issued_keys(load_books(books.ledger_path, "EUR"))
+    assert sorted(keys) == [
+        "invoice:de-pre:2026-10",
+        "invoice:fr-post:2026-10",
+        "invoice:us-prov:2026-10",
+    ]
+    for org in ("fr-post", "de-pre"):
+        assert balance(books, org).unbilled_minor == 0  # all unbilled consumption invoiced
+    assert receivable(books, "team-a") == 0  # invoiced centrally, through its parent
+    html = (books.invoices_dir / f"{keys['invoice:fr-post:2026-10']}.html").read_text()
+    assert "[team-a]" in html and "Backup" in html
+    reverse = (books.invoices_dir / f"{keys['invoice:de-pre:2026-10']}.html").read_text()
+    assert "Reverse charge" in reverse and "Prepaid credits applied" in reverse
+    provisioned = (books.invoices_dir / f"{keys['invoice:us-prov:2026-10']}.html").read_text()
+    assert "Credit provision for the next period" in provisioned
+    assert "Regularization of over-consumption" in provisioned
+    assert "Export outside the EU" in provisioned
+    assert balance(books, "us-prov").credits_minor > 0  # provision for November, over-use settled
+
+
+def test_issuing_twice_issues_nothing_and_drafts_write_nothing(books: Workspace) -> None:
+    drafts = preview(books, OCTOBER, ISSUE_DAY)
+    assert [d.number.startswith("DRAFT-") for d in drafts] == [True, True, True]
+    assert not books.invoices_dir.exists() and InvoiceNumbers(books.state_dir).all() == []
+    first = issue(books, OCTOBER, ISSUE_DAY)
+    before = {p: p.read_bytes() for p in books.root.rglob("*.beancount")}
+    assert issue(books, OCTOBER, date(2026, 11, 6)).issued == ()
+    assert {p: p.read_bytes() for p in books.root.rglob("*.beancount")} == before
+    keys = issued_keys(load_books(books.ledger_path, "EUR"))
+    for draft in drafts:
+        number = keys[f"invoice:{draft.buyer_reference}:2026-10"]
+        html = (books.invoices_dir / f"{number}.html").read_text()
+        assert f'Total excl. VAT</td><td class="num">{format_minor(draft.net_minor, "EUR")}' in html
+    assert len(first.issued) == 3
+
+
+def test_a_credit_note_cancels_and_the_period_is_invoiced_again(books: Workspace) -> None:
+    issue(books, OCTOBER, ISSUE_DAY)
+    keys = issued_keys(load_books(books.ledger_path, "EUR"))
+    number = keys["invoice:fr-post:2026-10"]
+    owed = receivable(books, "fr-post")
+    assert owed > 0
+    credit_number, pdf = credit_note(books, number, date(2026, 11, 10))
+    assert credit_number == "CN-2026-000001" and pdf.exists()
+    cii = (books.invoices_dir / f"{credit_number}.cii.xml").read_bytes()
+    assert b"<rsm:ExchangedDocument>" in cii and b">381<" in cii and number.encode() in cii
+    assert validate_cii(cii, french_seller=True) == []
+    assert receivable(books, "fr-post") == 0
+    with pytest.raises(InvoicingError, match="already cancelled"):
+        credit_note(books, number, date(2026, 11, 10))
+    again = issue(books, OCTOBER, date(2026, 11, 11))
+    assert again.issued == ("INV-2026-000004",)
+    assert receivable(books, "fr-post") == owed
+    assert "invoice:fr-post:2026-10:r2" in issued_keys(load_books(books.ledger_path, "EUR"))
+
+
+@pytest.mark.parametrize("step", ["assign", "render", "ledger"])
+def test_a_crash_at_any_step_neither_skips_nor_reuses_a_number(books: Workspace, step: str) -> None:
+    command = [
+        BEANBILL,
+        "invoice",
+        "-w",
+        str(books.root),
+        "--period",
+        "2026-10",
+        "--date",
+        "2026-11-05",
+    ]
+    crashed = subprocess.run(
+        command, env={**os.environ, "BEANBILL_CRASH_AFTER": step}, capture_output=True
+    )
+    assert crashed.returncode == 86
+    _, errors, _ = loader.load_file(str(books.ledger_path))
+    assert errors == []
+    assert [a.issued for a in InvoiceNumbers(books.state_dir).all()] == [False]
+    finished = subprocess.run(command, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    assigned = InvoiceNumbers(books.state_dir).all()
+    assert [a.value for a in assigned] == [1, 2, 3] and all(a.issued for a in assigned)
+    keys = issued_keys(load_books(books.ledger_path, "EUR"))
+    assert sorted(keys.values()) == [a.number for a in assigned]
+    assert {a.issue_date for a in assigned} == {ISSUE_DAY}
+
+
+def test_an_invoice_that_its_rated_detail_no_longer_explains_is_refused(books: Workspace) -> None:
+    lines = books.rated_dir / "month=2026-10" / "lines.parquet"
+    import duckdb
+
+    duckdb.execute(
+        f"COPY (SELECT * REPLACE (amount_atto + 1 AS amount_atto) FROM '{lines}') "
+        f"TO '{lines}.tmp' (FORMAT parquet)"
+    )
+    os.replace(f"{lines}.tmp", lines)
+    with pytest.raises(InvoicingError, match="no longer explains the posting"):
+        issue(books, OCTOBER, ISSUE_DAY)
