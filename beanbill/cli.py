@@ -23,9 +23,9 @@ import click
 from beanbill import demo as demo_module
 from beanbill.examples import write_configuration
 from beanbill.report import render_summary
-from ledger.books import ledger_errors
+from ledger.books import ledger_errors, load_books
 from ledger.entries import format_minor
-from ledger.invoicing import credit_note, issue, preview
+from ledger.invoicing import credit_note, issue, issued_keys, preview
 from ledger.post import balance, post, record_credit
 from rating.errors import BeanbillError, WorkspaceError
 from rating.ingest import IngestSummary, ingest, summary_as_json
@@ -424,6 +424,12 @@ def invoice_credit(workspace: Path, number: str) -> None:
     click.echo(f"credit note {credit_number} cancels {number}: {pdf}")
 
 
+def _invoice_number_of(workspace: Workspace, org: str) -> str | None:
+    books = load_books(workspace.ledger_path, workspace.settings.billing.currency)
+    numbers = sorted(n for key, n in issued_keys(books).items() if key.split(":")[1] == org)
+    return numbers[0] if numbers else None
+
+
 @main.command(name="fava")
 @workspace_option
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
@@ -486,6 +492,30 @@ def demo_command(workspace: Path, seed: int, customers: int) -> None:
         f"posted; {posted.expiries} credit expiries"
     )
     _print_balances(loaded)
+    invoices = issue(loaded, month, demo_module.DEMO_AS_OF)
+    click.echo(f"\nInvoices: {len(invoices.issued)} issued (HTML, PDF/A-3 with Factur-X, UBL)")
+    shown: set[str] = set()
+    for customer in loaded.customers.customer:
+        kind = (
+            "reverse charge"
+            if customer.vat_id and customer.country != "FR"
+            else customer.billing_mode.value
+        )
+        if kind in shown or customer.parent:
+            continue
+        shown.add(kind)
+        number = _invoice_number_of(loaded, customer.id)
+        if number:
+            click.echo(f"  {kind:14} {loaded.invoices_dir / (number + '.pdf')}")
+    central = next((c.parent for c in loaded.customers.customer if c.parent), None)
+    if central:
+        number = _invoice_number_of(loaded, central)
+        click.echo(f"  central        {loaded.invoices_dir / f'{number}.pdf'} (with its teams)")
+        if number:
+            _, pdf = credit_note(loaded, number, demo_module.DEMO_AS_OF)
+            click.echo(f"  credit note    {pdf} (cancels {number})")
+            reissued = issue(loaded, month, demo_module.DEMO_AS_OF)
+            click.echo(f"  re-issued      {', '.join(reissued.issued)}")
     errors = ledger_errors(loaded.ledger_path)
     click.echo(f"bean-check: {errors if errors else 'no errors'}")
     click.echo(f"Results: {loaded.rated_dir}  rejects: {loaded.rejects_dir}")

@@ -21,8 +21,10 @@ finished by the next run, under the same number and date: no gap, no reuse.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -56,6 +58,7 @@ PRICE_DECIMALS = Decimal("0.000001")
 UNIT_CODES = {"GB": "E34", "vCPU": "HUR", "hour": "HUR"}
 MAX_INVOICES_PER_RUN = 100_000
 MAX_BASE_EXPONENT = 6
+MAX_RENDER_WORKERS = 16
 
 
 class InvoicingError(BeanbillError):
@@ -560,27 +563,48 @@ def issue(workspace: Workspace, up_to: Month, issue_date: date) -> IssueSummary:
         if len(due) > MAX_INVOICES_PER_RUN:
             raise InvoicingError(f"{len(due)} invoices due: at most {MAX_INVOICES_PER_RUN} per run")
         ordered = sorted(due, key=lambda item: (item.key not in pending, item.key))
-        for item in ordered:
-            series = series_name(workspace.settings.invoicing.invoice_series, issue_date)
-            assigned = numbers.assign(series, item.key, issue_date)
-            crash_point("assign")
-            derived = derive(workspace, item, assigned.number, assigned.issue_date)
-            paths = write_documents(workspace, derived.document)
-            crash_point("render")
+        series = series_name(workspace.settings.invoicing.invoice_series, issue_date)
+        numbered = [(item, numbers.assign(series, item.key, issue_date)) for item in ordered]
+        crash_point("assign")
+        rendered = _render_all(workspace, numbered)
+        crash_point("render")
+        by_file: dict[str, list[Entry]] = defaultdict(list)
+        for (item, assigned), (derived, paths) in zip(numbered, rendered, strict=True):
             target = f"books/{assigned.issue_date:%Y-%m}/invoices.beancount"
-            entries = issuance_entries(
-                derived,
-                accounts,
-                item.customer.id,
-                item.key,
-                _relative_to(workspace, target, paths),
+            relative = _relative_to(workspace, target, paths)
+            by_file[target] += issuance_entries(
+                derived, accounts, item.customer.id, item.key, relative
             )
+        for target, entries in sorted(by_file.items()):
             writer.append(target, entries)
-            crash_point("ledger")
+        crash_point("ledger")
+        for _, assigned in numbered:
             numbers.mark_issued(assigned.number)
             issued.append(assigned.number)
             files.append(workspace.invoices_dir / f"{assigned.number}.pdf")
     return IssueSummary(tuple(issued), tuple(files))
+
+
+def _render_one(
+    workspace: Workspace, item: DueInvoice, assigned: Assigned
+) -> tuple[Derived, dict[str, str]]:
+    derived = derive(workspace, item, assigned.number, assigned.issue_date)
+    return derived, write_documents(workspace, derived.document)
+
+
+def _render_all(
+    workspace: Workspace, numbered: list[tuple[DueInvoice, Assigned]]
+) -> list[tuple[Derived, dict[str, str]]]:
+    """Derive and render on every core: documents are independent once numbered."""
+    workers = min(os.cpu_count() or 1, MAX_RENDER_WORKERS)
+    if len(numbered) < 2 or workers < 2:
+        return [_render_one(workspace, item, assigned) for item, assigned in numbered]
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [
+            pool.submit(_render_one, workspace, item, assigned) for item, assigned in numbered
+        ]
+        return [future.result() for future in futures]
 
 
 def preview(workspace: Workspace, up_to: Month, issue_date: date) -> list[InvoiceDocument]:

@@ -103,13 +103,16 @@ def _user_meta(meta: dict[str, object] | None) -> dict[str, object]:
 
 
 def round_trip(entries: Sequence[Entry], text: str) -> None:
+    """Parse the text back and compare entry by entry (matched by txn-id: order may differ)."""
     parsed, errors, _ = parser.parse_string(text)
     if errors:
         raise LedgerWriteError(f"generated text does not parse: {errors[0].message}")
-    if len(parsed) != len(entries):
+    by_id = {entry.meta.get(TXN_ID_KEY): entry for entry in parsed}
+    if len(parsed) != len(entries) or len(by_id) != len(entries):
         raise LedgerWriteError(f"wrote {len(entries)} entries but {len(parsed)} parse back")
-    for entry, back in zip(entries, parsed, strict=True):
-        if not _same(entry, back):
+    for entry in entries:
+        back = by_id.get(entry.txn_id)
+        if back is None or not _same(entry, back):
             raise LedgerWriteError(f"{entry.txn_id}: text does not parse back to the same entry")
 
 
