@@ -52,6 +52,7 @@ from rating.storage import write_bytes_atomically
 from rating.workspace import Workspace
 
 VAT_ACCOUNT = "Liabilities:VAT:Output"
+DISCOUNT_ACCOUNT = "Income:Discounts"
 CRASH_ENVIRONMENT = "BEANBILL_CRASH_AFTER"
 QUANTITY_DECIMALS = Decimal("0.0001")
 PRICE_DECIMALS = Decimal("0.000001")
@@ -357,6 +358,7 @@ class Derived:
     document: InvoiceDocument
     unbilled_minor: tuple[tuple[str, int], ...]  # per org, leaves Assets:Unbilled
     credits_minor: tuple[tuple[str, int], ...]  # per org, to Liabilities:Credits (provisioned)
+    discount_minor: int = 0  # coupons: to Income:Discounts (contra revenue)
 
 
 def derive(workspace: Workspace, due: DueInvoice, number: str, issue_date: date) -> Derived:
@@ -371,7 +373,7 @@ def derive(workspace: Workspace, due: DueInvoice, number: str, issue_date: date)
         invoicing.vat_rate_percent,
     )
     lines: list[InvoiceLine] = []
-    paid = 0
+    paid = discount_minor = 0
     unbilled: dict[str, int] = defaultdict(int)
     credits: dict[str, int] = defaultdict(int)
     central = len({c.org for c in due.consumptions}) > 1 or due.consumptions[0].org != customer.id
@@ -411,10 +413,12 @@ def derive(workspace: Workspace, due: DueInvoice, number: str, issue_date: date)
                 )
             )
     else:
+        families: list[str] = []
         for consumption in due.consumptions:
-            for _family, label, quantity, unit, price, base, net in detail_lines(
+            for family, label, quantity, unit, price, base, net in detail_lines(
                 workspace, consumption, digits
             ):
+                families.append(family)
                 if central:
                     label = f"[{consumption.org}] {label}"
                 if consumption.day:
@@ -424,6 +428,12 @@ def derive(workspace: Workspace, due: DueInvoice, number: str, issue_date: date)
                 )
             paid += consumption.credits_drawn()
             unbilled[consumption.org] += consumption.unbilled()
+        discounts = coupon_lines(customer, due, lines, families, sum(unbilled.values()), digits)
+        lines += [
+            replace(line, line_id=str(len(lines) + index + 1), vat=vat)
+            for index, line in enumerate(discounts)
+        ]
+        discount_minor = -sum(line.net_minor for line in discounts)
     notes = (
         ("PMD", invoicing.late_penalty_note),
         ("PMT", invoicing.recovery_indemnity_note),
@@ -446,9 +456,56 @@ def derive(workspace: Workspace, due: DueInvoice, number: str, issue_date: date)
     )
     net = document.net_minor
     moved = sum(unbilled.values()) + sum(credits.values())
-    if net - paid != moved:
+    if net - paid + discount_minor != moved:
         raise InvoicingError(f"{due.key}: lines net {net} - credits {paid} != ledger {moved}")
-    return Derived(document, tuple(sorted(unbilled.items())), tuple(sorted(credits.items())))
+    return Derived(
+        document, tuple(sorted(unbilled.items())), tuple(sorted(credits.items())), discount_minor
+    )
+
+
+def coupon_lines(
+    customer: Customer,
+    due: DueInvoice,
+    lines: list[InvoiceLine],
+    families: list[str],
+    unbilled_minor: int,
+    digits: int,
+) -> list[InvoiceLine]:
+    """Negative lines for the customer's coupons valid in the period, in their listed order.
+
+    A percentage is of the lines of its family (or all), rounded half-even once; a fixed
+    amount is at most that base. Discounts never exceed what credits left to pay: prepaid
+    credits already settled the rest.
+    """
+    last_day = due.period_end - timedelta(days=1)
+    left = unbilled_minor
+    result: list[InvoiceLine] = []
+    for coupon in customer.coupons:
+        if not coupon.applies_to(due.period_start, last_day) or left <= 0:
+            continue
+        base = sum(
+            line.net_minor
+            for line, family in zip(lines, families, strict=True)
+            if coupon.family is None or coupon.family == family
+        )
+        if coupon.percent is not None:
+            wanted = int((Decimal(base) * coupon.percent / 100).to_integral_value(ROUND_HALF_EVEN))
+            label = (
+                f"Discount {coupon.id}: {plain(coupon.percent)} % of {coupon.family or 'all usage'}"
+            )
+        else:
+            wanted = min(base, int((coupon.amount or Decimal(0)).scaleb(digits)))
+            label = f"Discount {coupon.id} on {coupon.family or 'all usage'}"
+        amount = min(wanted, left)
+        if amount <= 0:
+            continue
+        left -= amount
+        # BR-27: a net price is never negative; a discount line has quantity -1 instead.
+        price = Decimal(amount).scaleb(-digits)
+        result.append(
+            InvoiceLine("0", label, Decimal(-1), "C62", price, Decimal(1), -amount, lines[0].vat)
+        )
+    return result
 
 
 def issuance_entries(
@@ -472,6 +529,8 @@ def issuance_entries(
         for org, amount in derived.credits_minor
         if amount
     ]
+    if derived.discount_minor:
+        postings.append(Posting(DISCOUNT_ACCOUNT, derived.discount_minor, currency))
     if document.tax_minor:
         postings.append(Posting(VAT_ACCOUNT, -document.tax_minor, currency))
     transaction = Transaction(

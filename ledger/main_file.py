@@ -29,6 +29,7 @@ def house_accounts(catalog: Catalog) -> list[str]:
             "Assets:Stripe:Balance",
             "Liabilities:VAT:Output",
             "Income:Credits:Expired",
+            "Income:Discounts",
             "Expenses:Promotions",
             "Expenses:Fees:Stripe",
             *(income_account(family) for family in families),

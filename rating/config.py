@@ -414,6 +414,28 @@ class AddonSubscription(StrictModel):
         return self
 
 
+class Coupon(StrictModel):
+    """A discount on invoices: a percentage or a fixed amount, on everything or one family."""
+
+    id: Identifier
+    percent: Decimal | None = Field(default=None, gt=0, le=100)
+    amount: Price | None = None
+    family: str | None = None
+    valid_from: date | None = None
+    valid_to: date | None = Field(default=None, description="last day included")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        if (self.percent is None) == (self.amount is None):
+            raise ValueError("give either 'percent' or 'amount'")
+        return self
+
+    def applies_to(self, first_day: date, last_day: date) -> bool:
+        starts = self.valid_from or date.min
+        ends = self.valid_to or date.max
+        return starts <= last_day and ends >= first_day
+
+
 class Customer(StrictModel):
     id: Identifier
     name: PlainText
@@ -426,6 +448,7 @@ class Customer(StrictModel):
     billing_period: BillingPeriod = BillingPeriod.MONTHLY
     parent: Identifier | None = None
     addons: list[AddonSubscription] = []
+    coupons: list[Coupon] = []
     siren: str | None = None
 
     @model_validator(mode="after")

@@ -174,3 +174,31 @@ def test_an_invoice_that_its_rated_detail_no_longer_explains_is_refused(books: W
     os.replace(f"{lines}.tmp", lines)
     with pytest.raises(InvoicingError, match="no longer explains the posting"):
         issue(books, OCTOBER, ISSUE_DAY)
+
+
+def test_coupons_discount_the_invoice_and_the_revenue(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    coupons = [
+        {"id": "WELCOME10", "percent": "10", "valid_from": date(2026, 10, 1),
+         "valid_to": date(2026, 12, 31)},
+        {"id": "NET2", "amount": "0.02", "family": "Network"},
+        {"id": "EXPIRED", "percent": "50", "valid_to": date(2026, 9, 30)},
+    ]  # fmt: skip
+    workspace = make_workspace(customers=[customer("fr-post", coupons=coupons, siren="732829320")])
+    ingest(workspace, [write_jsonl(tmp_path / "u.jsonl", usage("fr-post", 10))])
+    rate_months(workspace, [OCTOBER])
+    post(workspace, OCTOBER, date(2026, 11, 2))
+    [draft] = preview(workspace, OCTOBER, ISSUE_DAY)
+    discounts = [line for line in draft.lines if line.description.startswith("Discount")]
+    before = sum(line.net_minor for line in draft.lines if line not in discounts)
+    assert [line.net_minor for line in discounts] == [-round(before / 10), -2]
+    assert all(line.quantity == -1 and line.unit_price > 0 for line in discounts)  # BR-27
+    [number] = issue(workspace, OCTOBER, ISSUE_DAY).issued
+    assert validate_cii((workspace.invoices_dir / f"{number}.cii.xml").read_bytes(), True) == []
+    assert validate_ubl((workspace.invoices_dir / f"{number}.ubl.xml").read_bytes(), True) == []
+    books = load_books(workspace.ledger_path, "EUR")
+    assert books.balances(["Income:Discounts"]) == {
+        "Income:Discounts": -sum(line.net_minor for line in discounts)
+    }
+    assert receivable(workspace, "fr-post") == draft.due_minor
