@@ -1,0 +1,175 @@
+"""1,000 invoices: derivation, rendering per format, validation, and issuance on all cores.
+
+    .venv/bin/python bench/bench_invoices.py
+
+A workspace of 1,000 monthly organizations (postpaid, prepaid, provisioned; a quarter
+of them reverse-charge customers in Germany) with a month of usage is rated and posted
+first (not measured). Then: deriving every invoice from the ledger; rendering a sample of
+100 in one process, format by format (CPU seconds per invoice); validating their CII and
+UBL with the official schematrons; and issuing all 1,000 (numbers, HTML, PDF/A-3 with
+Factur-X, UBL, ledger) with one worker per core — wall time and CPU per invoice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import resource
+import sys
+import time
+import tomllib
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import facturx  # noqa: E402
+import weasyprint  # noqa: E402
+
+from beanbill.examples import german_vat_id, write_toml  # noqa: E402
+from bench.bench_ledger import make_workspace  # noqa: E402
+from ledger.einvoice import cii_xml, validate_cii  # noqa: E402
+from ledger.invoicing import issue, preview, seller_legal_line  # noqa: E402
+from ledger.post import post, record_credit  # noqa: E402
+from ledger.render import invoice_html  # noqa: E402
+from ledger.ubl import ubl_xml, validate_ubl  # noqa: E402
+from rating.config import BillingMode  # noqa: E402
+from rating.ingest import ingest  # noqa: E402
+from rating.periods import Month  # noqa: E402
+from rating.rate import rate_months  # noqa: E402
+from rating.workspace import CUSTOMERS_FILE, Workspace  # noqa: E402
+
+ORGANIZATIONS = 1_000
+SAMPLE = 100
+MONTH = Month(2026, 10)
+
+
+def build(root: Path) -> Workspace:
+    make_workspace(root, ORGANIZATIONS, ("monthly",))
+    customers = tomllib.loads((root / CUSTOMERS_FILE).read_text())["customer"]
+    rng = random.Random(5)
+    for index, record in enumerate(customers):
+        if index % 4 == 3:  # reverse-charge customers in Germany
+            record["country"] = "DE"
+            record["vat_id"] = german_vat_id(rng)
+    write_toml(root / CUSTOMERS_FILE, {"customer": customers})
+    workspace = Workspace.load(root)
+    events = io.StringIO()
+    for index, customer in enumerate(workspace.customers.customer):
+        for resource_index in range(3):
+            day = 1 + (index + resource_index) % 28
+            record = {
+                "id": f"{customer.id}-{resource_index}",
+                "org": customer.id,
+                "resource": f"{customer.id}/app-{resource_index}",
+                "meter": "cpu",
+                "start": f"2026-10-{day:02d}T08:00:00Z",
+                "end": f"2026-10-{day + 1:02d}T20:00:00Z",
+                "quantity": str(1 + resource_index),
+            }
+            events.write(json.dumps(record) + "\n")
+        events.write(
+            json.dumps(
+                {
+                    "id": f"{customer.id}-egress",
+                    "org": customer.id,
+                    "resource": f"{customer.id}/lb",
+                    "meter": "egress",
+                    "at": "2026-10-15T12:00:00Z",
+                    "quantity": "345.678",
+                }
+            )
+            + "\n"
+        )
+    usage = root / "usage.jsonl"
+    usage.write_text(events.getvalue())
+    ingest(workspace, [usage])
+    rate_months(workspace, [MONTH])
+    for customer in workspace.customers.customer:
+        if customer.billing_mode is not BillingMode.POSTPAID:
+            record_credit(
+                workspace, customer.id, "purchase", "20.00", date(2026, 10, 1), None, 100, None
+            )
+    post(workspace, MONTH, date(2026, 11, 2))
+    return workspace
+
+
+def cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def measure(label: str, work: list[object], step: object) -> tuple[str, str]:
+    started = time.process_time()
+    for item in work:
+        step(item)  # type: ignore[operator]
+    per_invoice = (time.process_time() - started) / len(work)
+    return label, f"{per_invoice * 1000:.0f} ms CPU"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT / "bench" / "data")
+    arguments = parser.parse_args()
+    workspace = build(arguments.data / "invoices-1k")
+    rows: list[tuple[str, str]] = []
+    started = time.perf_counter()
+    drafts = preview(workspace, MONTH, date(2026, 11, 3))
+    seconds = time.perf_counter() - started
+    rows.append(
+        (
+            f"derive {len(drafts):,} invoices from the ledger",
+            f"{seconds:.1f} s, {seconds / len(drafts) * 1000:.1f} ms each",
+        )
+    )
+    sample = drafts[:SAMPLE]
+    legal = seller_legal_line(workspace)
+    htmls = {id(d): invoice_html(d, legal) for d in sample}
+    rows.append(measure("HTML (Jinja2)", sample, lambda d: invoice_html(d, legal)))
+    rows.append(
+        measure(
+            "PDF/A-3b (WeasyPrint)",
+            sample,
+            lambda d: weasyprint.HTML(string=htmls[id(d)]).write_pdf(pdf_variant="pdf/a-3b"),
+        )
+    )
+    pdf = weasyprint.HTML(string=htmls[id(sample[0])]).write_pdf(pdf_variant="pdf/a-3b")
+    rows.append(
+        measure(
+            "Factur-X: CII + embed (factur-x)",
+            sample,
+            lambda d: facturx.generate_from_binary(
+                pdf, cii_xml(d), flavor="factur-x", level="en16931", check_xsd=True
+            ),
+        )
+    )
+    rows.append(measure("UBL (lxml)", sample, ubl_xml))
+    rows.append(
+        measure(
+            "validation: CII + UBL schematrons (saxonche)",
+            sample,
+            lambda d: (validate_cii(cii_xml(d), True), validate_ubl(ubl_xml(d), True)),
+        )
+    )
+    cpu_before, started = cpu_seconds(), time.perf_counter()
+    summary = issue(workspace, MONTH, date(2026, 11, 3))
+    wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before
+    count = len(summary.issued)
+    rows.append(
+        (
+            f"issue {count:,} invoices, all cores (HTML, PDF/A-3 + Factur-X, UBL, ledger)",
+            f"{wall:.1f} s wall, {count / wall:.1f} invoices/s",
+        )
+    )
+    rows.append(("CPU per issued invoice", f"{cpu / count * 1000:.0f} ms"))
+    print("| measure | result |\n|---|---|")
+    for label, value in rows:
+        print(f"| {label} | {value} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
