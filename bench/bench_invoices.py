@@ -108,7 +108,7 @@ def measure(label: str, work: list[object], step: object) -> tuple[str, str]:
     for item in work:
         step(item)  # type: ignore[operator]
     per_invoice = (time.process_time() - started) / len(work)
-    return label, f"{per_invoice * 1000:.0f} ms CPU"
+    return label, f"{per_invoice * 1000:.1f} ms CPU"
 
 
 def main() -> None:
