@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -146,20 +147,34 @@ class Books:
                         remaining[lot_id] -= self.minor(number)
         return remaining
 
+    @cached_property
+    def _transactions_by_id(self) -> dict[str, data.Transaction]:
+        return {
+            str(entry.meta[TXN_ID_KEY]): entry
+            for entry in self.entries
+            if isinstance(entry, data.Transaction) and TXN_ID_KEY in entry.meta
+        }
+
     def transaction(self, txn_id: str) -> Transaction:
         """A posted transaction as beanbill's typed record (to reverse it, for instance)."""
-        for entry in self.entries:
-            if isinstance(entry, data.Transaction) and entry.meta.get(TXN_ID_KEY) == txn_id:
-                postings = tuple(
-                    Posting(p.account, self.minor(p.units.number), p.units.currency,
-                            tuple(_user_meta(p.meta).items()))
-                    for p in entry.postings
-                    if p.units is not None and p.units.number is not None
-                )  # fmt: skip
-                meta = tuple((k, v) for k, v in _user_meta(entry.meta).items() if k != TXN_ID_KEY)
-                return Transaction(entry.date, txn_id, entry.narration or "", postings,
-                                   tuple(sorted(entry.links)), meta)  # fmt: skip
-        raise LedgerLoadError(f"no transaction with txn-id {txn_id!r} in the ledger")
+        entry = self._transactions_by_id.get(txn_id)
+        if entry is None:
+            raise LedgerLoadError(f"no transaction with txn-id {txn_id!r} in the ledger")
+        postings = tuple(
+            Posting(
+                p.account,
+                self.minor(p.units.number),
+                p.units.currency,
+                tuple(_user_meta(p.meta).items()),
+            )
+            for p in entry.postings
+            if p.units is not None and p.units.number is not None
+        )
+        meta = tuple((k, v) for k, v in _user_meta(entry.meta).items() if k != TXN_ID_KEY)
+        narration = entry.narration or ""
+        return Transaction(
+            entry.date, txn_id, narration, postings, tuple(sorted(entry.links)), meta
+        )
 
     def usage_versions(self) -> dict[tuple[str, str, str], UsageVersion]:
         """(org, period, day or "") → the consumption transaction in force (not reversed)."""
