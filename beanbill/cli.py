@@ -25,7 +25,6 @@ from beanbill.examples import write_configuration
 from beanbill.report import render_summary
 from ledger.books import ledger_errors, load_books
 from ledger.entries import format_minor
-from ledger.invoicing import credit_note, issue, issued_keys, preview
 from ledger.post import balance, post, record_credit
 from rating.errors import BeanbillError, WorkspaceError
 from rating.ingest import IngestSummary, ingest, summary_as_json
@@ -363,6 +362,8 @@ def invoice_group(
       beanbill invoice show INV-2026-000001   what an issued invoice says
       beanbill invoice credit INV-2026-000001 cancel it with a credit note
     """
+    from ledger.invoicing import issue  # the PDF stack loads only here
+
     if context.invoked_subcommand is not None:
         return
     if period is None:
@@ -381,6 +382,8 @@ def invoice_group(
 @reports_errors
 def invoice_draft(workspace: Path, period: str) -> None:
     """Preview the invoices due up to PERIOD: no number, nothing written."""
+    from ledger.invoicing import preview  # the PDF stack loads only here
+
     loaded = Workspace.load(workspace)
     currency = loaded.settings.billing.currency
     for document in preview(loaded, Month.parse(period), datetime.now(UTC).date()):
@@ -419,12 +422,16 @@ def invoice_show(workspace: Path, number: str) -> None:
 @reports_errors
 def invoice_credit(workspace: Path, number: str) -> None:
     """Cancel invoice NUMBER with a credit note (its own series); the period is due again."""
+    from ledger.invoicing import credit_note  # the PDF stack loads only here
+
     loaded = Workspace.load(workspace)
     credit_number, pdf = credit_note(loaded, number, datetime.now(UTC).date())
     click.echo(f"credit note {credit_number} cancels {number}: {pdf}")
 
 
 def _invoice_number_of(workspace: Workspace, org: str) -> str | None:
+    from ledger.invoicing import issued_keys  # the PDF stack loads only here
+
     books = load_books(workspace.ledger_path, workspace.settings.billing.currency)
     numbers = sorted(n for key, n in issued_keys(books).items() if key.split(":")[1] == org)
     return numbers[0] if numbers else None
@@ -463,6 +470,8 @@ def fava_command(workspace: Path, port: int) -> None:
 @reports_errors
 def demo_command(workspace: Path, seed: int, customers: int) -> None:
     """Build a demo workspace, generate a month of usage, ingest it, rate it, summarize it."""
+    from ledger.invoicing import credit_note, issue  # the PDF stack loads only here
+
     workspace = workspace.resolve()
     if workspace.exists():
         if not (workspace / SETTINGS_FILE).exists():
