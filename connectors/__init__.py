@@ -1,1 +1,2 @@
-"""Connectors: one small adapter module per external system (later issue)."""
+"""Connectors: one small adapter module per external system (``connectors.base`` is the
+interface every adapter implements)."""

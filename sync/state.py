@@ -1,0 +1,248 @@
+"""The sync engine's durable state: what was pushed where, and the inbox of webhook events.
+
+``SyncState`` is the small interface the engine uses; ``SqliteSyncState`` is the embedded
+default (WAL, synchronous=FULL, one transaction per change) so a crash loses nothing.
+Another store (PostgreSQL) only has to implement the same methods. The schema carries a
+version and is migrated forward on open.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+from rating.errors import BeanbillError
+
+STATE_FILE = "sync.sqlite"
+BUSY_TIMEOUT_SECONDS = 30.0
+MAX_ERROR_LENGTH = 2_000
+MAX_EVENT_BYTES = 1_000_000
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE push (
+        document TEXT NOT NULL,
+        target TEXT NOT NULL,
+        status TEXT NOT NULL,
+        remote_ids TEXT NOT NULL DEFAULT '{}',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (document, target)
+    );
+    CREATE TABLE inbox (
+        source TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        processed_at TEXT,
+        PRIMARY KEY (source, event_id)
+    );
+    """,
+)
+
+
+class SyncStateError(BeanbillError):
+    """The sync state cannot be read or is newer than this beanbill."""
+
+
+class PushStatus(StrEnum):
+    PENDING = "pending"
+    SYNCED = "synced"
+    DEAD = "dead"  # gave up: permanent error or attempts exhausted; `sync retry` re-queues
+
+
+class PushRecord(NamedTuple):
+    document: str
+    target: str
+    status: PushStatus
+    remote_ids: dict[str, str]
+    attempts: int
+    last_error: str | None
+    updated_at: str
+
+
+class InboxEvent(NamedTuple):
+    source: str
+    event_id: str
+    event_type: str
+    payload: dict[str, Any]
+    received_at: str
+
+
+class SyncState(Protocol):
+    def record_attempt(self, document: str, target: str, error: str | None) -> PushRecord: ...
+    def mark_synced(self, document: str, target: str, remote_ids: dict[str, str]) -> None: ...
+    def mark_dead(self, document: str, target: str, reason: str) -> None: ...
+    def get(self, document: str, target: str) -> PushRecord | None: ...
+    def records(self, target: str | None = None) -> list[PushRecord]: ...
+    def requeue_dead(self, target: str | None = None) -> int: ...
+    def store_event(
+        self, source: str, event_id: str, event_type: str, payload: dict[str, Any]
+    ) -> bool: ...
+    def unprocessed_events(self, source: str, limit: int) -> list[InboxEvent]: ...
+    def mark_processed(self, source: str, event_id: str) -> None: ...
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class SqliteSyncState:
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / STATE_FILE
+        with self._connection() as connection:
+            self._migrate(connection)
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = FULL")
+            yield connection
+        finally:
+            connection.close()
+
+    def _migrate(self, connection: sqlite3.Connection) -> None:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            (version,) = connection.execute("PRAGMA user_version").fetchone()
+            if version > len(MIGRATIONS):
+                raise SyncStateError(
+                    f"{self.path} has schema version {version}; this beanbill knows "
+                    f"{len(MIGRATIONS)}: upgrade beanbill"
+                )
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    connection.execute(statement)
+                connection.execute(f"PRAGMA user_version = {number}")
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+
+    def schema_version(self) -> int:
+        with self._connection() as connection:
+            return int(connection.execute("PRAGMA user_version").fetchone()[0])
+
+    def record_attempt(self, document: str, target: str, error: str | None) -> PushRecord:
+        now = _now()
+        with self._connection() as connection:
+            connection.execute(
+                "INSERT INTO push (document, target, status, attempts, last_error, created_at, "
+                "updated_at) VALUES (?, ?, 'pending', 1, ?, ?, ?) "
+                "ON CONFLICT (document, target) DO UPDATE SET attempts = attempts + 1, "
+                "last_error = excluded.last_error, updated_at = excluded.updated_at",
+                (document, target, (error or "")[:MAX_ERROR_LENGTH] or None, now, now),
+            )
+        record = self.get(document, target)
+        if record is None:
+            raise SyncStateError(f"{document} → {target}: attempt was not recorded")
+        return record
+
+    def _set(self, document: str, target: str, status: PushStatus, **fields: str | None) -> None:
+        assignments = "".join(f", {name} = ?" for name in fields)
+        with self._connection() as connection:
+            updated = connection.execute(
+                f"UPDATE push SET status = ?, updated_at = ?{assignments} "
+                "WHERE document = ? AND target = ?",
+                (status.value, _now(), *fields.values(), document, target),
+            ).rowcount
+        if updated != 1:
+            raise SyncStateError(f"{document} → {target}: no attempt recorded")
+
+    def mark_synced(self, document: str, target: str, remote_ids: dict[str, str]) -> None:
+        self._set(
+            document,
+            target,
+            PushStatus.SYNCED,
+            remote_ids=json.dumps(remote_ids, sort_keys=True),
+            last_error=None,
+        )
+
+    def mark_dead(self, document: str, target: str, reason: str) -> None:
+        self._set(document, target, PushStatus.DEAD, last_error=reason[:MAX_ERROR_LENGTH])
+
+    def get(self, document: str, target: str) -> PushRecord | None:
+        with self._connection() as connection:
+            row = connection.execute(
+                "SELECT document, target, status, remote_ids, attempts, last_error, updated_at "
+                "FROM push WHERE document = ? AND target = ?",
+                (document, target),
+            ).fetchone()
+        return _record(row) if row else None
+
+    def records(self, target: str | None = None) -> list[PushRecord]:
+        query = (
+            "SELECT document, target, status, remote_ids, attempts, last_error, updated_at "
+            "FROM push"
+        )
+        with self._connection() as connection:
+            if target is None:
+                rows = connection.execute(f"{query} ORDER BY target, document").fetchall()
+            else:
+                rows = connection.execute(
+                    f"{query} WHERE target = ? ORDER BY document", (target,)
+                ).fetchall()
+        return [_record(row) for row in rows]
+
+    def requeue_dead(self, target: str | None = None) -> int:
+        with self._connection() as connection:
+            if target is None:
+                cursor = connection.execute(
+                    "UPDATE push SET status = 'pending', attempts = 0 WHERE status = 'dead'"
+                )
+            else:
+                cursor = connection.execute(
+                    "UPDATE push SET status = 'pending', attempts = 0 "
+                    "WHERE status = 'dead' AND target = ?",
+                    (target,),
+                )
+            return int(cursor.rowcount)
+
+    def store_event(
+        self, source: str, event_id: str, event_type: str, payload: dict[str, Any]
+    ) -> bool:
+        """Keep an event durably before it is acknowledged; False if it was already kept."""
+        text = json.dumps(payload, sort_keys=True)
+        if len(text) > MAX_EVENT_BYTES:
+            raise SyncStateError(f"event {event_id}: payload over {MAX_EVENT_BYTES} bytes")
+        with self._connection() as connection:
+            cursor = connection.execute(
+                "INSERT OR IGNORE INTO inbox (source, event_id, event_type, payload, received_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (source, event_id, event_type, text, _now()),
+            )
+            return cursor.rowcount == 1
+
+    def unprocessed_events(self, source: str, limit: int) -> list[InboxEvent]:
+        with self._connection() as connection:
+            rows = connection.execute(
+                "SELECT source, event_id, event_type, payload, received_at FROM inbox "
+                "WHERE source = ? AND processed_at IS NULL ORDER BY received_at, event_id LIMIT ?",
+                (source, limit),
+            ).fetchall()
+        return [InboxEvent(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
+    def mark_processed(self, source: str, event_id: str) -> None:
+        with self._connection() as connection:
+            connection.execute(
+                "UPDATE inbox SET processed_at = coalesce(processed_at, ?) "
+                "WHERE source = ? AND event_id = ?",
+                (_now(), source, event_id),
+            )
+
+
+def _record(row: tuple[Any, ...]) -> PushRecord:
+    return PushRecord(
+        row[0], row[1], PushStatus(row[2]), json.loads(row[3]), row[4], row[5], row[6]
+    )
