@@ -1,0 +1,1 @@
+"""Launchers for the real test peers (localstripe, ...), kept small and documented."""
