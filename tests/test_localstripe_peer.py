@@ -27,8 +27,10 @@ def localstripe() -> Iterator[str]:
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "tests.peers.localstripe_launcher", str(port)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + STARTUP_SECONDS
     while True:
         try:
@@ -48,15 +50,24 @@ def localstripe() -> Iterator[str]:
 
 def test_the_stripe_sdk_creates_and_finds_a_customer_on_localstripe(localstripe: str) -> None:
     client = stripe.StripeClient("sk_test_beanbill", base_addresses={"api": localstripe})
-    created = client.customers.create(params={
-        "name": "Acme SAS", "email": "billing@acme.example", "metadata": {"beanbill_org": "org-0001"},
-    })  # fmt: skip
+    created = client.customers.create(
+        params={
+            "name": "Acme SAS",
+            "email": "billing@acme.example",
+            "metadata": {"beanbill_org": "org-0001"},
+        }
+    )
     assert created.id.startswith("cus_")
     found = client.customers.retrieve(created.id)
     assert found.metadata["beanbill_org"] == "org-0001"
-    item = client.invoice_items.create(params={
-        "customer": created.id, "amount": 1234, "currency": "eur", "description": "vCPU",
-    })  # fmt: skip
+    item = client.invoice_items.create(
+        params={
+            "customer": created.id,
+            "amount": 1234,
+            "currency": "eur",
+            "description": "vCPU",
+        }
+    )
     assert item.amount == 1234
 
 
