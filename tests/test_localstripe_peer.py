@@ -50,7 +50,7 @@ def localstripe() -> Iterator[str]:
 
 def test_the_stripe_sdk_creates_and_finds_a_customer_on_localstripe(localstripe: str) -> None:
     client = stripe.StripeClient("sk_test_beanbill", base_addresses={"api": localstripe})
-    created = client.customers.create(
+    created = client.v1.customers.create(
         params={
             "name": "Acme SAS",
             "email": "billing@acme.example",
@@ -58,9 +58,9 @@ def test_the_stripe_sdk_creates_and_finds_a_customer_on_localstripe(localstripe:
         }
     )
     assert created.id.startswith("cus_")
-    found = client.customers.retrieve(created.id)
+    found = client.v1.customers.retrieve(created.id)
     assert found.metadata["beanbill_org"] == "org-0001"
-    item = client.invoice_items.create(
+    item = client.v1.invoice_items.create(
         params={
             "customer": created.id,
             "amount": 1234,
