@@ -623,9 +623,18 @@ def issue(workspace: Workspace, up_to: Month, issue_date: date) -> IssueSummary:
             raise InvoicingError(f"{len(due)} invoices due: at most {MAX_INVOICES_PER_RUN} per run")
         ordered = sorted(due, key=lambda item: (item.key not in pending, item.key))
         series = series_name(workspace.settings.invoicing.invoice_series, issue_date)
+        # Derive everything before numbering anything: an invoice that cannot be derived
+        # (its rated detail drifted, say) must not hold a number while it waits.
+        drafts = {item.key: derive(workspace, item, "PENDING", issue_date) for item in ordered}
         numbered = [(item, numbers.assign(series, item.key, issue_date)) for item in ordered]
         crash_point("assign")
-        rendered = _render_all(workspace, numbered)
+        derived_all = [
+            _numbered(drafts[item.key], assigned)
+            if assigned.issue_date == issue_date
+            else derive(workspace, item, assigned.number, assigned.issue_date)
+            for item, assigned in numbered
+        ]
+        rendered = _render_all(workspace, derived_all)
         crash_point("render")
         by_file: dict[str, list[Entry]] = defaultdict(list)
         for (item, assigned), (derived, paths) in zip(numbered, rendered, strict=True):
@@ -644,25 +653,25 @@ def issue(workspace: Workspace, up_to: Month, issue_date: date) -> IssueSummary:
     return IssueSummary(tuple(issued), tuple(files))
 
 
-def _render_one(
-    workspace: Workspace, item: DueInvoice, assigned: Assigned
-) -> tuple[Derived, dict[str, str]]:
-    derived = derive(workspace, item, assigned.number, assigned.issue_date)
+def _numbered(draft: Derived, assigned: Assigned) -> Derived:
+    document = replace(draft.document, number=assigned.number)
+    return replace(draft, document=document)
+
+
+def _render_one(workspace: Workspace, derived: Derived) -> tuple[Derived, dict[str, str]]:
     return derived, write_documents(workspace, derived.document)
 
 
 def _render_all(
-    workspace: Workspace, numbered: list[tuple[DueInvoice, Assigned]]
+    workspace: Workspace, derived_all: list[Derived]
 ) -> list[tuple[Derived, dict[str, str]]]:
-    """Derive and render on every core: documents are independent once numbered."""
+    """Render on every core: documents are independent once numbered."""
     workers = min(os.cpu_count() or 1, MAX_RENDER_WORKERS)
-    if len(numbered) < 2 or workers < 2:
-        return [_render_one(workspace, item, assigned) for item, assigned in numbered]
+    if len(derived_all) < 2 or workers < 2:
+        return [_render_one(workspace, derived) for derived in derived_all]
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [
-            pool.submit(_render_one, workspace, item, assigned) for item, assigned in numbered
-        ]
+        futures = [pool.submit(_render_one, workspace, derived) for derived in derived_all]
         return [future.result() for future in futures]
 
 

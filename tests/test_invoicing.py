@@ -174,6 +174,7 @@ def test_an_invoice_that_its_rated_detail_no_longer_explains_is_refused(books: W
     os.replace(f"{lines}.tmp", lines)
     with pytest.raises(InvoicingError, match="no longer explains the posting"):
         issue(books, OCTOBER, ISSUE_DAY)
+    assert InvoiceNumbers(books.state_dir).all() == []  # no number waits on a broken invoice
 
 
 def test_coupons_discount_the_invoice_and_the_revenue(
