@@ -40,7 +40,7 @@ class PermanentError(BeanbillError):
     """Retrying cannot help (a 4xx other than 409/429, a validation error): dead-letter it."""
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
+def _retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     value = {k.lower(): v for k, v in headers.items()}.get("retry-after")
     if value is None:
         return None
@@ -59,7 +59,7 @@ def classify(status: int, headers: Mapping[str, str], message: str) -> BeanbillE
     if should_retry == "false":
         return PermanentError(f"HTTP {status} (peer says do not retry): {message}")
     if should_retry == "true" or status in TRANSIENT_STATUSES or status >= 500:
-        return TransientError(f"HTTP {status}: {message}", _retry_after(headers))
+        return TransientError(f"HTTP {status}: {message}", _retry_after_seconds(headers))
     return PermanentError(f"HTTP {status}: {message}")
 
 
@@ -69,7 +69,7 @@ class RetryPolicy:
     base_seconds: float = DEFAULT_BASE_SECONDS
     max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS
 
-    def wait(self, state: RetryCallState) -> float:
+    def wait_seconds(self, state: RetryCallState) -> float:
         ceiling = min(self.max_wait_seconds, self.base_seconds * 2 ** (state.attempt_number - 1))
         wait = random.uniform(0, ceiling)  # full jitter
         error = state.outcome.exception() if state.outcome else None
@@ -81,7 +81,7 @@ class RetryPolicy:
         """Run ``operation``, retrying transient errors; the last error propagates."""
         retrying = Retrying(
             stop=stop_after_attempt(self.attempts),
-            wait=self.wait,
+            wait=self.wait_seconds,
             retry=retry_if_exception_type(TransientError),
             reraise=True,
             sleep=sleep or time.sleep,
