@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from beancount import loader
 from beancount.core import data
 
-from ledger.entries import TXN_ID_KEY, Open, Posting, Transaction, minor_digits
+from ledger.entries import TXN_ID_KEY, Open, Posting, Transaction, minor_digits, user_meta
 from ledger.main_file import BOOKS_OPEN_DATE
 from ledger.text import components_by_id
 from rating.config import Customer
@@ -165,12 +165,12 @@ class Books:
                 p.account,
                 self.minor(p.units.number),
                 p.units.currency,
-                tuple(_user_meta(p.meta).items()),
+                tuple(user_meta(p.meta).items()),
             )
             for p in entry.postings
             if p.units is not None and p.units.number is not None
         )
-        meta = tuple((k, v) for k, v in _user_meta(entry.meta).items() if k != TXN_ID_KEY)
+        meta = tuple((k, v) for k, v in user_meta(entry.meta).items() if k != TXN_ID_KEY)
         narration = entry.narration or ""
         return Transaction(
             entry.date, txn_id, narration, postings, tuple(sorted(entry.links)), meta
@@ -213,10 +213,6 @@ def ledger_errors(main_path: Path) -> list[str]:
     """Beancount's own verdict on the ledger (what bean-check prints), as messages."""
     _, errors, _ = loader.load_file(str(main_path))
     return [str(error.message) for error in errors]
-
-
-def _user_meta(meta: dict[str, Any] | None) -> dict[str, Any]:
-    return {k: v for k, v in (meta or {}).items() if k not in ("filename", "lineno")}
 
 
 def load_books(main_path: Path, currency: str) -> Books:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ledger.text import LedgerTextError, check_metadata_key, quoted
 
@@ -20,6 +20,11 @@ TXN_ID_KEY = "txn-id"
 
 MetaValue = str | Decimal | date | bool
 Meta = tuple[tuple[str, MetaValue], ...]
+
+
+def user_meta(meta: dict[str, Any] | None) -> dict[str, Any]:
+    """A parsed entry's metadata without the parser's own keys (filename, lineno)."""
+    return {k: v for k, v in (meta or {}).items() if k not in ("filename", "lineno")}
 
 
 def minor_digits(currency: str) -> int:

@@ -72,6 +72,14 @@ def crash_point(step: str) -> None:
         os._exit(86)
 
 
+def family_of(income_account: str) -> str:
+    """The product family an income account books: the inverse of ``income_account``."""
+    for family, account in FAMILY_ACCOUNTS.items():
+        if account == income_account:
+            return family
+    return income_account.rsplit(":", 1)[-1]
+
+
 @dataclass(frozen=True)
 class Consumption:
     """One posted consumption transaction, read back from the ledger."""
@@ -85,22 +93,19 @@ class Consumption:
     day: date | None
 
     def income_by_family(self) -> dict[str, int]:
-        families = {account: family for family, account in FAMILY_ACCOUNTS.items()}
         result: dict[str, int] = {}
         for posting in self.transaction.postings:
             if posting.account.startswith("Income:"):
-                family = families.get(posting.account, posting.account.rsplit(":", 1)[-1])
+                family = family_of(posting.account)
                 result[family] = result.get(family, 0) - posting.amount_minor
         return result
 
     def rated_atto_by_family(self) -> dict[str, int]:
-        families = {account: family for family, account in FAMILY_ACCOUNTS.items()}
         result: dict[str, int] = {}
         for posting in self.transaction.postings:
             rated = dict(posting.meta).get("rated-amount")
             if posting.account.startswith("Income:") and isinstance(rated, Decimal):
-                family = families.get(posting.account, posting.account.rsplit(":", 1)[-1])
-                result[family] = int(rated.scaleb(AMOUNT_SCALE))
+                result[family_of(posting.account)] = int(rated.scaleb(AMOUNT_SCALE))
         return result
 
     def credits_drawn(self) -> int:

@@ -11,18 +11,17 @@ first. Numbers therefore form an unbroken sequence per series.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import NamedTuple
 
 from rating.errors import BeanbillError
+from rating.storage import sqlite_state
 
 STATE_FILE = "invoices.sqlite"
-BUSY_TIMEOUT_SECONDS = 30.0
 SERIES_PATTERN = re.compile(r"^[A-Z][A-Z0-9-]{0,31}$")
 NUMBER_DIGITS = 6
 MAX_NUMBER = 10**NUMBER_DIGITS - 1
@@ -62,17 +61,8 @@ class InvoiceNumbers:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / STATE_FILE
 
-    @contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
-        try:
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = FULL")
-            connection.executescript(SCHEMA)
-            yield connection
-        finally:
-            connection.close()
+    def _connection(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return sqlite_state(self.path, SCHEMA)
 
     def assign(self, series: str, document_key: str, issue_date: date) -> Assigned:
         """The number of ``document_key``, assigning the next one of ``series`` if it has none.

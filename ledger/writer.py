@@ -21,7 +21,7 @@ from pathlib import Path
 from beancount.core import data
 from beancount.parser import parser
 
-from ledger.entries import TXN_ID_KEY, Document, Entry, Open, format_minor, render
+from ledger.entries import TXN_ID_KEY, Document, Entry, Open, format_minor, render, user_meta
 from ledger.main_file import INCLUDE_MARKER
 from rating.errors import BeanbillError
 from rating.storage import exclusive_lock, fsync_directory, write_bytes_atomically
@@ -59,7 +59,7 @@ def _blocks_by_txn_id(text: str) -> dict[str, tuple[int, str]]:
 
 
 def _same(entry: Entry, parsed: data.Directive) -> bool:
-    meta = _user_meta(parsed.meta)
+    meta = user_meta(parsed.meta)
     if isinstance(entry, Document):
         return (
             isinstance(parsed, data.Document)
@@ -83,7 +83,7 @@ def _same(entry: Entry, parsed: data.Directive) -> bool:
     if any(p.units is None or p.units.number is None for p in parsed.postings):
         return False  # an amount left for Beancount to interpolate: never ours
     postings = [
-        (p.account, format(p.units.number, "f"), p.units.currency, _user_meta(p.meta))
+        (p.account, format(p.units.number, "f"), p.units.currency, user_meta(p.meta))
         for p in parsed.postings
         if p.units is not None
     ]
@@ -96,10 +96,6 @@ def _same(entry: Entry, parsed: data.Directive) -> bool:
         and set(parsed.links) == set(entry.links)
         and postings == expected
     )
-
-
-def _user_meta(meta: dict[str, object] | None) -> dict[str, object]:
-    return {k: v for k, v in (meta or {}).items() if k not in ("filename", "lineno")}
 
 
 def round_trip(entries: Sequence[Entry], text: str) -> None:

@@ -7,50 +7,35 @@ closes them). Events that arrive later for a closed period are still stored, fla
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from rating.storage import sqlite_state
+
 STATE_FILE = "periods.sqlite"
-BUSY_TIMEOUT_SECONDS = 30.0
+SCHEMA = """CREATE TABLE IF NOT EXISTS closed_period (
+    org TEXT NOT NULL, period TEXT NOT NULL, closed_at TEXT NOT NULL, PRIMARY KEY (org, period));"""
 
 
 class ClosedPeriods:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / STATE_FILE
 
-    def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS)
-        connection.execute("PRAGMA journal_mode = WAL")
-        connection.execute("PRAGMA synchronous = FULL")
-        connection.execute(
-            "CREATE TABLE IF NOT EXISTS closed_period ("
-            " org TEXT NOT NULL, period TEXT NOT NULL, closed_at TEXT NOT NULL,"
-            " PRIMARY KEY (org, period))"
-        )
-        return connection
-
     def close(self, keys: Iterable[tuple[str, str]]) -> None:
         """Close (org, period) pairs; closing one twice keeps the first closing time."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        connection = self._connect()
-        try:
-            with connection:
-                connection.executemany(
-                    "INSERT OR IGNORE INTO closed_period VALUES (?, ?, ?)",
-                    [(org, period, now) for org, period in keys],
-                )
-        finally:
-            connection.close()
+        with sqlite_state(self.path, SCHEMA) as connection:
+            connection.execute("BEGIN")
+            connection.executemany(
+                "INSERT OR IGNORE INTO closed_period VALUES (?, ?, ?)",
+                [(org, period, now) for org, period in keys],
+            )
+            connection.execute("COMMIT")
 
     def all_keys(self) -> list[tuple[str, str]]:
         if not self.path.exists():
             return []
-        connection = self._connect()
-        try:
+        with sqlite_state(self.path, SCHEMA) as connection:
             rows = connection.execute("SELECT org, period FROM closed_period").fetchall()
-        finally:
-            connection.close()
         return [(str(org), str(period)) for org, period in rows]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,3 +75,21 @@ def exclusive_lock(
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+
+
+@contextlib.contextmanager
+def sqlite_state(path: Path, schema: str = "") -> Iterator[sqlite3.Connection]:
+    """A durable state database: WAL, synchronous=FULL, autocommit (callers BEGIN themselves)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_SECONDS, isolation_level=None)
+    try:
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = FULL")
+        if schema:
+            connection.executescript(schema)
+        yield connection
+    finally:
+        connection.close()

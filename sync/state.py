@@ -8,19 +8,18 @@ version and is migrated forward on open.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from rating.errors import BeanbillError
+from rating.storage import sqlite_state
 
 STATE_FILE = "sync.sqlite"
-BUSY_TIMEOUT_SECONDS = 30.0
 MAX_ERROR_LENGTH = 2_000
 MAX_EVENT_BYTES = 1_000_000
 MIGRATIONS: tuple[str, ...] = (
@@ -101,16 +100,8 @@ class SqliteSyncState:
         with self._connection() as connection:
             self._migrate(connection)
 
-    @contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
-        try:
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = FULL")
-            yield connection
-        finally:
-            connection.close()
+    def _connection(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return sqlite_state(self.path)
 
     def _migrate(self, connection: sqlite3.Connection) -> None:
         connection.execute("BEGIN IMMEDIATE")
