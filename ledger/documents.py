@@ -11,10 +11,18 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
+from pathlib import Path
+
+from pydantic import TypeAdapter, ValidationError
 
 from ledger.vat import VatBreakdown, VatLine, VatTreatment, breakdown
+from rating.errors import BeanbillError
 
 MAX_PRICE_DECIMALS = 6
+
+
+class DocumentError(BeanbillError):
+    """An issued document's snapshot is missing or unreadable."""
 
 
 class DocumentType(StrEnum):
@@ -82,3 +90,18 @@ class InvoiceDocument:
     @property
     def due_minor(self) -> int:
         return self.gross_minor - self.paid_minor
+
+
+_SNAPSHOT = TypeAdapter(InvoiceDocument)
+
+
+def document_json(document: InvoiceDocument) -> bytes:
+    """The issued document as data: connectors push exactly what was issued, not a re-derivation."""
+    return _SNAPSHOT.dump_json(document, indent=1)
+
+
+def load_document(path: Path) -> InvoiceDocument:
+    try:
+        return _SNAPSHOT.validate_json(path.read_bytes())
+    except (OSError, ValidationError) as error:
+        raise DocumentError(f"{path}: not a readable document snapshot: {error}") from error

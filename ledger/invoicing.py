@@ -33,7 +33,7 @@ from pathlib import Path
 import duckdb
 
 from ledger.books import LOT_KEY, Books, OrganizationAccounts, load_books, organization_accounts
-from ledger.documents import DocumentType, InvoiceDocument, InvoiceLine, Party
+from ledger.documents import DocumentType, InvoiceDocument, InvoiceLine, Party, document_json
 from ledger.einvoice import cii_xml
 from ledger.entries import Document, Entry, Posting, Transaction, minor_digits
 from ledger.main_file import FAMILY_ACCOUNTS
@@ -576,6 +576,7 @@ def write_documents(workspace: Workspace, document: InvoiceDocument) -> dict[str
     }
     if document.type is DocumentType.INVOICE:
         outputs["ubl"] = (f"{document.number}.ubl.xml", ubl_xml(document))
+    write_bytes_atomically(folder / f"{document.number}.json", document_json(document))
     paths = {}
     for kind, (name, data) in outputs.items():
         write_bytes_atomically(folder / name, data)

@@ -27,6 +27,7 @@ def house_accounts(catalog: Catalog) -> list[str]:
         {
             "Assets:Bank:Operating",
             "Assets:Stripe:Balance",
+            "Assets:Stripe:Disputed",
             "Liabilities:VAT:Output",
             "Income:Credits:Expired",
             "Income:Discounts",

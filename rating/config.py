@@ -15,7 +15,7 @@ from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Self, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -210,6 +210,29 @@ class InvoicingSettings(StrictModel):
     early_payment_note: PlainText = "No discount for early payment."
 
 
+class StripeSettings(StrictModel):
+    """The Stripe target. Keys never live here: only the names of the variables holding them."""
+
+    enabled: bool = True
+    api_base: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    api_key_env: str = Field(default="STRIPE_SECRET_KEY", pattern=r"^[A-Z][A-Z0-9_]*$")
+    webhook_secret_env: str = Field(default="STRIPE_WEBHOOK_SECRET", pattern=r"^[A-Z][A-Z0-9_]*$")
+    collection_method: Literal["send_invoice", "charge_automatically"] = "send_invoice"
+    send_invoices: bool = False
+    timeout_seconds: int = Field(default=30, ge=1, le=120)
+    requests_per_second: int = Field(default=20, ge=1, le=100)  # test mode allows 25
+    webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
+
+
+class SyncSettings(StrictModel):
+    """The nightly push: how hard to try, how many at once, and where to."""
+
+    attempts: int = Field(default=6, ge=1, le=12)
+    concurrency: int = Field(default=4, ge=1, le=16)
+    max_wait_seconds: int = Field(default=30, ge=1, le=300)
+    stripe: StripeSettings | None = None
+
+
 class Paths(StrictModel):
     """Where each kind of data lives, relative to the workspace folder."""
 
@@ -228,6 +251,7 @@ class Settings(StrictModel):
     engine: EngineSettings = EngineSettings()
     ledger: LedgerSettings = LedgerSettings()
     invoicing: InvoicingSettings = InvoicingSettings()
+    sync: SyncSettings = SyncSettings()
     paths: Paths = Paths()
 
 

@@ -45,6 +45,26 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (source, event_id)
     );
     """,
+    """
+    ALTER TABLE inbox ADD COLUMN outcome TEXT;
+    CREATE TABLE remote_map (
+        target TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        local_id TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        PRIMARY KEY (target, kind, local_id)
+    );
+    CREATE UNIQUE INDEX remote_map_by_remote ON remote_map (target, kind, remote_id);
+    CREATE TABLE payment_status (
+        target TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        document TEXT,
+        status TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (target, remote_id)
+    );
+    """,
 )
 
 
@@ -68,6 +88,15 @@ class PushRecord(NamedTuple):
     updated_at: str
 
 
+class PaymentStatus(NamedTuple):
+    target: str
+    remote_id: str
+    document: str | None
+    status: str
+    detail: str
+    updated_at: str
+
+
 class InboxEvent(NamedTuple):
     source: str
     event_id: str
@@ -87,7 +116,15 @@ class SyncState(Protocol):
         self, source: str, event_id: str, event_type: str, payload: dict[str, Any]
     ) -> bool: ...
     def unprocessed_events(self, source: str, limit: int) -> list[InboxEvent]: ...
-    def mark_processed(self, source: str, event_id: str) -> None: ...
+    def mark_processed(self, source: str, outcomes: dict[str, str]) -> None: ...
+    def inbox_counts(self, source: str) -> dict[str, int]: ...
+    def remember(self, target: str, kind: str, local_id: str, remote_id: str) -> None: ...
+    def remote_id(self, target: str, kind: str, local_id: str) -> str | None: ...
+    def local_id(self, target: str, kind: str, remote_id: str) -> str | None: ...
+    def set_status(
+        self, target: str, remote_id: str, document: str | None, status: str, detail: str
+    ) -> None: ...
+    def statuses(self, target: str) -> list[PaymentStatus]: ...
 
 
 def _now() -> str:
@@ -224,13 +261,74 @@ class SqliteSyncState:
             ).fetchall()
         return [InboxEvent(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
 
-    def mark_processed(self, source: str, event_id: str) -> None:
+    def mark_processed(self, source: str, outcomes: dict[str, str]) -> None:
+        """Close events (event id → what came of it) in one transaction."""
+        now = _now()
+        with self._connection() as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.executemany(
+                "UPDATE inbox SET processed_at = coalesce(processed_at, ?), outcome = ? "
+                "WHERE source = ? AND event_id = ?",
+                [
+                    (now, outcome[:MAX_ERROR_LENGTH], source, id_)
+                    for id_, outcome in outcomes.items()
+                ],
+            )
+            connection.execute("COMMIT")
+
+    def inbox_counts(self, source: str) -> dict[str, int]:
+        with self._connection() as connection:
+            rows = connection.execute(
+                "SELECT CASE WHEN processed_at IS NULL THEN 'waiting' "
+                "ELSE coalesce(outcome, '') END, count(*) FROM inbox WHERE source = ? GROUP BY 1",
+                (source,),
+            ).fetchall()
+        return {str(outcome): int(count) for outcome, count in rows}
+
+    def remember(self, target: str, kind: str, local_id: str, remote_id: str) -> None:
         with self._connection() as connection:
             connection.execute(
-                "UPDATE inbox SET processed_at = coalesce(processed_at, ?) "
-                "WHERE source = ? AND event_id = ?",
-                (_now(), source, event_id),
+                "INSERT INTO remote_map (target, kind, local_id, remote_id) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (target, kind, local_id) DO UPDATE SET remote_id = excluded.remote_id",
+                (target, kind, local_id, remote_id),
             )
+
+    def remote_id(self, target: str, kind: str, local_id: str) -> str | None:
+        with self._connection() as connection:
+            row = connection.execute(
+                "SELECT remote_id FROM remote_map WHERE target = ? AND kind = ? AND local_id = ?",
+                (target, kind, local_id),
+            ).fetchone()
+        return str(row[0]) if row else None
+
+    def local_id(self, target: str, kind: str, remote_id: str) -> str | None:
+        with self._connection() as connection:
+            row = connection.execute(
+                "SELECT local_id FROM remote_map WHERE target = ? AND kind = ? AND remote_id = ?",
+                (target, kind, remote_id),
+            ).fetchone()
+        return str(row[0]) if row else None
+
+    def set_status(
+        self, target: str, remote_id: str, document: str | None, status: str, detail: str
+    ) -> None:
+        with self._connection() as connection:
+            connection.execute(
+                "INSERT INTO payment_status (target, remote_id, document, status, detail, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (target, remote_id) DO UPDATE "
+                "SET document = coalesce(excluded.document, document), status = excluded.status,"
+                " detail = excluded.detail, updated_at = excluded.updated_at",
+                (target, remote_id, document, status, detail[:MAX_ERROR_LENGTH], _now()),
+            )
+
+    def statuses(self, target: str) -> list[PaymentStatus]:
+        with self._connection() as connection:
+            rows = connection.execute(
+                "SELECT target, remote_id, document, status, detail, updated_at "
+                "FROM payment_status WHERE target = ? ORDER BY updated_at, remote_id",
+                (target,),
+            ).fetchall()
+        return [PaymentStatus(*row) for row in rows]
 
 
 def _record(row: tuple[Any, ...]) -> PushRecord:

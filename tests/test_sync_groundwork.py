@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from connectors.base import idempotency_key
+from sync.interface import idempotency_key
 from sync.retry import PermanentError, RetryPolicy, TransientError, classify
-from sync.state import PushStatus, SqliteSyncState, SyncStateError
+from sync.state import MIGRATIONS, PushStatus, SqliteSyncState, SyncStateError
 
 
 def test_push_records_survive_reopening_and_dead_letters_can_be_requeued(tmp_path: Path) -> None:
@@ -29,7 +29,7 @@ def test_push_records_survive_reopening_and_dead_letters_can_be_requeued(tmp_pat
     assert [r.status for r in reopened.records("stripe")] == [PushStatus.SYNCED, PushStatus.DEAD]
     assert reopened.requeue_dead("stripe") == 1
     assert reopened.get("INV-2026-000002", "stripe").status is PushStatus.PENDING  # type: ignore[union-attr]
-    assert reopened.schema_version() == 1
+    assert reopened.schema_version() == len(MIGRATIONS)
 
 
 def test_the_inbox_keeps_each_event_once_until_processed(tmp_path: Path) -> None:
@@ -38,7 +38,7 @@ def test_the_inbox_keeps_each_event_once_until_processed(tmp_path: Path) -> None
     assert not state.store_event("stripe", "evt_1", "invoice.paid", {"id": "evt_1", "amount": 1234})
     state.store_event("stripe", "evt_2", "charge.refunded", {"id": "evt_2"})
     assert [e.event_id for e in state.unprocessed_events("stripe", 10)] == ["evt_1", "evt_2"]
-    state.mark_processed("stripe", "evt_1")
+    state.mark_processed("stripe", {"evt_1": "posted"})
     assert [e.event_id for e in SqliteSyncState(tmp_path).unprocessed_events("stripe", 10)] == [
         "evt_2"
     ]

@@ -1,0 +1,534 @@
+"""Stripe: issued invoices become finalized Stripe invoices; Stripe's money comes back as movements.
+
+An invoice is pushed as a draft Stripe invoice (our number and organization in its
+metadata), one invoice item per line of ours (plus one per VAT rate and one for prepaid
+credits applied, so that Stripe's total is our amount due to the cent whatever Stripe's
+own tax rounding would be), then finalized. Every call carries an idempotency key; before
+creating anything the connector looks for it first (customers by metadata search, invoices
+by listing the customer's, lines by listing the draft's), so a create that timed out after
+reaching Stripe is found instead of duplicated, even after the 24 h key retention.
+
+beanbill never voids an issued invoice (French law wants a credit note), so our credit
+notes become Stripe credit notes on the invoice they correct.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
+from typing import Any, NamedTuple, TypeVar
+from zoneinfo import ZoneInfo
+
+import stripe
+
+from ledger.documents import DocumentType, InvoiceDocument
+from rating.config import StripeSettings
+from sync.interface import (
+    Interpretation,
+    Movement,
+    MovementKind,
+    RemoteDocument,
+    RemoteInvoice,
+    StatusChange,
+    WebhookEvent,
+    WebhookRejected,
+    idempotency_key,
+)
+from sync.limits import RateLimiter
+from sync.retry import PermanentError, TransientError, classify
+
+# Pinned: the shapes below (no invoice.charge, payments listed apart) are this version's.
+STRIPE_API_VERSION = "2026-10-28.endive"
+TARGET = "stripe"
+MAX_LINES_PER_INVOICE = 250  # Stripe's limit of line items on one invoice
+PAGE_SIZE = 100
+MAX_LISTED = 10_000
+MAX_WEBHOOK_BYTES = 512_000
+NUMBER_KEY = "beanbill_number"
+ORG_KEY = "beanbill_org"
+LINE_KEY = "beanbill_line"
+
+T = TypeVar("T")
+
+
+class StripeMismatchError(PermanentError):
+    """Stripe's total differs from ours: nothing is marked synced, a human must look."""
+
+
+class StripeLine(NamedTuple):
+    key: str
+    description: str
+    amount_minor: int
+
+
+def stripe_lines(document: InvoiceDocument) -> list[StripeLine]:
+    """Our lines, VAT per rate and credits applied: they sum to the amount due exactly."""
+    lines = [
+        StripeLine(f"line-{index}", line.description, line.net_minor)
+        for index, line in enumerate(document.lines, start=1)
+    ]
+    lines += [
+        StripeLine(
+            f"vat-{entry.category}-{entry.rate_percent}",
+            f"VAT {entry.rate_percent}% ({entry.category})",
+            entry.tax_minor,
+        )
+        for entry in document.vat_breakdown()
+        if entry.tax_minor
+    ]
+    if document.paid_minor:
+        lines.append(StripeLine("prepaid", "Prepaid credits applied", -document.paid_minor))
+    if sum(line.amount_minor for line in lines) != document.due_minor:
+        raise PermanentError(f"{document.number}: Stripe lines do not sum to the amount due")
+    return lines
+
+
+def _error(error: stripe.StripeError) -> TransientError | PermanentError:
+    if isinstance(error, stripe.APIConnectionError):
+        return TransientError(f"network: {error.user_message or error}")
+    headers = {str(k): str(v) for k, v in dict(error.headers or {}).items()}
+    status = error.http_status or 0
+    classified = classify(status, headers, str(error.user_message or error))
+    if classified is None or isinstance(classified, (TransientError, PermanentError)):
+        return classified or PermanentError(f"unexpected success error: {error}")
+    return PermanentError(str(classified))
+
+
+def local_day(timestamp: int, timezone: str) -> date:
+    return datetime.fromtimestamp(timestamp, UTC).astimezone(ZoneInfo(timezone)).date()
+
+
+class StripeConnector:
+    name = TARGET
+
+    def __init__(
+        self,
+        settings: StripeSettings,
+        api_key: str,
+        webhook_secret: str | None,
+        payment_days: int,
+        timezone: str,
+    ) -> None:
+        if not api_key:
+            raise PermanentError(f"no Stripe key: set {settings.api_key_env}")
+        self.settings = settings
+        self.webhook_secret = webhook_secret
+        self.payment_days = payment_days
+        self.timezone = timezone
+        self.limiter = RateLimiter(settings.requests_per_second)
+        self.calls = 0
+        self.client = stripe.StripeClient(
+            api_key,
+            stripe_version=STRIPE_API_VERSION,
+            base_addresses={"api": settings.api_base} if settings.api_base else None,
+            max_network_retries=0,  # ours retry, after looking before creating again
+            http_client=stripe.HTTPXClient(
+                timeout=settings.timeout_seconds, allow_sync_methods=True
+            ),
+        )
+
+    def _call(self, operation: Callable[[], T]) -> T:
+        self.limiter.wait()
+        self.calls += 1
+        try:
+            return operation()
+        except stripe.StripeError as error:
+            raise _error(error) from error
+
+    # --- push -----------------------------------------------------------------------------
+
+    def push(self, document: InvoiceDocument, known: dict[str, str]) -> RemoteDocument:
+        if document.type is DocumentType.CREDIT_NOTE:
+            return self._push_credit_note(document, known)
+        return self._push_invoice(document, known)
+
+    def find(self, document: InvoiceDocument) -> RemoteDocument | None:
+        customer = self._find_customer(document.buyer_reference or "")
+        if customer is None:
+            return None
+        invoice = self._find_invoice(customer, document.number)
+        if invoice is None:
+            return None
+        return self._remote(invoice, customer)
+
+    def _remote(self, invoice: stripe.Invoice, customer: str) -> RemoteDocument:
+        return RemoteDocument(
+            {"customer": customer, "invoice": str(invoice.id)},
+            str(invoice.status),
+            int(invoice.total),
+        )
+
+    def _push_invoice(self, document: InvoiceDocument, known: dict[str, str]) -> RemoteDocument:
+        lines = stripe_lines(document)
+        if len(lines) > MAX_LINES_PER_INVOICE:
+            raise PermanentError(
+                f"{document.number}: {len(lines)} lines, Stripe takes {MAX_LINES_PER_INVOICE}"
+            )
+        customer = known.get("customer") or self._upsert_customer(document)
+        invoice = self._find_invoice(customer, document.number) or self._create_invoice(
+            document, customer
+        )
+        if invoice.status == "draft":
+            self._add_missing_lines(document, str(invoice.id), customer, lines)
+            invoice = self._call(
+                lambda: self.client.v1.invoices.finalize_invoice(
+                    str(invoice.id),
+                    params={"auto_advance": False},
+                    options={"idempotency_key": self._key(document, "finalize")},
+                )
+            )
+        if int(invoice.total) != document.due_minor:
+            raise StripeMismatchError(
+                f"{document.number}: Stripe invoice {invoice.id} totals {invoice.total}, "
+                f"ours {document.due_minor} (minor units)"
+            )
+        if self.settings.send_invoices and invoice.status == "open":
+            self._call(
+                lambda: self.client.v1.invoices.send_invoice(
+                    str(invoice.id), options={"idempotency_key": self._key(document, "send")}
+                )
+            )
+        return self._remote(invoice, customer)
+
+    def _key(self, document: InvoiceDocument, operation: str) -> str:
+        return idempotency_key(TARGET, document.number, operation)
+
+    def _find_customer(self, org: str) -> str | None:
+        query = f"metadata['{ORG_KEY}']:'{org}'"
+        found = self._call(
+            lambda: self.client.v1.customers.search(params={"query": query, "limit": 2})
+        )
+        ids = sorted(str(customer.id) for customer in found.data)
+        if len(ids) > 1:
+            raise PermanentError(f"organization {org} has {len(ids)} Stripe customers: {ids}")
+        return ids[0] if ids else None
+
+    def _upsert_customer(self, document: InvoiceDocument) -> str:
+        org = document.buyer_reference or ""
+        if not org:
+            raise PermanentError(f"{document.number}: no buyer organization id")
+        existing = self._find_customer(org)
+        buyer = document.buyer
+        if existing is not None:
+            return existing
+        created = self._call(
+            lambda: self.client.v1.customers.create(
+                params={
+                    "name": buyer.name,
+                    "email": buyer.email or "",
+                    "metadata": {ORG_KEY: org},
+                },
+                options={"idempotency_key": idempotency_key(TARGET, org, "create-customer")},
+            )
+        )
+        return str(created.id)
+
+    def _find_invoice(self, customer: str, number: str) -> stripe.Invoice | None:
+        found = [
+            invoice
+            for invoice in self._list(
+                lambda: self.client.v1.invoices.list(
+                    params={"customer": customer, "limit": PAGE_SIZE}
+                )
+            )
+            if (invoice.metadata or {}).get(NUMBER_KEY) == number
+        ]
+        if len(found) > 1:
+            raise PermanentError(f"{number} is {len(found)} Stripe invoices: look at {customer}")
+        return found[0] if found else None
+
+    def _list(self, first_page: Callable[[], Any]) -> list[Any]:
+        """Every object of a listing, pages fetched by the SDK; bounded like everything."""
+        page = self._call(first_page)
+        items: list[Any] = []
+        try:
+            for item in page.auto_paging_iter():
+                items.append(item)
+                if len(items) > MAX_LISTED:
+                    raise PermanentError(f"more than {MAX_LISTED} objects in one listing")
+        except stripe.StripeError as error:
+            raise _error(error) from error
+        return items
+
+    def _create_invoice(self, document: InvoiceDocument, customer: str) -> stripe.Invoice:
+        collection = self.settings.collection_method
+        return self._call(
+            lambda: self.client.v1.invoices.create(
+                params={
+                    "customer": customer,
+                    "currency": document.currency.lower(),
+                    "collection_method": collection,
+                    "auto_advance": False,
+                    "pending_invoice_items_behavior": "exclude",
+                    "description": f"Invoice {document.number}",
+                    "metadata": {
+                        NUMBER_KEY: document.number,
+                        ORG_KEY: document.buyer_reference or "",
+                    },
+                    "days_until_due": self.payment_days,
+                },
+                options={"idempotency_key": self._key(document, "create-invoice")},
+            )
+        )
+
+    def _add_missing_lines(
+        self, document: InvoiceDocument, invoice: str, customer: str, lines: list[StripeLine]
+    ) -> None:
+        present = {
+            (line.metadata or {}).get(LINE_KEY)
+            for line in self._list(
+                lambda: self.client.v1.invoices.line_items.list(
+                    invoice, params={"limit": PAGE_SIZE}
+                )
+            )
+        }
+        for line in lines:
+            if line.key in present:
+                continue
+            self._call(
+                lambda line=line: self.client.v1.invoice_items.create(  # type: ignore[misc]
+                    params={
+                        "customer": customer,
+                        "invoice": invoice,
+                        "amount": line.amount_minor,
+                        "currency": document.currency.lower(),
+                        "description": line.description,
+                        "metadata": {LINE_KEY: line.key, NUMBER_KEY: document.number},
+                    },
+                    options={"idempotency_key": self._key(document, f"line:{line.key}")},
+                )
+            )
+
+    def _push_credit_note(self, note: InvoiceDocument, known: dict[str, str]) -> RemoteDocument:
+        invoice_id = known.get("invoice")
+        if not invoice_id:
+            raise TransientError(f"{note.number}: invoice {note.preceding_number} not pushed yet")
+        customer = known.get("customer", "")
+        existing = [
+            credit
+            for credit in self._list(
+                lambda: self.client.v1.credit_notes.list(
+                    params={"invoice": invoice_id, "limit": PAGE_SIZE}
+                )
+            )
+            if (credit.metadata or {}).get(NUMBER_KEY) == note.number
+        ]
+        if note.due_minor == 0:
+            return RemoteDocument({"customer": customer, "invoice": invoice_id}, "nothing due", 0)
+        credit = existing[0] if existing else self._create_credit_note(note, invoice_id)
+        if int(credit.total) != note.due_minor:
+            raise StripeMismatchError(
+                f"{note.number}: Stripe credit note {credit.id} totals {credit.total}, "
+                f"ours {note.due_minor} (minor units)"
+            )
+        ids = {"customer": customer, "invoice": invoice_id, "credit_note": str(credit.id)}
+        return RemoteDocument(ids, str(credit.status), int(credit.total))
+
+    def _create_credit_note(self, note: InvoiceDocument, invoice_id: str) -> stripe.CreditNote:
+        invoice = self._call(lambda: self.client.v1.invoices.retrieve(invoice_id))
+        # Credit notes on a paid invoice must say where the money goes: the customer's balance.
+        settled = note.due_minor if invoice.status == "paid" else 0
+        return self._call(
+            lambda: self.client.v1.credit_notes.create(
+                params={
+                    "invoice": invoice_id,
+                    "lines": [
+                        {
+                            "type": "custom_line_item",
+                            "description": f"Credit note {note.number} cancelling "
+                            f"{note.preceding_number}",
+                            "quantity": 1,
+                            "unit_amount": note.due_minor,
+                        }
+                    ],
+                    "memo": f"Credit note {note.number}",
+                    "metadata": {NUMBER_KEY: note.number, ORG_KEY: note.buyer_reference or ""},
+                    "credit_amount": settled,
+                },
+                options={"idempotency_key": self._key(note, "create-credit-note")},
+            )
+        )
+
+    # --- webhooks -------------------------------------------------------------------------
+
+    def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> WebhookEvent:
+        if not self.webhook_secret:
+            raise WebhookRejected(f"no webhook secret: set {self.settings.webhook_secret_env}")
+        if len(body) > MAX_WEBHOOK_BYTES:
+            raise WebhookRejected(f"body over {MAX_WEBHOOK_BYTES} bytes")
+        signature = {k.lower(): v for k, v in headers.items()}.get("stripe-signature")
+        try:
+            stripe.WebhookSignature.verify_header(
+                body, signature, self.webhook_secret, self.settings.webhook_tolerance_seconds
+            )
+            payload = json.loads(body)
+        except (stripe.SignatureVerificationError, ValueError) as error:
+            raise WebhookRejected(f"rejected: {error}") from error
+        if not isinstance(payload, dict):
+            raise WebhookRejected("rejected: the body is not an event object")
+        event_id, event_type = payload.get("id"), payload.get("type")
+        if not isinstance(event_id, str) or not isinstance(event_type, str):
+            raise WebhookRejected("rejected: the event has no id or type")
+        return WebhookEvent(event_id, event_type, payload)
+
+    def interpret(self, event: WebhookEvent) -> Interpretation:
+        data = event.payload.get("data", {})
+        item = data.get("object", {}) if isinstance(data, dict) else {}
+        if not isinstance(item, dict):
+            return Interpretation((), ())
+        handler = EVENT_HANDLERS.get(event.event_type)
+        return handler(self, item) if handler else Interpretation((), ())
+
+    def _invoice_paid(self, invoice: dict[str, Any]) -> Interpretation:
+        payment = self.payment_of(invoice)
+        return Interpretation((payment,) if payment else (), ())
+
+    def payment_of(self, invoice: dict[str, Any]) -> Movement | None:
+        metadata = invoice.get("metadata") or {}
+        paid = int(invoice.get("amount_paid") or 0)
+        if invoice.get("status") != "paid" or paid <= 0:
+            return None
+        paid_at = (invoice.get("status_transitions") or {}).get("paid_at") or invoice["created"]
+        return Movement(
+            f"stripe-payment:{invoice['id']}",
+            MovementKind.PAYMENT,
+            local_day(int(paid_at), self.timezone),
+            paid,
+            str(invoice["currency"]).upper(),
+            str(invoice["id"]),
+            metadata.get(NUMBER_KEY),
+            metadata.get(ORG_KEY),
+            invoice.get("customer"),
+        )
+
+    def _payment_failed(self, invoice: dict[str, Any]) -> Interpretation:
+        number = (invoice.get("metadata") or {}).get(NUMBER_KEY)
+        change = StatusChange(str(invoice["id"]), "payment_failed", number, "payment failed")
+        return Interpretation((), (change,))
+
+    def _charge_refunded(self, charge: dict[str, Any]) -> Interpretation:
+        refunds = (charge.get("refunds") or {}).get("data") or []
+        return Interpretation(tuple(self.refund_of(refund, charge) for refund in refunds), ())
+
+    def refund_of(self, refund: dict[str, Any], charge: dict[str, Any]) -> Movement:
+        return Movement(
+            f"stripe-refund:{refund['id']}",
+            MovementKind.REFUND,
+            local_day(int(refund["created"]), self.timezone),
+            int(refund["amount"]),
+            str(refund["currency"]).upper(),
+            str(refund["id"]),
+            remote_customer=charge.get("customer"),
+        )
+
+    def _dispute(self, dispute: dict[str, Any]) -> Interpretation:
+        movements = self.dispute_movements(dispute)
+        change = StatusChange(
+            str(dispute["id"]), f"dispute {dispute.get('status')}", None, str(dispute.get("reason"))
+        )
+        return Interpretation(tuple(movements), (change,))
+
+    def dispute_movements(self, dispute: dict[str, Any]) -> list[Movement]:
+        def movement(kind: MovementKind, suffix: str) -> Movement:
+            return Movement(
+                f"stripe-{suffix}:{dispute['id']}",
+                kind,
+                local_day(int(dispute["created"]), self.timezone),
+                int(dispute["amount"]),
+                str(dispute["currency"]).upper(),
+                str(dispute["id"]),
+                remote_customer=dispute.get("customer"),
+            )
+
+        result = [movement(MovementKind.DISPUTE_HOLD, "dispute")]
+        if dispute.get("status") == "won":
+            result.append(movement(MovementKind.DISPUTE_WON, "dispute-won"))
+        elif dispute.get("status") == "lost":
+            result.append(movement(MovementKind.DISPUTE_LOST, "dispute-lost"))
+        return result
+
+    def _payout_paid(self, payout: dict[str, Any]) -> Interpretation:
+        return Interpretation((self.payout_of(payout),), ())
+
+    def payout_of(self, payout: dict[str, Any]) -> Movement:
+        return Movement(
+            f"stripe-payout:{payout['id']}",
+            MovementKind.PAYOUT,
+            local_day(int(payout.get("arrival_date") or payout["created"]), self.timezone),
+            int(payout["amount"]),
+            str(payout["currency"]).upper(),
+            str(payout["id"]),
+        )
+
+    # --- reconciliation -------------------------------------------------------------------
+
+    def remote_invoices(self, since: date) -> list[RemoteInvoice]:
+        start = int(datetime.combine(since, datetime.min.time(), UTC).timestamp())
+        invoices = self._list(
+            lambda: self.client.v1.invoices.list(
+                params={"created": {"gte": start}, "limit": PAGE_SIZE}
+            )
+        )
+        return [self._remote_invoice(invoice.to_dict()) for invoice in invoices]
+
+    def _remote_invoice(self, invoice: dict[str, Any]) -> RemoteInvoice:
+        metadata = invoice.get("metadata") or {}
+        return RemoteInvoice(
+            str(invoice["id"]),
+            metadata.get(NUMBER_KEY),
+            metadata.get(ORG_KEY),
+            str(invoice.get("status")),
+            int(invoice.get("total") or 0),
+            int(invoice.get("amount_paid") or 0),
+            self.payment_of(invoice),
+        )
+
+    def movements_since(self, since: date) -> list[Movement]:
+        """Refunds, payouts, disputes and fees since ``since``, as the webhooks would say."""
+        start = int(datetime.combine(since, datetime.min.time(), UTC).timestamp())
+        v1 = self.client.v1
+        movements: list[Movement] = []
+        for refund in self._list(
+            lambda: v1.refunds.list(params={"created": {"gte": start}, "limit": PAGE_SIZE})
+        ):
+            charge = self._call(functools.partial(v1.charges.retrieve, str(refund.charge)))
+            movements.append(self.refund_of(refund.to_dict(), charge.to_dict()))
+        for payout in self._list(
+            lambda: v1.payouts.list(params={"created": {"gte": start}, "limit": PAGE_SIZE})
+        ):
+            if payout.status == "paid":
+                movements.append(self.payout_of(payout.to_dict()))
+        for dispute in self._list(
+            lambda: v1.disputes.list(params={"created": {"gte": start}, "limit": PAGE_SIZE})
+        ):
+            movements += self.dispute_movements(dispute.to_dict())
+        for transaction in self._list(
+            lambda: v1.balance_transactions.list(
+                params={"created": {"gte": start}, "limit": PAGE_SIZE}
+            )
+        ):
+            if int(transaction.fee) > 0:
+                movements.append(
+                    Movement(
+                        f"stripe-fee:{transaction.id}",
+                        MovementKind.FEE,
+                        local_day(int(transaction.created), self.timezone),
+                        int(transaction.fee),
+                        str(transaction.currency).upper(),
+                        str(transaction.id),
+                    )
+                )
+        return movements
+
+
+EVENT_HANDLERS: dict[str, Callable[[StripeConnector, dict[str, Any]], Interpretation]] = {
+    "invoice.paid": StripeConnector._invoice_paid,
+    "invoice.payment_succeeded": StripeConnector._invoice_paid,
+    "invoice.payment_failed": StripeConnector._payment_failed,
+    "charge.refunded": StripeConnector._charge_refunded,
+    "charge.dispute.created": StripeConnector._dispute,
+    "charge.dispute.closed": StripeConnector._dispute,
+    "payout.paid": StripeConnector._payout_paid,
+}

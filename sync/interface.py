@@ -1,0 +1,127 @@
+"""The one small interface every external system's adapter implements, and what it returns.
+
+A connector pushes beanbill's issued documents (``ledger.documents.InvoiceDocument``),
+finds them again by beanbill's number (look before create: a timed-out create must not
+duplicate), verifies and parses the webhooks its system sends, and turns what happened
+remotely (payments, refunds, fees, payouts, disputes) into ``Movement`` records. The sync
+engine turns movements into ledger entries, so a connector never writes the ledger; a new
+system is one module under ``connectors/`` implementing ``Connector``, and its tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+from enum import StrEnum
+from typing import Any, NamedTuple, Protocol
+
+from ledger.documents import InvoiceDocument
+from rating.errors import BeanbillError
+
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+class WebhookRejected(BeanbillError):
+    """A webhook whose signature is missing, wrong or stale, or whose body is not an event."""
+
+
+class RemoteDocument(NamedTuple):
+    """Where a document lives in the external system, and its state there."""
+
+    remote_ids: dict[str, str]
+    status: str
+    total_minor: int
+
+
+class WebhookEvent(NamedTuple):
+    event_id: str
+    event_type: str
+    payload: dict[str, Any]
+
+
+class MovementKind(StrEnum):
+    PAYMENT = "payment"  # clearing ← receivable
+    REFUND = "refund"  # receivable ← clearing
+    FEE = "fee"  # fees expense ← clearing
+    PAYOUT = "payout"  # bank ← clearing
+    DISPUTE_HOLD = "dispute-hold"  # disputed ← clearing
+    DISPUTE_WON = "dispute-won"  # clearing ← disputed
+    DISPUTE_LOST = "dispute-lost"  # receivable ← disputed: the customer owes it again
+
+
+class Movement(NamedTuple):
+    """Money that moved in the external system; ``txn_id`` is the same from every path."""
+
+    txn_id: str
+    kind: MovementKind
+    day: date
+    amount_minor: int
+    currency: str
+    remote_id: str
+    document: str | None = None  # our invoice number, when the remote object carries it
+    org: str | None = None  # our organization, when the remote object carries it
+    remote_customer: str | None = None  # resolved to an organization by the sync state
+
+
+class StatusChange(NamedTuple):
+    """A payment state worth showing (failed, disputed) that moves no money by itself."""
+
+    remote_id: str
+    status: str
+    document: str | None
+    detail: str
+
+
+class Interpretation(NamedTuple):
+    movements: tuple[Movement, ...]
+    statuses: tuple[StatusChange, ...]
+
+
+class RemoteInvoice(NamedTuple):
+    """An invoice as the remote system has it, for reconciliation."""
+
+    remote_id: str
+    number: str | None  # None: not made by beanbill
+    org: str | None
+    status: str
+    total_minor: int
+    paid_minor: int
+    payment: Movement | None
+
+
+class Connector(Protocol):
+    name: str
+
+    def find(self, document: InvoiceDocument) -> RemoteDocument | None:
+        """The document as the remote system has it, found by our number; None if absent."""
+        ...
+
+    def push(self, document: InvoiceDocument, known: dict[str, str]) -> RemoteDocument:
+        """Create the document remotely, or finish a half-done push; safe to repeat.
+
+        ``known`` holds the remote ids of what this document refers to (its customer, the
+        invoice a credit note corrects) as the sync state remembers them.
+        """
+        ...
+
+    def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> WebhookEvent:
+        """Verify the signature over the raw body, then parse; raise WebhookRejected."""
+        ...
+
+    def interpret(self, event: WebhookEvent) -> Interpretation:
+        """What an event means for the books; unknown events mean nothing (not an error)."""
+        ...
+
+    def remote_invoices(self, since: date) -> list[RemoteInvoice]: ...
+
+    def movements_since(self, since: date) -> list[Movement]:
+        """What moved since ``since``, with the txn-ids the webhook path gives the same facts."""
+        ...
+
+
+def idempotency_key(target: str, document_number: str, operation: str) -> str:
+    """Stable across retries and runs: the same operation always carries the same key."""
+    key = f"beanbill:{target}:{document_number}:{operation}"
+    if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise ValueError(f"idempotency key over {MAX_IDEMPOTENCY_KEY_LENGTH} characters: {key}")
+    return key
