@@ -8,25 +8,31 @@ Exit codes scripts can rely on:
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shutil
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import ParamSpec, TypeVar
 
 import click
 
 from beanbill import demo as demo_module
 from beanbill.examples import write_configuration
+from beanbill.exits import reports_errors
 from beanbill.report import render_summary
+from beanbill.sync_commands import (
+    DEFAULT_RECONCILE_DAYS,
+    run_push,
+    run_reconcile,
+    serve_command,
+    sync_group,
+)
 from ledger.books import ledger_errors, load_books
 from ledger.entries import format_minor
 from ledger.post import balance, post, record_credit
-from rating.errors import BeanbillError, WorkspaceError
+from rating.errors import WorkspaceError
 from rating.ingest import IngestSummary, ingest, summary_as_json
 from rating.periods import Month, parse_month_range
 from rating.rate import RatedMonth, rate_months
@@ -34,27 +40,8 @@ from rating.workspace import SETTINGS_FILE, Workspace
 
 EXIT_OK = 0
 EXIT_REJECTS = 1
-EXIT_ERROR = 2
 DEMO_CUSTOMERS = 50
 INIT_CUSTOMERS = 6
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn beanbill's named errors into a clear message and exit code 2, no traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except BeanbillError as error:
-            click.echo(f"error: {error}", err=True)
-            sys.exit(EXIT_ERROR)
-
-    return wrapper
-
 
 workspace_option = click.option(
     "--workspace",
@@ -529,3 +516,52 @@ def demo_command(workspace: Path, seed: int, customers: int) -> None:
     click.echo(f"bean-check: {errors if errors else 'no errors'}")
     click.echo(f"Results: {loaded.rated_dir}  rejects: {loaded.rejects_dir}")
     click.echo(f"Ledger: {loaded.ledger_path}  (browse it: beanbill fava -w {loaded.root})")
+
+
+@main.command(name="run")
+@workspace_option
+@click.option("--period", "-p", default=None, help="The month to bill (default: last month).")
+@click.option(
+    "--as-of",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Today for the job (default: today, UTC): closes periods, dates invoices.",
+)
+@reports_errors
+def run_command(workspace: Path, period: str | None, as_of: datetime | None) -> None:
+    """The nightly job: ingest inbox/, rate, post, invoice, sync push, reconcile.
+
+    Every step is idempotent, so a failed night is fixed by running it again. Exits 1
+    when something needs a human (rejected events, dead letters, discrepancies).
+    """
+    from ledger.invoicing import issue
+
+    loaded = Workspace.load(workspace)
+    day = as_of.date() if as_of else datetime.now(UTC).date()
+    month = Month.parse(period) if period else Month(day.year, day.month).previous()
+    inbox = sorted(
+        path
+        for path in (loaded.root / "inbox").glob("*")
+        if path.suffix in {".jsonl", ".csv", ".parquet"}
+    )
+    attention = False
+    if inbox:
+        ingested = ingest(loaded, inbox)
+        _print_ingest(ingested)
+        attention |= ingested.exit_code != EXIT_OK
+    for result in rate_months(loaded, [month]):
+        _print_rated(result)
+    posted = post(loaded, month, day)
+    click.echo(f"post: {posted.written:,} entries written, {posted.unchanged:,} already posted")
+    issued = issue(loaded, month, day)
+    click.echo(f"invoice: {len(issued.issued):,} issued")
+    pushed = run_push(loaded)
+    reports = run_reconcile(loaded, month.first_day - timedelta(days=DEFAULT_RECONCILE_DAYS))
+    attention |= bool(pushed.dead) or any(report.discrepancies for report in reports)
+    errors = ledger_errors(loaded.ledger_path)
+    click.echo(f"bean-check: {errors if errors else 'no errors'}")
+    sys.exit(EXIT_REJECTS if attention or errors else EXIT_OK)
+
+
+main.add_command(sync_group)
+main.add_command(serve_command)

@@ -96,6 +96,12 @@ def _error(error: stripe.StripeError) -> TransientError | PermanentError:
     return PermanentError(str(classified))
 
 
+def _metadata(obj: Any) -> dict[str, str]:
+    """An object's metadata as a plain dict (the SDK's objects are not dicts)."""
+    value = getattr(obj, "metadata", None)
+    return {str(k): str(v) for k, v in value.to_dict().items()} if value is not None else {}
+
+
 def local_day(timestamp: int, timezone: str) -> date:
     return datetime.fromtimestamp(timestamp, UTC).astimezone(ZoneInfo(timezone)).date()
 
@@ -233,7 +239,7 @@ class StripeConnector:
                     params={"customer": customer, "limit": PAGE_SIZE}
                 )
             )
-            if (invoice.metadata or {}).get(NUMBER_KEY) == number
+            if _metadata(invoice).get(NUMBER_KEY) == number
         ]
         if len(found) > 1:
             raise PermanentError(f"{number} is {len(found)} Stripe invoices: look at {customer}")
@@ -277,7 +283,7 @@ class StripeConnector:
         self, document: InvoiceDocument, invoice: str, customer: str, lines: list[StripeLine]
     ) -> None:
         present = {
-            (line.metadata or {}).get(LINE_KEY)
+            _metadata(line).get(LINE_KEY)
             for line in self._list(
                 lambda: self.client.v1.invoices.line_items.list(
                     invoice, params={"limit": PAGE_SIZE}
@@ -313,7 +319,7 @@ class StripeConnector:
                     params={"invoice": invoice_id, "limit": PAGE_SIZE}
                 )
             )
-            if (credit.metadata or {}).get(NUMBER_KEY) == note.number
+            if _metadata(credit).get(NUMBER_KEY) == note.number
         ]
         if note.due_minor == 0:
             return RemoteDocument({"customer": customer, "invoice": invoice_id}, "nothing due", 0)

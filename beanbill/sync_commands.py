@@ -1,0 +1,165 @@
+"""`beanbill sync …`, `beanbill serve` and `beanbill run`: the external systems and the nightly job.
+
+Exit codes follow the main command: 0 done, 1 done but something needs a human (dead
+letters, discrepancies, rejected input), 2 nothing done.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import click
+
+from beanbill.exits import reports_errors
+from beanbill.targets import connectors, retry_policy, sync_state
+from rating.workspace import Workspace
+from sync.interface import Connector
+from sync.payments import apply_events
+from sync.push import PushSummary, issued_documents, push_all
+from sync.reconcile import ReconcileReport, reconcile
+from sync.state import SqliteSyncState
+
+EXIT_OK = 0
+EXIT_ATTENTION = 1
+DEFAULT_RECONCILE_DAYS = 35
+DEFAULT_PORT = 8787
+
+
+def run_push(workspace: Workspace) -> PushSummary:
+    targets = connectors(workspace)
+    if not targets:
+        click.echo("sync: no target enabled ([sync.stripe] in beanbill.toml)")
+        return PushSummary()
+    documents = issued_documents(workspace)
+    state = sync_state(workspace)
+    total = len(documents) * len(targets)
+    policy = retry_policy(workspace)
+    concurrency = workspace.settings.sync.concurrency
+    if sys.stderr.isatty():
+        with click.progressbar(length=total, label="pushing", file=sys.stderr) as bar:
+            summary = push_all(documents, targets, state, policy, concurrency, bar.update)
+    else:
+        summary = push_all(documents, targets, state, policy, concurrency)
+    click.echo(
+        f"sync push: {len(summary.synced):,} synced now, {summary.already:,} already synced, "
+        f"{len(summary.waiting):,} waiting for their invoice, {len(summary.dead):,} dead letters"
+    )
+    for document, target, reason in summary.dead:
+        click.echo(f"  dead: {document} → {target}: {reason}")
+    for number in summary.waiting:
+        click.echo(f"  waiting: {number} (its invoice is not synced)")
+    return summary
+
+
+def run_reconcile(workspace: Workspace, since: date) -> list[ReconcileReport]:
+    state = sync_state(workspace)
+    reports = []
+    for connector in connectors(workspace):
+        while apply_events(workspace, connector, state):
+            pass  # what webhooks brought first: reconciliation then only fills gaps
+        report = reconcile(workspace, connector, state, since)
+        click.echo(
+            f"reconcile {connector.name} since {since}: {report.checked_invoices:,} invoices, "
+            f"{report.movements:,} movements, {report.posted.posted:,} posted now, "
+            f"{len(report.discrepancies):,} discrepancies"
+        )
+        for line in report.discrepancies:
+            click.echo(f"  {line}")
+        reports.append(report)
+    return reports
+
+
+@click.group(name="sync")
+def sync_group() -> None:
+    """Push issued invoices to external systems; reconcile payments into the ledger."""
+
+
+workspace_option = click.option(
+    "--workspace",
+    "-w",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default="current folder",
+)
+
+
+@sync_group.command(name="push")
+@workspace_option
+@reports_errors
+def push_command(workspace: Path) -> None:
+    """Push every issued invoice and credit note not yet synced to every enabled target."""
+    summary = run_push(Workspace.load(workspace))
+    sys.exit(EXIT_ATTENTION if summary.dead else EXIT_OK)
+
+
+@sync_group.command(name="status")
+@workspace_option
+@reports_errors
+def status_command(workspace: Path) -> None:
+    """What was pushed where, the dead letters, the webhook inbox and payment states."""
+    state = SqliteSyncState(Workspace.load(workspace).state_dir)
+    records = state.records()
+    counts = Counter((record.target, record.status.value) for record in records)
+    for (target, status), count in sorted(counts.items()):
+        click.echo(f"{target:10} {status:8} {count:6,}")
+    for record in records:
+        if record.status.value != "synced":
+            click.echo(
+                f"  {record.document} → {record.target}: {record.status.value} after "
+                f"{record.attempts} attempts: {record.last_error or ''}"
+            )
+    for target in sorted({record.target for record in records}):
+        inbox: Counter[str] = Counter()
+        for outcome, count in state.inbox_counts(target).items():
+            inbox[outcome.split(":", 1)[0]] += count
+        click.echo(f"{target} inbox: " + ", ".join(f"{k} {v:,}" for k, v in sorted(inbox.items())))
+        for payment in state.statuses(target):
+            click.echo(f"  {payment.remote_id} {payment.document or ''} {payment.status}")
+
+
+@sync_group.command(name="retry")
+@workspace_option
+@click.option("--target", default=None, help="Only this target (default: every target).")
+@reports_errors
+def retry_command(workspace: Path, target: str | None) -> None:
+    """Re-queue dead letters; the next `sync push` tries them again."""
+    count = SqliteSyncState(Workspace.load(workspace).state_dir).requeue_dead(target)
+    click.echo(f"{count:,} dead letters re-queued")
+
+
+@sync_group.command(name="reconcile")
+@workspace_option
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help=f"Look at remote objects created since this day (default: {DEFAULT_RECONCILE_DAYS} "
+    "days ago).",
+)
+@reports_errors
+def reconcile_command(workspace: Path, since: datetime | None) -> None:
+    """Post payments, refunds, fees, payouts and disputes the ledger lacks; report the rest."""
+    day = since.date() if since else datetime.now(UTC).date() - timedelta(DEFAULT_RECONCILE_DAYS)
+    reports = run_reconcile(Workspace.load(workspace), day)
+    sys.exit(EXIT_ATTENTION if any(report.discrepancies for report in reports) else EXIT_OK)
+
+
+@click.command(name="serve")
+@workspace_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535))
+@reports_errors
+def serve_command(workspace: Path, host: str, port: int) -> None:
+    """Receive payment webhooks (POST /webhooks/stripe) and post them to the ledger."""
+    import uvicorn
+
+    from sync.serve import create_app
+
+    loaded = Workspace.load(workspace)
+    targets: list[Connector] = connectors(loaded)
+    app = create_app(loaded, targets, sync_state(loaded))
+    click.echo(f"beanbill serve on http://{host}:{port}/webhooks/<target>", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,49 @@
+"""The enabled targets of a workspace, built from its settings and the environment.
+
+Keys are read from environment variables named in the settings, never from files, so no
+secret is written to a workspace, a log or the ledger.
+"""
+
+from __future__ import annotations
+
+import os
+
+from connectors.stripe import StripeConnector
+from rating.errors import BeanbillError
+from rating.workspace import Workspace
+from sync.interface import Connector
+from sync.retry import RetryPolicy
+from sync.state import SqliteSyncState
+
+
+class TargetError(BeanbillError):
+    """A target is enabled but cannot be used (a key is missing)."""
+
+
+def connectors(workspace: Workspace) -> list[Connector]:
+    settings = workspace.settings
+    stripe = settings.sync.stripe
+    result: list[Connector] = []
+    if stripe is not None and stripe.enabled:
+        key = os.environ.get(stripe.api_key_env, "")
+        if not key:
+            raise TargetError(f"Stripe is enabled but {stripe.api_key_env} is not set")
+        result.append(
+            StripeConnector(
+                stripe,
+                key,
+                os.environ.get(stripe.webhook_secret_env) or None,
+                settings.invoicing.payment_days,
+                settings.billing.timezone,
+            )
+        )
+    return result
+
+
+def retry_policy(workspace: Workspace) -> RetryPolicy:
+    sync = workspace.settings.sync
+    return RetryPolicy(attempts=sync.attempts, max_wait_seconds=float(sync.max_wait_seconds))
+
+
+def sync_state(workspace: Workspace) -> SqliteSyncState:
+    return SqliteSyncState(workspace.state_dir)

@@ -1,0 +1,176 @@
+"""Money that moved remotely, posted to the ledger by the single writer.
+
+Webhook events wait in the durable inbox; ``apply_events`` takes a bounded batch, asks the
+connector what each means (``Movement`` records, status changes), turns movements into
+balanced transactions and appends them under the workspace lock, then closes the events.
+A crash between the append and the close is harmless: the same event gives the same
+txn-id, which the writer finds already written. Reconciliation posts through
+``post_movements`` too, so the two paths can never book one fact twice.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+
+from ledger.books import organization_accounts
+from ledger.entries import Entry, Posting, Transaction
+from ledger.writer import LedgerConflictError, LedgerWriter
+from rating.workspace import Workspace
+from sync.interface import Connector, Movement, MovementKind, WebhookEvent
+from sync.state import SyncState
+
+MAX_EVENTS_PER_BATCH = 500
+BANK_ACCOUNT = "Assets:Bank:Operating"
+RECEIVABLE = "receivable"
+# Per target: (clearing balance, disputed funds held, processor fees).
+TARGET_ACCOUNTS = {
+    "stripe": ("Assets:Stripe:Balance", "Assets:Stripe:Disputed", "Expenses:Fees:Stripe"),
+}
+NARRATIONS = {
+    MovementKind.PAYMENT: "payment",
+    MovementKind.REFUND: "refund",
+    MovementKind.FEE: "processing fee",
+    MovementKind.PAYOUT: "payout to the bank",
+    MovementKind.DISPUTE_HOLD: "dispute opened, funds held",
+    MovementKind.DISPUTE_WON: "dispute won, funds released",
+    MovementKind.DISPUTE_LOST: "dispute lost, amount due again",
+}
+
+
+class Unmatched(Exception):
+    """A movement the books cannot take as it is (unknown organization, other currency)."""
+
+
+@dataclass
+class PostSummary:
+    posted: int = 0
+    unchanged: int = 0
+    problems: dict[str, str] = field(default_factory=dict)  # txn-id → why it was not posted
+
+
+def _accounts(kind: MovementKind, target: str, receivable: str | None) -> tuple[str, str]:
+    """(debited, credited) accounts of a movement."""
+    clearing, disputed, fees = TARGET_ACCOUNTS[target]
+    needs_receivable = kind in (
+        MovementKind.PAYMENT,
+        MovementKind.REFUND,
+        MovementKind.DISPUTE_LOST,
+    )
+    if needs_receivable and receivable is None:
+        raise Unmatched("no organization known for it")
+    pairs = {
+        MovementKind.PAYMENT: (clearing, receivable),
+        MovementKind.REFUND: (receivable, clearing),
+        MovementKind.FEE: (fees, clearing),
+        MovementKind.PAYOUT: (BANK_ACCOUNT, clearing),
+        MovementKind.DISPUTE_HOLD: (disputed, clearing),
+        MovementKind.DISPUTE_WON: (clearing, disputed),
+        MovementKind.DISPUTE_LOST: (receivable, disputed),
+    }
+    debit, credit = pairs[kind]
+    return str(debit), str(credit)
+
+
+def movement_entry(
+    movement: Movement, target: str, org: str | None, receivable: str | None, currency: str
+) -> Transaction:
+    """The transaction for one movement; raises Unmatched when the books cannot take it."""
+    if movement.currency != currency:
+        raise Unmatched(f"{movement.currency} is not the books' currency {currency}")
+    if movement.amount_minor <= 0:
+        raise Unmatched(f"amount {movement.amount_minor} is not positive")
+    debit, credit = _accounts(movement.kind, target, receivable)
+    about = f" of invoice {movement.document}" if movement.document else ""
+    meta: list[tuple[str, str | date]] = [("remote-id", movement.remote_id)]
+    if org:
+        meta.append(("org", org))
+    return Transaction(
+        date=movement.day,
+        txn_id=movement.txn_id,
+        narration=f"{target.capitalize()} {NARRATIONS[movement.kind]}{about}",
+        postings=(
+            Posting(debit, movement.amount_minor, currency),
+            Posting(credit, -movement.amount_minor, currency),
+        ),
+        links=(f"invoice-{movement.document}",) if movement.document else (),
+        meta=tuple(meta),
+    )
+
+
+def post_movements(
+    workspace: Workspace, target: str, state: SyncState, movements: list[Movement]
+) -> PostSummary:
+    """Append the movements' transactions (idempotent by txn-id) under the workspace lock."""
+    summary = PostSummary()
+    currency = workspace.settings.billing.currency
+    accounts = organization_accounts(workspace.customers.customer)
+    by_file: dict[str, dict[str, Entry]] = defaultdict(dict)
+    for movement in movements:
+        org = movement.org
+        if org is None and movement.remote_customer:
+            org = state.local_id(target, "customer", movement.remote_customer)
+        receivable = accounts[org].receivable if org in accounts else None
+        try:
+            entry = movement_entry(movement, target, org, receivable, currency)
+        except Unmatched as error:
+            summary.problems[movement.txn_id] = str(error)
+            continue
+        by_file[f"books/{movement.day:%Y-%m}/payments.beancount"][entry.txn_id] = entry
+    writer = LedgerWriter(workspace.ledger_path)
+    with workspace.writing():
+        for target_file, entries in sorted(by_file.items()):
+            try:
+                result = writer.append(target_file, list(entries.values()))
+                summary.posted += result.written
+                summary.unchanged += result.unchanged
+            except LedgerConflictError:
+                _one_by_one(writer, target_file, list(entries.values()), summary)
+    return summary
+
+
+def _one_by_one(
+    writer: LedgerWriter, target_file: str, entries: list[Entry], summary: PostSummary
+) -> None:
+    """A conflicting entry must not hold back the others: append them singly."""
+    for entry in entries:
+        try:
+            result = writer.append(target_file, [entry])
+            summary.posted += result.written
+            summary.unchanged += result.unchanged
+        except LedgerConflictError as error:
+            summary.problems[entry.txn_id] = f"conflict: {error}"
+
+
+def apply_events(
+    workspace: Workspace,
+    connector: Connector,
+    state: SyncState,
+    limit: int = MAX_EVENTS_PER_BATCH,
+) -> int:
+    """Post one batch of waiting events; how many events were closed."""
+    events = state.unprocessed_events(connector.name, limit)
+    if not events:
+        return 0
+    movements: list[Movement] = []
+    owners: dict[str, list[str]] = defaultdict(list)  # txn-id → event ids
+    outcomes: dict[str, str] = {}
+    for event in events:
+        meaning = connector.interpret(WebhookEvent(event.event_id, event.event_type, event.payload))
+        for change in meaning.statuses:
+            state.set_status(
+                connector.name, change.remote_id, change.document, change.status, change.detail
+            )
+        for movement in meaning.movements:
+            movements.append(movement)
+            owners[movement.txn_id].append(event.event_id)
+        outcomes[event.event_id] = (
+            "posted" if meaning.movements else "status" if meaning.statuses else "ignored"
+        )
+    summary = post_movements(workspace, connector.name, state, movements)
+    for txn_id, problem in summary.problems.items():
+        for event_id in owners[txn_id]:
+            outcomes[event_id] = f"unmatched: {txn_id}: {problem}"
+    state.mark_processed(connector.name, outcomes)
+    return len(events)

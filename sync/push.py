@@ -1,0 +1,144 @@
+"""The nightly push: every issued invoice and credit note, to every enabled target, once.
+
+What to push comes from the numbering state (issued numbers) and the documents' snapshots
+written at issuance, so a push sends exactly what was issued. Each document × target is
+tried under the retry policy; the connector looks before it creates on every try, so a
+timed-out create is found rather than repeated. A document that keeps failing, or fails in
+a way retrying cannot fix, is dead-lettered with the reason; `sync retry` re-queues it.
+Credit notes go after invoices, and wait while the invoice they correct is not synced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ledger.documents import DocumentType, InvoiceDocument, load_document
+from ledger.numbering import InvoiceNumbers
+from rating.errors import BeanbillError
+from rating.workspace import Workspace
+from sync.interface import Connector, RemoteDocument
+from sync.retry import PermanentError, RetryPolicy, TransientError
+from sync.state import PushStatus, SyncState
+
+MAX_DOCUMENTS_PER_RUN = 100_000
+CUSTOMER = "customer"
+INVOICE = "invoice"
+
+
+@dataclass
+class PushSummary:
+    synced: list[str] = field(default_factory=list)
+    already: int = 0
+    waiting: list[str] = field(default_factory=list)  # credit notes whose invoice is not synced
+    dead: list[tuple[str, str, str]] = field(default_factory=list)  # (document, target, reason)
+
+
+def issued_documents(workspace: Workspace) -> list[InvoiceDocument]:
+    """Issued documents in issue order, invoices of a day before its credit notes."""
+    issued = [a for a in InvoiceNumbers(workspace.state_dir).all() if a.issued]
+    if len(issued) > MAX_DOCUMENTS_PER_RUN:
+        raise BeanbillError(f"{len(issued)} issued documents: at most {MAX_DOCUMENTS_PER_RUN}")
+    issued.sort(key=lambda a: (a.issue_date, a.document_key.startswith("credit-note:"), a.number))
+    return [load_document(workspace.invoices_dir / f"{a.number}.json") for a in issued]
+
+
+def known_ids(state: SyncState, target: str, document: InvoiceDocument) -> dict[str, str]:
+    known: dict[str, str] = {}
+    customer = state.remote_id(target, CUSTOMER, document.buyer_reference or "")
+    if customer:
+        known["customer"] = customer
+    if document.preceding_number:
+        invoice = state.remote_id(target, INVOICE, document.preceding_number)
+        if invoice:
+            known["invoice"] = invoice
+    return known
+
+
+def push_one(
+    connector: Connector, state: SyncState, policy: RetryPolicy, document: InvoiceDocument
+) -> str | None:
+    """Push until synced or dead; the dead-letter reason, or None when synced."""
+    target = connector.name
+
+    def attempt() -> RemoteDocument:
+        try:
+            remote = connector.push(document, known_ids(state, target, document))
+        except (TransientError, PermanentError) as error:
+            state.record_attempt(document.number, target, str(error))
+            raise
+        state.record_attempt(document.number, target, None)
+        return remote
+
+    try:
+        remote = policy.call(attempt)
+    except (TransientError, PermanentError) as error:
+        reason = f"{type(error).__name__}: {error}"
+        state.mark_dead(document.number, target, reason)
+        return reason
+    ids = remote.remote_ids
+    if ids.get("customer"):
+        state.remember(target, CUSTOMER, document.buyer_reference or "", ids["customer"])
+    if document.type is DocumentType.INVOICE and ids.get("invoice"):
+        state.remember(target, INVOICE, document.number, ids["invoice"])
+    synced = {**ids, "total_minor": str(remote.total_minor), "status": remote.status}
+    state.mark_synced(document.number, target, synced)
+    return None
+
+
+def push_all(
+    documents: list[InvoiceDocument],
+    connectors: list[Connector],
+    state: SyncState,
+    policy: RetryPolicy,
+    concurrency: int,
+    on_done: Callable[[int], None] = lambda count: None,
+) -> PushSummary:
+    summary = PushSummary()
+    for connector in connectors:
+        target = connector.name
+        todo = []
+        for document in documents:
+            record = state.get(document.number, target)
+            if record is not None and record.status is not PushStatus.PENDING:
+                summary.already += record.status is PushStatus.SYNCED
+                on_done(1)
+            else:
+                todo.append(document)
+        invoices = [d for d in todo if d.type is DocumentType.INVOICE]
+        notes = [d for d in todo if d.type is DocumentType.CREDIT_NOTE]
+        _run(connector, state, policy, concurrency, invoices, summary, on_done)
+        ready = []
+        for note in notes:
+            invoice = state.get(note.preceding_number or "", target)
+            if invoice is None or invoice.status is not PushStatus.SYNCED:
+                summary.waiting.append(note.number)
+                on_done(1)
+            else:
+                ready.append(note)
+        _run(connector, state, policy, concurrency, ready, summary, on_done)
+    return summary
+
+
+def _run(
+    connector: Connector,
+    state: SyncState,
+    policy: RetryPolicy,
+    concurrency: int,
+    documents: list[InvoiceDocument],
+    summary: PushSummary,
+    on_done: Callable[[int], None],
+) -> None:
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        futures = [
+            (document, pool.submit(push_one, connector, state, policy, document))
+            for document in documents
+        ]
+        for document, future in futures:
+            reason = future.result()
+            if reason is None:
+                summary.synced.append(document.number)
+            else:
+                summary.dead.append((document.number, connector.name, reason))
+            on_done(1)

@@ -1,0 +1,78 @@
+"""Compare what the remote system says happened with the ledger, post what is missing.
+
+Polling is the safety net under the webhooks: a missed or refused event, an outage of
+`beanbill serve`, a payment made while it was down. Missing movements are posted with the
+txn-ids the webhook path would have used (so neither path can book a fact twice), and
+what cannot be reconciled automatically is reported for a human.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+from ledger.books import load_books
+from rating.workspace import Workspace
+from sync.interface import Connector, Movement
+from sync.payments import PostSummary, post_movements
+from sync.state import SyncState
+
+RECEIVABLE_PREFIX = "Assets:Receivable:"
+
+
+@dataclass
+class ReconcileReport:
+    checked_invoices: int = 0
+    movements: int = 0
+    posted: PostSummary = field(default_factory=PostSummary)
+    discrepancies: list[str] = field(default_factory=list)
+
+
+def ledger_dues(workspace: Workspace) -> tuple[dict[str, int], set[str]]:
+    """Invoice number → amount due as issued (minor units), and every txn-id in the books."""
+    books = load_books(workspace.ledger_path, workspace.settings.billing.currency)
+    dues: dict[str, int] = {}
+    txn_ids = books.txn_ids()
+    for txn_id in txn_ids:
+        if txn_id.startswith("invoice:"):
+            issuance = books.transaction(txn_id)
+            dues[txn_id.removeprefix("invoice:")] = sum(
+                p.amount_minor for p in issuance.postings if p.account.startswith(RECEIVABLE_PREFIX)
+            )
+    return dues, txn_ids
+
+
+def reconcile(
+    workspace: Workspace, connector: Connector, state: SyncState, since: date
+) -> ReconcileReport:
+    report = ReconcileReport()
+    remote = connector.remote_invoices(since)
+    movements: list[Movement] = [i.payment for i in remote if i.payment is not None]
+    movements += connector.movements_since(since)
+    report.checked_invoices = len(remote)
+    report.movements = len(movements)
+    dues, txn_ids = ledger_dues(workspace)
+    missing = [m for m in movements if m.txn_id not in txn_ids]
+    report.posted = post_movements(workspace, connector.name, state, missing)
+    for txn_id, problem in sorted(report.posted.problems.items()):
+        report.discrepancies.append(f"{txn_id}: not posted: {problem}")
+    for invoice in remote:
+        where = f"{connector.name} invoice {invoice.remote_id}"
+        if invoice.number is None or invoice.number not in dues:
+            report.discrepancies.append(f"{where}: unknown remote invoice ({invoice.number})")
+            continue
+        due = dues[invoice.number]
+        if invoice.total_minor != due:
+            report.discrepancies.append(
+                f"{where}: amount mismatch for {invoice.number}: remote {invoice.total_minor}, "
+                f"ledger {due} (minor units)"
+            )
+        if invoice.payment is not None and invoice.payment.amount_minor != due:
+            report.discrepancies.append(
+                f"{where}: {invoice.number} paid {invoice.payment.amount_minor}, due {due}"
+            )
+        if invoice.payment is not None and invoice.payment.txn_id in report.posted.problems:
+            report.discrepancies.append(
+                f"{where}: {invoice.number} paid remotely but open in the ledger"
+            )
+    return report

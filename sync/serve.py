@@ -1,0 +1,114 @@
+"""`beanbill serve`: receive payment webhooks, keep them durably, post them with one writer.
+
+A request is answered only after its event is in the inbox (SQLite, fsync'd): a 2xx means
+it is kept, whatever happens next. Bad or stale signatures get a 400 and change nothing.
+Request handlers never touch the ledger; one writer thread drains the inbox in bounded
+batches (woken by each new event, and every few seconds regardless), so a crash of the
+server loses nothing: on restart the writer finds what was kept and not yet posted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from rating.workspace import Workspace
+from sync.interface import Connector, WebhookRejected
+from sync.payments import apply_events
+from sync.state import SyncState, SyncStateError
+
+MAX_BODY_BYTES = 1_000_000
+IDLE_WAKE_SECONDS = 5.0
+ERROR_PAUSE_SECONDS = 2.0
+logger = logging.getLogger("beanbill.serve")
+
+
+class InboxWriter:
+    """The single ledger writer of the server: drains the inbox until stopped."""
+
+    def __init__(self, workspace: Workspace, connectors: list[Connector], state: SyncState):
+        self.workspace = workspace
+        self.connectors = connectors
+        self.state = state
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="beanbill-ledger-writer")
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            self.wake.wait(IDLE_WAKE_SECONDS)
+            self.wake.clear()
+            try:
+                while any(
+                    apply_events(self.workspace, connector, self.state)
+                    for connector in self.connectors
+                ):
+                    pass
+            except Exception:  # keep serving: the events stay in the inbox for the next try
+                logger.exception("posting webhook events failed; will try again")
+                self.stopping.wait(ERROR_PAUSE_SECONDS)
+
+    def start(self) -> None:
+        self.thread.start()
+        self.wake.set()  # whatever a previous run kept and did not post
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+        self.thread.join()
+
+
+def create_app(workspace: Workspace, connectors: list[Connector], state: SyncState) -> Starlette:
+    writer = InboxWriter(workspace, connectors, state)
+    by_name = {connector.name: connector for connector in connectors}
+
+    async def webhook(request: Request) -> JSONResponse:
+        connector = by_name.get(request.path_params["target"])
+        if connector is None:
+            return JSONResponse({"error": "no such target"}, status_code=404)
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            return JSONResponse({"error": "body too large"}, status_code=413)
+        try:
+            event = connector.parse_webhook(body, dict(request.headers))
+        except WebhookRejected as error:
+            return JSONResponse({"error": str(error)}, status_code=400)
+        try:
+            new = await run_in_threadpool(
+                state.store_event,
+                connector.name,
+                event.event_id,
+                event.event_type,
+                event.payload,
+            )
+        except SyncStateError as error:
+            return JSONResponse({"error": str(error)}, status_code=413)
+        writer.wake.set()
+        return JSONResponse({"received": event.event_id, "duplicate": not new})
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True, "writer": writer.thread.is_alive()})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        writer.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(writer.stop)
+
+    return Starlette(
+        routes=[
+            Route("/webhooks/{target}", webhook, methods=["POST"]),
+            Route("/health", health, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
