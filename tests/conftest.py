@@ -73,10 +73,13 @@ def make_workspace(tmp_path: Path) -> Callable[..., Workspace]:
         customers: list[dict[str, Any]] | None = None,
         timezone: str = "UTC",
         name: str = "ws",
+        sync: dict[str, Any] | None = None,
     ) -> Workspace:
         root = tmp_path / name
         settings = copy.deepcopy(SETTINGS)
         settings["billing"]["timezone"] = timezone
+        if sync is not None:
+            settings["sync"] = sync
         write_toml(root / SETTINGS_FILE, settings)
         write_toml(root / CATALOG_FILE, catalog or SMALL_CATALOG)
         write_toml(root / CUSTOMERS_FILE, {"customer": customers or [customer("acme")]})

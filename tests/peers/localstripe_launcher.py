@@ -35,7 +35,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -57,6 +57,7 @@ from localstripe.resources import (
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DELIVERY_ATTEMPTS = 5
+DELIVERIES: set[asyncio.Future[None]] = set()  # kept referenced until done
 SENT: dict[str, bytes] = {}  # event id → payload, as first sent
 IDEMPOTENCY: dict[str, tuple[str, int, bytes]] = {}  # key → (request fingerprint, status, body)
 SEARCH = re.compile(r"^metadata\['([^']+)'\]:'([^']*)'$")
@@ -80,24 +81,32 @@ async def _deliver(event_id: str, payload: bytes, delay_seconds: float) -> None:
                 "Stripe-Signature": f"t={timestamp},v1={signature}",
             }
             try:
-                async with aiohttp.ClientSession() as session:
-                    async with session.post(hook.url, data=payload, headers=headers) as answer:
-                        if 200 <= answer.status < 300:
-                            break
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.post(hook.url, data=payload, headers=headers) as answer,
+                ):
+                    if 200 <= answer.status < 300:
+                        break
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.2 * 2**attempt)
 
 
+def _schedule(delivery: Coroutine[Any, Any, None]) -> None:
+    future = asyncio.ensure_future(delivery)
+    DELIVERIES.add(future)
+    future.add_done_callback(DELIVERIES.discard)
+
+
 def schedule_webhook(event: Event) -> None:
     payload = json.dumps(event._export(), sort_keys=True).encode()
     SENT[event.id] = payload
-    asyncio.ensure_future(_deliver(event.id, payload, 0.05))
+    _schedule(_deliver(event.id, payload, 0.05))
 
 
 async def redeliver(request: web.Request) -> web.Response:
     for event_id, payload in list(SENT.items()):
-        asyncio.ensure_future(_deliver(event_id, payload, 0))
+        _schedule(_deliver(event_id, payload, 0))
     return web.json_response({"redelivered": len(SENT)})
 
 
@@ -305,6 +314,9 @@ def _json(obj: Any) -> web.Response:
 @web.middleware
 async def extensions(request: web.Request, handler: Handler) -> web.StreamResponse:
     path, method = request.path, request.method
+    if method == "DELETE" and path == "/_config/data":
+        IDEMPOTENCY.clear()  # a wiped account forgets its keys too
+        SENT.clear()
     if method == "GET" and path == "/v1/customers/search":
         return _json(search_customers(request.query.get("query", "")))
     if method == "POST" and path == "/v1/invoices":

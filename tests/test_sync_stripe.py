@@ -1,0 +1,267 @@
+"""`sync push` and `sync reconcile` against localstripe, with and without faults on the wire."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from beanbill.targets import connectors, retry_policy
+from ledger.books import ledger_errors, load_books
+from ledger.documents import DocumentType
+from ledger.invoicing import credit_note, issue
+from ledger.post import balance, post, record_credit
+from rating.ingest import ingest
+from rating.periods import Month
+from rating.rate import rate_months
+from rating.workspace import Workspace
+from sync.push import issued_documents, push_all
+from sync.reconcile import reconcile
+from sync.state import PushStatus, SqliteSyncState
+from tests.conftest import customer, write_jsonl
+from tests.peers.fault_proxy import Fault, fault_proxy
+from tests.peers.stripe_peer import (
+    API_KEY,
+    beanbill_invoices,
+    client,
+    dispute,
+    pay,
+    reset,
+    running_localstripe,
+)
+
+OCTOBER = Month(2026, 10)
+ISSUE_DAY = date(2026, 11, 5)
+Issued = Callable[..., Workspace]
+
+
+@pytest.fixture(scope="module")
+def localstripe() -> Iterator[str]:
+    with running_localstripe() as url:
+        yield url
+
+
+def usage(org: str, hours: int) -> list[dict[str, object]]:
+    return [
+        {"id": f"{org}-cpu", "org": org, "resource": f"{org}/app", "meter": "cpu",
+         "start": "2026-10-05T00:00:00Z", "end": f"2026-10-05T{hours:02d}:00:00Z",
+         "quantity": "2"},
+        {"id": f"{org}-egress", "org": org, "resource": f"{org}/lb", "meter": "egress",
+         "at": "2026-10-05T12:00:00Z", "quantity": "250.5"},
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def issued(
+    make_workspace: Callable[..., Workspace],
+    tmp_path: Path,
+    localstripe: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Issued:
+    """A workspace with October invoiced (postpaid, prepaid, provisioned, central)."""
+    reset(localstripe)
+    monkeypatch.setenv("STRIPE_SECRET_KEY", API_KEY)
+
+    def make(api_base: str = localstripe, **sync: Any) -> Workspace:
+        settings = {
+            "attempts": 8,
+            "concurrency": 2,
+            "max_wait_seconds": 1,
+            **sync,
+            "stripe": {"api_base": api_base, "timeout_seconds": 1, "requests_per_second": 100},
+        }
+        workspace = make_workspace(
+            customers=[
+                customer("fr-post", billing_mode="postpaid", vat_id="FR44732829320"),
+                customer("team-a", billing_mode="postpaid", parent="fr-post"),
+                customer("de-pre", billing_mode="prepaid", country="DE", vat_id="DE123456788"),
+                customer("us-prov", billing_mode="provisioned", country="US"),
+                customer("fr-small", billing_mode="postpaid"),
+            ],
+            sync=settings,
+        )  # fmt: skip
+        orgs = [("fr-post", 10), ("team-a", 3), ("de-pre", 20), ("us-prov", 8), ("fr-small", 5)]
+        records = [record for org, hours in orgs for record in usage(org, hours)]
+        ingest(workspace, [write_jsonl(tmp_path / "u.jsonl", records)])
+        rate_months(workspace, [OCTOBER])
+        record_credit(workspace, "de-pre", "purchase", "1.00", date(2026, 10, 1), None, 100, "d1")
+        record_credit(workspace, "us-prov", "purchase", "0.50", date(2026, 10, 1), None, 100, "u1")
+        post(workspace, OCTOBER, date(2026, 11, 2))
+        issue(workspace, OCTOBER, ISSUE_DAY)
+        return workspace
+
+    return make
+
+
+def push(workspace: Workspace) -> Any:
+    state = SqliteSyncState(workspace.state_dir)
+    documents = issued_documents(workspace)
+    return push_all(documents, connectors(workspace), state, retry_policy(workspace), 2)
+
+
+def remote_by_number(url: str) -> dict[str, list[Any]]:
+    found: dict[str, list[Any]] = {}
+    for invoice in beanbill_invoices(url):
+        found.setdefault(invoice.metadata.to_dict()["beanbill_number"], []).append(invoice)
+    return found
+
+
+def assert_each_invoice_once_with_our_totals(workspace: Workspace, url: str) -> None:
+    documents = [d for d in issued_documents(workspace) if d.type is DocumentType.INVOICE]
+    remote = remote_by_number(url)
+    assert sorted(remote) == sorted(d.number for d in documents)
+    for document in documents:
+        (invoice,) = remote[document.number]
+        assert invoice.total == document.due_minor
+        assert [line.amount for line in invoice.lines.data] != []
+        assert sum(line.amount for line in invoice.lines.data) == document.due_minor
+        line_keys = [line.metadata.to_dict()["beanbill_line"] for line in invoice.lines.data]
+        assert len(line_keys) == len(set(line_keys))
+    customers = client(url).v1.customers.list(params={"limit": 100}).data
+    orgs = Counter(c.metadata.to_dict().get("beanbill_org") for c in customers)
+    assert set(orgs.values()) == {1}
+    assert set(orgs) == {d.buyer_reference for d in documents}
+
+
+def test_push_creates_every_invoice_once_with_our_totals_and_credit_notes(
+    issued: Issued, localstripe: str
+) -> None:
+    workspace = issued()
+    first = push(workspace)
+    assert len(first.synced) == 4 and not first.dead
+    assert_each_invoice_once_with_our_totals(workspace, localstripe)
+    state = SqliteSyncState(workspace.state_dir)
+    assert {r.status for r in state.records()} == {PushStatus.SYNCED}
+
+    (target,) = connectors(workspace)
+    again = push_all(issued_documents(workspace), [target], state, retry_policy(workspace), 2)
+    assert again.synced == [] and again.already == 4
+    assert target.calls == 0  # type: ignore[attr-defined]
+
+    central = next(d for d in issued_documents(workspace) if d.buyer_reference == "fr-post")
+    note_number, _ = credit_note(workspace, central.number, ISSUE_DAY)
+    reissued = issue(workspace, OCTOBER, ISSUE_DAY)
+    after = push(workspace)
+    assert sorted(after.synced) == sorted([note_number, *reissued.issued])
+    notes = client(localstripe).v1.credit_notes.list(params={"limit": 100}).data
+    assert [(n.metadata.to_dict()["beanbill_number"], n.total) for n in notes] == [
+        (note_number, central.due_minor)
+    ]
+    assert_each_invoice_once_with_our_totals(workspace, localstripe)
+
+
+def test_faults_on_the_wire_neither_lose_nor_duplicate(issued: Issued, localstripe: str) -> None:
+    cycle = [
+        Fault.DROP_AFTER,
+        Fault.RATE_LIMITED,
+        Fault.STALL_AFTER,
+        Fault.ERROR_AFTER,
+        Fault.DROP_BEFORE,
+    ]
+    posts = Counter[str]()
+    budget = 2 * len(cycle)  # every kind twice, then the wire heals (else nothing could finish)
+
+    def plan(number: int, method: str, path: str) -> Fault:
+        if posts["faults"] >= budget:
+            return Fault.NONE
+        if method == "POST":
+            posts["seen"] += 1
+        if (method == "GET" and number % 13 != 0) or (method == "POST" and posts["seen"] % 2):
+            return Fault.NONE
+        posts["faults"] += 1
+        return cycle[posts["faults"] % len(cycle)]
+
+    with fault_proxy(localstripe, plan, stall_seconds=1.5) as proxy:
+        workspace = issued(proxy.url)  # type: ignore[attr-defined]
+        summary = push(workspace)
+    kinds = {fault for *_, fault in proxy.faults}
+    assert summary.dead == [] and len(summary.synced) == 4, (summary.dead, proxy.refusals)
+    assert kinds == set(cycle), proxy.faults
+    assert summary.dead == [] and len(summary.synced) == 4, summary.dead
+    assert_each_invoice_once_with_our_totals(workspace, localstripe)
+    attempts = [r.attempts for r in SqliteSyncState(workspace.state_dir).records()]
+    assert max(attempts) > 1
+
+
+def test_a_permanent_refusal_is_dead_lettered_and_retried_on_request(
+    issued: Issued, localstripe: str
+) -> None:
+    refusing = {"on": True}
+
+    def plan(number: int, method: str, path: str) -> Fault:
+        if refusing["on"] and method == "POST" and path.startswith("/v1/invoices"):
+            return Fault.REJECT
+        return Fault.NONE
+
+    with fault_proxy(localstripe, plan) as proxy:
+        workspace = issued(proxy.url)  # type: ignore[attr-defined]
+        summary = push(workspace)
+        assert summary.synced == [] and len(summary.dead) == 4
+        state = SqliteSyncState(workspace.state_dir)
+        dead = state.records()
+        assert {r.status for r in dead} == {PushStatus.DEAD}
+        assert all(r.attempts == 1 and "injected refusal" in (r.last_error or "") for r in dead)
+        assert push(workspace).dead == []  # dead letters wait for `sync retry`
+        assert state.requeue_dead() == 4
+        refusing["on"] = False
+        assert len(push(workspace).synced) == 4
+    assert_each_invoice_once_with_our_totals(workspace, localstripe)
+
+
+def test_reconcile_posts_payments_fees_refunds_payouts_disputes_once(
+    issued: Issued, localstripe: str
+) -> None:
+    workspace = issued()
+    push(workspace)
+    api = client(localstripe).v1
+    remote = remote_by_number(localstripe)
+    documents = {d.number: d for d in issued_documents(workspace)}
+    payable = sorted(n for n in remote if documents[n].due_minor > 0)
+    paid = [pay(localstripe, remote[number][0].id) for number in payable]
+    assert {invoice.status for invoice in paid} == {"paid"}
+    charges = api.charges.list(params={"limit": 100}).data
+    refunded = charges[0]
+    api.refunds.create(params={"charge": refunded.id, "amount": 100})
+    dispute(localstripe, charges[-1].id)
+    api.payouts.create(params={"amount": 1000, "currency": "eur", "status": "paid"})
+
+    state = SqliteSyncState(workspace.state_dir)
+    (target,) = connectors(workspace)
+    report = reconcile(workspace, target, state, date(2026, 1, 1))
+    assert report.discrepancies == []
+    kinds = Counter(
+        txn_id.split(":")[0]
+        for txn_id in load_books(workspace.ledger_path, "EUR").txn_ids()
+        if txn_id.startswith("stripe-")
+    )
+    assert kinds == {
+        "stripe-payment": len(payable),
+        "stripe-fee": len(payable),
+        "stripe-refund": 1,
+        "stripe-dispute": 1,
+        "stripe-payout": 1,
+    }
+    assert ledger_errors(workspace.ledger_path) == []
+    for number in payable:
+        org = documents[number].buyer_reference or ""
+        owed = balance(workspace, org).receivable_minor
+        refund = 100 if org == _org_of_charge(api, refunded) else 0
+        assert owed == refund  # paid in full; a refund makes that much due again
+    second = reconcile(workspace, target, state, date(2026, 1, 1))
+    assert second.posted.posted == 0 and second.discrepancies == []
+
+    stranger = api.customers.create(params={"name": "not ours"})
+    api.invoice_items.create(params={"customer": stranger.id, "amount": 500, "currency": "eur"})
+    api.invoices.create(
+        params={"customer": stranger.id, "pending_invoice_items_behavior": "exclude"}
+    )
+    third = reconcile(workspace, target, state, date(2026, 1, 1))
+    assert len(third.discrepancies) == 1 and "unknown remote invoice" in third.discrepancies[0]
+
+
+def _org_of_charge(api: Any, charge: Any) -> str:
+    return str(api.customers.retrieve(str(charge.customer)).metadata.to_dict().get("beanbill_org"))
