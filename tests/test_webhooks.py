@@ -1,0 +1,165 @@
+"""Payment webhooks: signed by localstripe, kept by `beanbill serve`, posted once by its writer."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from beanbill.targets import connectors, sync_state
+from ledger.books import ledger_errors, load_books
+from ledger.post import balance
+from rating.workspace import Workspace
+from sync.push import issued_documents
+from sync.serve import create_app
+from tests.peers.stripe_peer import (
+    API_KEY,
+    beanbill_invoices,
+    client,
+    free_port,
+    pay,
+    register_webhook,
+    wait_for_port,
+)
+from tests.test_sync_stripe import Issued, issued, localstripe, push  # noqa: F401 (fixtures)
+
+SECRET = "whsec_beanbill_tests"
+BEANBILL = str(Path(sys.executable).with_name("beanbill"))
+SETTLE_SECONDS = 60
+
+
+def signed(body: bytes, secret: str = SECRET, at: int | None = None) -> dict[str, str]:
+    timestamp = int(time.time()) if at is None else at
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return {"Stripe-Signature": f"t={timestamp},v1={digest.hexdigest()}"}
+
+
+def stripe_txn_ids(workspace: Workspace) -> Counter[str]:
+    books = load_books(workspace.ledger_path, "EUR")
+    return Counter(
+        entry.meta["txn-id"].split(":")[0]
+        for entry in books.entries
+        if "txn-id" in entry.meta and entry.meta["txn-id"].startswith("stripe-")
+    )
+
+
+def paid_event(workspace: Workspace, url: str) -> bytes:
+    """A real `invoice.paid` event body as localstripe would send it."""
+    push(workspace)
+    invoice = next(i for i in beanbill_invoices(url) if i.total > 0)
+    paid = pay(url, str(invoice.id))
+    event = {"id": "evt_test_paid", "type": "invoice.paid", "created": int(time.time())}
+    event["data"] = {"object": paid.to_dict()}
+    return json.dumps(event).encode()
+
+
+@pytest.fixture
+def app_client(
+    issued: Issued,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[TestClient, Workspace]]:
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", SECRET)
+    workspace = issued()
+    app = create_app(workspace, connectors(workspace), sync_state(workspace))
+    with TestClient(app) as test_client:
+        yield test_client, workspace
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = SETTLE_SECONDS) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("not settled in time")
+        time.sleep(0.1)
+
+
+def test_forged_stale_and_replayed_webhooks_change_nothing(
+    app_client: tuple[TestClient, Workspace],
+    localstripe: str,  # noqa: F811
+) -> None:
+    test_client, workspace = app_client
+    body = paid_event(workspace, localstripe)
+    ledger_before = stripe_txn_ids(workspace)
+    url = "/webhooks/stripe"
+    forged = test_client.post(url, content=body, headers=signed(body, "whsec_someone_else"))
+    stale = test_client.post(url, content=body, headers=signed(body, at=int(time.time()) - 301))
+    unsigned = test_client.post(url, content=body)
+    tampered = test_client.post(url, content=body + b" ", headers=signed(body))
+    assert [r.status_code for r in (forged, stale, unsigned, tampered)] == [400] * 4
+    state = sync_state(workspace)
+    assert state.inbox_counts("stripe") == {} and stripe_txn_ids(workspace) == ledger_before
+
+    first = test_client.post(url, content=body, headers=signed(body))
+    assert first.status_code == 200 and first.json()["duplicate"] is False
+    wait_until(lambda: stripe_txn_ids(workspace)["stripe-payment"] == 1)
+    replayed = test_client.post(url, content=body, headers=signed(body))
+    assert replayed.status_code == 200 and replayed.json()["duplicate"] is True
+    unknown = json.dumps({"id": "evt_other", "type": "customer.tax_id.created", "data": {}})
+    ignored = test_client.post(url, content=unknown, headers=signed(unknown.encode()))
+    assert ignored.status_code == 200
+    wait_until(lambda: state.inbox_counts("stripe") == {"posted": 1, "ignored": 1})
+    assert stripe_txn_ids(workspace) == Counter({"stripe-payment": 1})
+    assert ledger_errors(workspace.ledger_path) == []
+
+
+def start_serve(workspace: Workspace, port: int) -> subprocess.Popen[bytes]:
+    environment = {**os.environ, "STRIPE_SECRET_KEY": API_KEY, "STRIPE_WEBHOOK_SECRET": SECRET}
+    process = subprocess.Popen(
+        [BEANBILL, "serve", "-w", str(workspace.root), "--port", str(port)],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port, process, 30)
+    return process
+
+
+def test_serve_killed_during_a_burst_posts_every_accepted_event_once(
+    issued: Issued,  # noqa: F811
+    localstripe: str,  # noqa: F811
+) -> None:
+    workspace = issued()
+    push(workspace)
+    port = free_port()
+    serve = start_serve(workspace, port)
+    register_webhook(localstripe, f"http://127.0.0.1:{port}/webhooks/stripe", SECRET)
+    documents = {d.number: d for d in issued_documents(workspace)}
+    payable = [i for i in beanbill_invoices(localstripe) if i.total > 0]
+    payouts = 40
+    try:
+        api = client(localstripe).v1
+        for invoice in payable:
+            pay(localstripe, str(invoice.id))
+        for _ in range(payouts):
+            params: Any = {"amount": 100, "currency": "eur", "status": "paid"}
+            api.payouts.create(params=params)
+        time.sleep(0.3)
+        serve.send_signal(signal.SIGKILL)  # mid-burst: some kept, some not even received
+        serve.wait(timeout=10)
+        serve = start_serve(workspace, port)
+        httpx.post(f"{localstripe}/_beanbill/redeliver", auth=(API_KEY, "")).raise_for_status()
+        expected = Counter({"stripe-payment": len(payable), "stripe-payout": payouts})
+        wait_until(lambda: stripe_txn_ids(workspace) == expected)
+        state = sync_state(workspace)
+        wait_until(lambda: "waiting" not in state.inbox_counts("stripe"))
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=10)
+    assert stripe_txn_ids(workspace) == expected
+    assert ledger_errors(workspace.ledger_path) == []
+    for invoice in payable:
+        number = invoice.metadata.to_dict()["beanbill_number"] if invoice.metadata else ""
+        assert balance(workspace, documents[number].buyer_reference or "").receivable_minor == 0
