@@ -1,0 +1,236 @@
+"""Sync: pushing invoices to Stripe (localstripe) under its rate limit, and receiving webhooks.
+
+    .venv/bin/python bench/bench_sync.py --invoices 1000 --events 3000
+
+Push: ``--invoices`` invoices (5 lines and VAT each, one customer per two invoices) go
+through the real connector and sync engine to localstripe, behind a proxy that answers 429
+beyond 25 requests/s like Stripe's test mode. Reported: invoices/s, API calls per invoice,
+and utilization = achieved requests/s ÷ 25 (the floor is the limit itself: at 100 % the
+push would take calls ÷ 25 seconds). An unthrottled push of a tenth as many measures what
+localstripe and the engine do without a limit.
+
+Webhooks: ``beanbill serve`` (a subprocess) receives ``--events`` signed ``payout.paid``
+events from 8 concurrent senders; each is stored durably before its 200 and posted to
+the ledger by the writer. Reported: events/s, p50/p99 latency, and how long the writer
+took after the last answer to have posted everything. The floor is the same server's
+``GET /health`` under the same load (a ratio, since machines are noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+from connectors.stripe import StripeConnector  # noqa: E402
+from ledger.documents import DocumentType, InvoiceDocument, InvoiceLine, Party  # noqa: E402
+from ledger.vat import VatCategory, VatTreatment  # noqa: E402
+from rating.config import StripeSettings  # noqa: E402
+from sync.push import push_all  # noqa: E402
+from sync.retry import RetryPolicy  # noqa: E402
+from sync.state import SqliteSyncState  # noqa: E402
+from tests.peers.fault_proxy import Fault, fault_proxy  # noqa: E402
+from tests.peers.stripe_peer import API_KEY, free_port, running_localstripe  # noqa: E402
+
+LIMIT_PER_SECOND = 25
+SECRET = "whsec_bench"
+SENDERS = 8
+
+
+def documents(count: int) -> list[InvoiceDocument]:
+    vat = VatTreatment(VatCategory.STANDARD, Decimal(20), None, None)
+    seller = Party("Seller SAS", ("1 rue de la Paix", "Paris"), "FR")
+    result = []
+    for index in range(count):
+        buyer = Party(f"Customer {index // 2}", ("1 Main Street",), "FR", email="b@example.com")
+        lines = tuple(
+            InvoiceLine(str(n), f"Meter {n}", Decimal(n), "HUR", Decimal("0.5"), Decimal(1),
+                        50 * n + index, vat)
+            for n in range(1, 6)
+        )  # fmt: skip
+        result.append(
+            InvoiceDocument(
+                f"INV-B-{index:06d}", DocumentType.INVOICE, date(2026, 11, 5), date(2026, 12, 5),
+                date(2026, 10, 1), date(2026, 10, 31), "EUR", seller, buyer, lines,
+                buyer_reference=f"org-{index // 2:05d}",
+            )
+        )  # fmt: skip
+    return result
+
+
+class Window:
+    """Stripe-like limit: more than ``limit`` requests in the last second get a 429."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.times: list[float] = []
+        self.lock = threading.Lock()
+        self.refused = 0
+
+    def __call__(self, number: int, method: str, path: str) -> Fault:
+        with self.lock:
+            now = time.monotonic()
+            self.times = [t for t in self.times if now - t < 1.0]
+            if len(self.times) >= self.limit:
+                self.refused += 1
+                return Fault.RATE_LIMITED
+            self.times.append(now)
+            return Fault.NONE
+
+
+def push_bench(url: str, count: int, per_second: int, label: str, limited: bool) -> list[str]:
+    window = Window(LIMIT_PER_SECOND if limited else 10**9)
+    with tempfile.TemporaryDirectory() as folder, fault_proxy(url, window) as proxy:
+        settings = StripeSettings(api_base=proxy.url, requests_per_second=per_second)  # type: ignore[attr-defined]
+        connector = StripeConnector(settings, API_KEY, None, 30, "UTC")
+        docs = [replace(d, number=f"{d.number}-{label}") for d in documents(count)]
+        state = SqliteSyncState(Path(folder))
+        started = time.perf_counter()
+        summary = push_all(docs, [connector], state, RetryPolicy(attempts=8), 4)
+        seconds = time.perf_counter() - started
+    calls = proxy.count
+    if summary.dead or len(summary.synced) != count:
+        raise SystemExit(f"push failed: {summary.dead[:3]}")
+    rate = calls / seconds
+    utilization = f"{100 * rate / LIMIT_PER_SECOND:.0f} %" if limited else "-"
+    return [
+        label, f"{count:,}", f"{seconds:.1f}", f"{count / seconds:.2f}", f"{calls / count:.1f}",
+        f"{rate:.1f}", f"{window.refused:,}", utilization,
+    ]  # fmt: skip
+
+
+def workspace_for_serve(folder: Path) -> Path:
+    root = folder / "ws"
+    subprocess.run([str(ROOT / ".venv/bin/beanbill"), "init", str(root)], check=True,
+                   capture_output=True)  # fmt: skip
+    with (root / "beanbill.toml").open("a") as settings:
+        settings.write('\n[sync.stripe]\napi_base = "http://127.0.0.1:9"\n')
+    return root
+
+
+def event(index: int) -> bytes:
+    payout = {"id": f"po_bench{index:07d}", "object": "payout", "amount": 100 + index,
+              "currency": "eur", "created": 1_790_000_000, "arrival_date": 1_790_000_000,
+              "status": "paid"}  # fmt: skip
+    body = {"id": f"evt_bench{index:07d}", "type": "payout.paid", "data": {"object": payout}}
+    return json.dumps(body).encode()
+
+
+def signed(body: bytes) -> dict[str, str]:
+    timestamp = int(time.time())
+    digest = hmac.new(SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return {"Stripe-Signature": f"t={timestamp},v1={digest.hexdigest()}"}
+
+
+def load(url: str, bodies: list[bytes | None]) -> tuple[float, list[float]]:
+    """Send every body (None: GET /health) from SENDERS threads; wall time and latencies."""
+    local = threading.local()
+
+    def send(body: bytes | None) -> float:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(timeout=30)
+        started = time.perf_counter()
+        if body is None:
+            answer = local.client.get(f"{url}/health")
+        else:
+            answer = local.client.post(f"{url}/webhooks/stripe", content=body, headers=signed(body))
+        answer.raise_for_status()
+        return time.perf_counter() - started
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(SENDERS) as pool:
+        latencies = list(pool.map(send, bodies))
+    return time.perf_counter() - started, latencies
+
+
+def posted_payouts(root: Path) -> int:
+    folder = root / "books"
+    return sum(p.read_text().count("stripe-payout:") for p in folder.glob("*/payments.beancount"))
+
+
+def webhook_bench(count: int) -> list[list[str]]:
+    with tempfile.TemporaryDirectory() as folder:
+        root = workspace_for_serve(Path(folder))
+        port = free_port()
+        environment = {**os.environ, "STRIPE_SECRET_KEY": API_KEY, "STRIPE_WEBHOOK_SECRET": SECRET}
+        server = subprocess.Popen(
+            [str(ROOT / ".venv/bin/beanbill"), "serve", "-w", str(root), "--port", str(port)],
+            env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(f"{url}/health").raise_for_status()
+                    break
+                except httpx.HTTPError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            floor_seconds, floor_latencies = load(url, [None] * count)
+            seconds, latencies = load(url, [event(i) for i in range(count)])
+            answered = time.perf_counter()
+            while posted_payouts(root) < count:
+                time.sleep(0.05)
+            behind = time.perf_counter() - answered
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    rows = []
+    for label, wall, lat in (("GET /health (floor)", floor_seconds, floor_latencies),
+                             ("signed webhook → inbox", seconds, latencies)):  # fmt: skip
+        ordered = sorted(lat)
+        p99 = ordered[int(len(ordered) * 0.99) - 1]
+        rows.append([label, f"{count:,}", f"{count / wall:,.0f}",
+                     f"{statistics.median(ordered) * 1000:.1f}", f"{p99 * 1000:.1f}"])  # fmt: skip
+    rows.append(["writer: posted all after last 200", "", "", "", f"{behind * 1000:.0f}"])
+    rows.append(["ratio webhook / floor (events/s)", "", f"{floor_seconds / seconds:.2f}", "", ""])
+    return rows
+
+
+def table(header: list[str], rows: list[list[str]]) -> None:
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--invoices", type=int, default=200)
+    parser.add_argument("--events", type=int, default=2000)
+    args = parser.parse_args()
+    with running_localstripe() as url:
+        rows = [
+            push_bench(
+                url, max(args.invoices // 10, 10), 100, "no limit (100 req/s pacing)", False
+            ),
+            push_bench(url, args.invoices, 24, "25 req/s limit", True),
+        ]
+    table(["push", "invoices", "s", "invoices/s", "calls/invoice", "req/s", "429s",
+           "utilization"], rows)  # fmt: skip
+    print()
+    table(["webhooks", "events", "events/s", "p50 ms", "p99 ms"], webhook_bench(args.events))
+
+
+if __name__ == "__main__":
+    main()
