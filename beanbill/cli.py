@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 
 from beanbill import demo as demo_module
+from beanbill import demo_stripe
 from beanbill.examples import write_configuration
 from beanbill.exits import reports_errors
 from beanbill.report import render_summary
@@ -29,6 +30,7 @@ from beanbill.sync_commands import (
     serve_command,
     sync_group,
 )
+from beanbill.targets import connectors
 from ledger.books import ledger_errors, load_books
 from ledger.entries import format_minor
 from ledger.post import balance, post, record_credit
@@ -515,6 +517,7 @@ def demo_command(workspace: Path, seed: int, customers: int) -> None:
     errors = ledger_errors(loaded.ledger_path)
     click.echo(f"bean-check: {errors if errors else 'no errors'}")
     click.echo(f"Results: {loaded.rated_dir}  rejects: {loaded.rejects_dir}")
+    demo_stripe.run(loaded)
     click.echo(f"Ledger: {loaded.ledger_path}  (browse it: beanbill fava -w {loaded.root})")
 
 
@@ -537,6 +540,7 @@ def run_command(workspace: Path, period: str | None, as_of: datetime | None) -> 
     from ledger.invoicing import issue
 
     loaded = Workspace.load(workspace)
+    connectors(loaded)  # a target without its key fails the night before any work
     day = as_of.date() if as_of else datetime.now(UTC).date()
     month = Month.parse(period) if period else Month(day.year, day.month).previous()
     inbox = sorted(

@@ -1,0 +1,117 @@
+"""The demo's last act: push to a local Stripe peer, get paid by webhook, reconcile, show balances.
+
+The peer is localstripe started by the repository's test launcher (tests/peers), which
+exists in a source checkout with the dev dependencies (what `make demo` installs). Where
+it is missing, the demo says how to point beanbill at a Stripe instead. Keys here are
+throwaway test values for the local peer, set in this process's environment only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import click
+
+from beanbill.sync_commands import run_push, run_reconcile
+from ledger.books import ledger_errors, load_books
+from ledger.entries import format_minor
+from rating.workspace import SETTINGS_FILE, Workspace
+
+ROOT = Path(__file__).resolve().parent.parent
+LAUNCHER = ROOT / "tests" / "peers" / "localstripe_launcher.py"
+SETTLE_SECONDS = 30
+SHOWN_ACCOUNTS = (
+    "Assets:Stripe:Balance",
+    "Expenses:Fees:Stripe",
+    "Assets:Bank:Operating",
+)
+
+
+def peer_available() -> bool:
+    return LAUNCHER.exists() and importlib.util.find_spec("localstripe") is not None
+
+
+def run(workspace: Workspace) -> None:
+    if not peer_available():
+        click.echo(
+            "\nStripe: no local peer here (localstripe and tests/peers come with a source "
+            "checkout's dev install).\n  To push to Stripe test mode: add [sync.stripe] to "
+            f"{workspace.root / SETTINGS_FILE}, export STRIPE_SECRET_KEY, run `beanbill sync push`."
+        )
+        return
+    sys.path.insert(0, str(ROOT))
+    stripe_peer = importlib.import_module("tests.peers.stripe_peer")
+
+    with stripe_peer.running_localstripe() as url:
+        os.environ["STRIPE_SECRET_KEY"] = stripe_peer.API_KEY
+        os.environ["STRIPE_WEBHOOK_SECRET"] = "whsec_" + secrets.token_hex(16)
+        with (workspace.root / SETTINGS_FILE).open("a", encoding="utf-8") as settings:
+            settings.write(f'\n[sync.stripe]\napi_base = "{url}"\n')
+        loaded = Workspace.load(workspace.root)
+        click.echo(f"\nStripe (localstripe on {url}):")
+        run_push(loaded)
+        port = stripe_peer.free_port()
+        serve = subprocess.Popen(
+            [str(Path(sys.executable).with_name("beanbill")), "serve", "-w", str(loaded.root),
+             "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            stripe_peer.wait_for_port(port, serve, SETTLE_SECONDS)
+            hook = f"http://127.0.0.1:{port}/webhooks/stripe"
+            stripe_peer.register_webhook(url, hook, os.environ["STRIPE_WEBHOOK_SECRET"])
+            payable = [i for i in stripe_peer.beanbill_invoices(url) if i.status == "open"]
+            for invoice in payable:
+                stripe_peer.pay(url, str(invoice.id))
+            click.echo(f"  {len(payable)} invoices paid by card; webhooks → {hook}")
+            _wait_for_payments(loaded, len(payable))
+        finally:
+            serve.send_signal(signal.SIGTERM)
+            serve.wait(timeout=30)
+        run_reconcile(loaded, date(2000, 1, 1))
+        _print_money(loaded)
+
+
+def _wait_for_payments(workspace: Workspace, count: int) -> None:
+    deadline = time.monotonic() + SETTLE_SECONDS
+    folder = workspace.root / "books"
+    while time.monotonic() < deadline:
+        posted = sum(
+            p.read_text().count("stripe-payment:") for p in folder.glob("*/payments.beancount")
+        )
+        if posted >= count:
+            click.echo(f"  {posted} payments posted by `beanbill serve`")
+            return
+        time.sleep(0.2)
+    click.echo("  not every payment arrived by webhook; reconciliation will post the rest")
+
+
+def _print_money(workspace: Workspace) -> None:
+    currency = workspace.settings.billing.currency
+    books = load_books(workspace.ledger_path, currency)
+    receivables = sorted(
+        {
+            posting.account
+            for entry in books.entries
+            for posting in getattr(entry, "postings", ())
+            if posting.account.startswith("Assets:Receivable:")
+        }
+    )
+    balances = books.balances([*SHOWN_ACCOUNTS, *receivables])
+    click.echo("Final balances:")
+    for account in SHOWN_ACCOUNTS:
+        click.echo(f"  {account:28} {format_minor(balances[account], currency):>12} {currency}")
+    owed = sum(balances[account] for account in receivables)
+    label = "Receivables (all)"
+    click.echo(f"  {label:28} {format_minor(owed, currency):>12} {currency}")
+    errors = ledger_errors(workspace.ledger_path)
+    click.echo(f"bean-check: {errors if errors else 'no errors'}")
