@@ -66,13 +66,13 @@ def issued(
     reset(localstripe)
     monkeypatch.setenv("STRIPE_SECRET_KEY", API_KEY)
 
-    def make(api_base: str = localstripe, **sync: Any) -> Workspace:
+    def make(**sync: Any) -> Workspace:
         settings = {
             "attempts": 8,
             "concurrency": 2,
             "max_wait_seconds": 1,
             **sync,
-            "stripe": {"api_base": api_base, "timeout_seconds": 1, "requests_per_second": 100},
+            "stripe": {"api_base": localstripe, "timeout_seconds": 1, "requests_per_second": 100},
         }
         workspace = make_workspace(
             customers=[
@@ -95,6 +95,16 @@ def issued(
         return workspace
 
     return make
+
+
+def retarget(workspace: Workspace, api_base: str) -> Workspace:
+    """The same workspace pointed at another address (a fault proxy started after issuing:
+    issuing forks renderers, which must not happen while the proxy's threads run)."""
+    settings = workspace.root / "beanbill.toml"
+    text = settings.read_text()
+    old = workspace.settings.sync.stripe.api_base if workspace.settings.sync.stripe else None
+    settings.write_text(text.replace(f'"{old}"', f'"{api_base}"'))
+    return Workspace.load(workspace.root)
 
 
 def push(workspace: Workspace) -> Any:
@@ -175,8 +185,9 @@ def test_faults_on_the_wire_neither_lose_nor_duplicate(issued: Issued, localstri
         posts["faults"] += 1
         return cycle[posts["faults"] % len(cycle)]
 
+    workspace = issued()
     with fault_proxy(localstripe, plan, stall_seconds=1.5) as proxy:
-        workspace = issued(proxy.url)  # type: ignore[attr-defined]
+        workspace = retarget(workspace, proxy.url)  # type: ignore[attr-defined]
         summary = push(workspace)
     kinds = {fault for *_, fault in proxy.faults}
     assert summary.dead == [] and len(summary.synced) == 4, (summary.dead, proxy.refusals)
@@ -197,8 +208,9 @@ def test_a_permanent_refusal_is_dead_lettered_and_retried_on_request(
             return Fault.REJECT
         return Fault.NONE
 
+    workspace = issued()
     with fault_proxy(localstripe, plan) as proxy:
-        workspace = issued(proxy.url)  # type: ignore[attr-defined]
+        workspace = retarget(workspace, proxy.url)  # type: ignore[attr-defined]
         summary = push(workspace)
         assert summary.synced == [] and len(summary.dead) == 4
         state = SqliteSyncState(workspace.state_dir)
