@@ -1,2 +1,2 @@
-"""Connectors: one small adapter module per external system (``connectors.base`` is the
-interface every adapter implements)."""
+"""Connectors: one small adapter module per external system, implementing
+``sync.interface.Connector`` (``stripe`` first)."""

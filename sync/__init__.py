@@ -1,5 +1,6 @@
-"""Sync: push documents to external systems and reconcile payments.
+"""Sync: push issued documents to external systems, take their payments back into the books.
 
-So far: the durable state store (``sync.state``) and the retry policy (``sync.retry``);
-the engine (`beanbill sync push`), webhooks and reconciliation come with the Stripe issue.
+``interface`` (what a connector implements), ``state`` (durable push records, webhook
+inbox), ``retry`` and ``limits`` (when and how fast to call), ``push`` (the nightly push),
+``payments`` (movements → ledger, the single writer), ``serve`` (webhooks), ``reconcile``.
 """
