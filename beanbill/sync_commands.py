@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from beanbill.exits import reports_errors
-from beanbill.targets import connectors, retry_policy, sync_state
+from beanbill.targets import TargetError, connectors, retry_policy, sync_state
 from rating.workspace import Workspace
 from sync.interface import Connector
 from sync.payments import apply_events
@@ -160,6 +160,9 @@ def serve_command(workspace: Path, host: str, port: int) -> None:
 
     loaded = Workspace.load(workspace)
     targets: list[Connector] = connectors(loaded)
+    for target in targets:
+        if not getattr(target, "webhook_secret", None):
+            raise TargetError(f"{target.name}: no webhook secret in the environment")
     app = create_app(loaded, targets, sync_state(loaded))
     click.echo(f"beanbill serve on http://{host}:{port}/webhooks/<target>", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

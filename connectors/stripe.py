@@ -91,9 +91,9 @@ def _error(error: stripe.StripeError) -> TransientError | PermanentError:
     headers = {str(k): str(v) for k, v in dict(error.headers or {}).items()}
     status = error.http_status or 0
     classified = classify(status, headers, str(error.user_message or error))
-    if classified is None or isinstance(classified, (TransientError, PermanentError)):
-        return classified or PermanentError(f"unexpected success error: {error}")
-    return PermanentError(str(classified))
+    if isinstance(classified, TransientError | PermanentError):
+        return classified
+    return PermanentError(f"HTTP {status}: {error}")  # an error the SDK raised on a 2xx
 
 
 def _metadata(obj: Any) -> dict[str, str]:

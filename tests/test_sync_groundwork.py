@@ -126,3 +126,75 @@ def test_idempotency_keys_are_stable_and_short_enough() -> None:
     key = idempotency_key("stripe", "INV-2026-000001", "create-invoice")
     assert key == idempotency_key("stripe", "INV-2026-000001", "create-invoice")
     assert len(key) <= 255  # Stripe's limit
+
+
+def test_stripe_lines_add_vat_and_credits_to_exactly_the_amount_due() -> None:
+    from dataclasses import replace
+    from datetime import date
+    from decimal import Decimal
+
+    from connectors.stripe import stripe_lines
+    from ledger.documents import DocumentType, InvoiceDocument, InvoiceLine, Party
+    from ledger.vat import VatCategory, VatTreatment
+
+    vat = VatTreatment(VatCategory.STANDARD, Decimal(20), None, None)
+    party = Party("P", ("a",), "FR")
+    lines = tuple(
+        InvoiceLine(str(n), "x", Decimal(1), "C62", Decimal(1), Decimal(1), 333 + n, vat)
+        for n in range(3)
+    )
+    document = InvoiceDocument("INV-1", DocumentType.INVOICE, date(2026, 11, 5),
+                               date(2026, 12, 5), date(2026, 10, 1), date(2026, 10, 31), "EUR",
+                               party, party, lines, paid_minor=250)  # fmt: skip
+    result = stripe_lines(document)
+    assert [line.key for line in result] == ["line-1", "line-2", "line-3", "vat-S-20", "prepaid"]
+    assert sum(line.amount_minor for line in result) == document.due_minor == 1002 + 200 - 250
+    assert stripe_lines(replace(document, paid_minor=0))[-1].key == "vat-S-20"
+
+
+def test_each_movement_kind_balances_between_the_right_accounts() -> None:
+    from datetime import date
+
+    from sync.interface import Movement, MovementKind
+    from sync.payments import Unmatched, movement_entry
+
+    receivable = "Assets:Receivable:Acme"
+    expected = {
+        MovementKind.PAYMENT: ("Assets:Stripe:Balance", receivable),
+        MovementKind.REFUND: (receivable, "Assets:Stripe:Balance"),
+        MovementKind.FEE: ("Expenses:Fees:Stripe", "Assets:Stripe:Balance"),
+        MovementKind.PAYOUT: ("Assets:Bank:Operating", "Assets:Stripe:Balance"),
+        MovementKind.DISPUTE_HOLD: ("Assets:Stripe:Disputed", "Assets:Stripe:Balance"),
+        MovementKind.DISPUTE_WON: ("Assets:Stripe:Balance", "Assets:Stripe:Disputed"),
+        MovementKind.DISPUTE_LOST: (receivable, "Assets:Stripe:Disputed"),
+    }
+    for kind, (debit, credit) in expected.items():
+        movement = Movement(f"t:{kind}", kind, date(2026, 11, 9), 1234, "EUR", "x_1", "INV-1")
+        entry = movement_entry(movement, "stripe", "acme", receivable, "EUR")
+        assert [(p.account, p.amount_minor) for p in entry.postings] == [
+            (debit, 1234),
+            (credit, -1234),
+        ]
+    payment = Movement("t", MovementKind.PAYMENT, date(2026, 11, 9), 5, "EUR", "x")
+    with pytest.raises(Unmatched, match="no organization"):
+        movement_entry(payment, "stripe", None, None, "EUR")
+    with pytest.raises(Unmatched, match="USD is not"):
+        movement_entry(payment._replace(currency="USD"), "stripe", "a", receivable, "EUR")
+
+
+def test_the_rate_limiter_spaces_calls_evenly() -> None:
+    from sync.limits import RateLimiter
+
+    now = [100.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    limiter = RateLimiter(4, clock=lambda: now[0], sleep=sleep)
+    for _ in range(4):
+        limiter.wait()
+    assert slept == [0.25, 0.5, 0.75]
+    now[0] = 110.0
+    limiter.wait()
+    assert slept == [0.25, 0.5, 0.75]  # an idle limiter lets the next call through at once
