@@ -675,7 +675,11 @@ def _render_all(
     workers = min(os.cpu_count() or 1, MAX_RENDER_WORKERS)
     if len(derived_all) < 2 or workers < 2:
         return [_render_one(workspace, derived) for derived in derived_all]
-    context = multiprocessing.get_context("fork")
+    # Not "fork": a child forked from a process that already used WeasyPrint (Pango,
+    # HarfBuzz) can crash collecting the inherited objects. The fork server is a clean
+    # process started once, with the rendering stack preloaded, that forks the workers.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["ledger.invoicing"])
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = [pool.submit(_render_one, workspace, derived) for derived in derived_all]
         return [future.result() for future in futures]
