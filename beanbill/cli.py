@@ -21,7 +21,7 @@ import click
 from beanbill import demo as demo_module
 from beanbill import demo_stripe
 from beanbill.examples import write_configuration
-from beanbill.exits import reports_errors
+from beanbill.exits import reports_errors, workspace_option
 from beanbill.report import render_summary
 from beanbill.sync_commands import (
     DEFAULT_RECONCILE_DAYS,
@@ -44,15 +44,6 @@ EXIT_OK = 0
 EXIT_REJECTS = 1
 DEMO_CUSTOMERS = 50
 INIT_CUSTOMERS = 6
-
-workspace_option = click.option(
-    "--workspace",
-    "-w",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default="current folder",
-    help="The workspace folder (settings, catalog, customers, usage, ledger, state).",
-)
 
 
 @click.group(

@@ -1,10 +1,11 @@
-"""Exit codes scripts can rely on, and the one place named errors become them."""
+"""What every command shares: exit codes, the one place named errors become them, --workspace."""
 
 from __future__ import annotations
 
 import functools
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import click
@@ -29,3 +30,13 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
             sys.exit(EXIT_ERROR)
 
     return wrapper
+
+
+workspace_option = click.option(
+    "--workspace",
+    "-w",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default="current folder",
+    help="The workspace folder (settings, catalog, customers, usage, ledger, state).",
+)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from beanbill.exits import reports_errors
+from beanbill.exits import reports_errors, workspace_option
 from beanbill.targets import TargetError, connectors, retry_policy, sync_state
 from rating.workspace import Workspace
 from sync.interface import Connector
@@ -75,15 +75,6 @@ def run_reconcile(workspace: Workspace, since: date) -> list[ReconcileReport]:
 @click.group(name="sync")
 def sync_group() -> None:
     """Push issued invoices to external systems; reconcile payments into the ledger."""
-
-
-workspace_option = click.option(
-    "--workspace",
-    "-w",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default="current folder",
-)
 
 
 @sync_group.command(name="push")

@@ -16,7 +16,7 @@ class RateLimiter:
 
     def __init__(
         self,
-        per_second: float,
+        per_second: int,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
