@@ -20,7 +20,6 @@ from sync.interface import Connector
 from sync.payments import apply_events
 from sync.push import PushSummary, issued_documents, push_all
 from sync.reconcile import ReconcileReport, reconcile
-from sync.state import SqliteSyncState
 
 EXIT_OK = 0
 EXIT_ATTENTION = 1
@@ -91,7 +90,7 @@ def push_command(workspace: Path) -> None:
 @reports_errors
 def status_command(workspace: Path) -> None:
     """What was pushed where, the dead letters, the webhook inbox and payment states."""
-    state = SqliteSyncState(Workspace.load(workspace).state_dir)
+    state = sync_state(Workspace.load(workspace))
     records = state.records()
     counts = Counter((record.target, record.status.value) for record in records)
     for (target, status), count in sorted(counts.items()):
@@ -117,7 +116,7 @@ def status_command(workspace: Path) -> None:
 @reports_errors
 def retry_command(workspace: Path, target: str | None) -> None:
     """Re-queue dead letters; the next `sync push` tries them again."""
-    count = SqliteSyncState(Workspace.load(workspace).state_dir).requeue_dead(target)
+    count = sync_state(Workspace.load(workspace)).requeue_dead(target)
     click.echo(f"{count:,} dead letters re-queued")
 
 

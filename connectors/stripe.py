@@ -172,7 +172,7 @@ class StripeConnector:
             raise PermanentError(
                 f"{document.number}: {len(lines)} lines, Stripe takes {MAX_LINES_PER_INVOICE}"
             )
-        customer = known.get("customer") or self._upsert_customer(document)
+        customer = known.get("customer") or self._find_or_create_customer(document)
         invoice = self._find_invoice(customer, document.number) or self._create_invoice(
             document, customer
         )
@@ -211,7 +211,7 @@ class StripeConnector:
             raise PermanentError(f"organization {org} has {len(ids)} Stripe customers: {ids}")
         return ids[0] if ids else None
 
-    def _upsert_customer(self, document: InvoiceDocument) -> str:
+    def _find_or_create_customer(self, document: InvoiceDocument) -> str:
         org = document.buyer_reference or ""
         if not org:
             raise PermanentError(f"{document.number}: no buyer organization id")
@@ -312,6 +312,8 @@ class StripeConnector:
         if not invoice_id:
             raise TransientError(f"{note.number}: invoice {note.preceding_number} not pushed yet")
         customer = known.get("customer", "")
+        if note.due_minor == 0:  # nothing was due: there is nothing to credit remotely
+            return RemoteDocument({"customer": customer, "invoice": invoice_id}, "nothing due", 0)
         existing = [
             credit
             for credit in self._list(
@@ -321,8 +323,6 @@ class StripeConnector:
             )
             if _metadata(credit).get(NUMBER_KEY) == note.number
         ]
-        if note.due_minor == 0:
-            return RemoteDocument({"customer": customer, "invoice": invoice_id}, "nothing due", 0)
         credit = existing[0] if existing else self._create_credit_note(note, invoice_id)
         if int(credit.total) != note.due_minor:
             raise StripeMismatchError(
