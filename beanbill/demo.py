@@ -16,10 +16,10 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from ledger.post import record_credit
-from rating.config import BillingMode
-from rating.storage import write_bytes_atomically
-from rating.workspace import Workspace
+from beanbill.ledger.post import record_credit
+from beanbill.rating.config import BillingMode
+from beanbill.rating.storage import write_bytes_atomically
+from beanbill.rating.workspace import Workspace
 
 DEMO_MONTH = "2026-10"
 DEMO_AS_OF = date(2026, 11, 22)

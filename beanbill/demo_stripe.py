@@ -20,10 +20,10 @@ from pathlib import Path
 
 import click
 
+from beanbill.ledger.books import ledger_errors, load_books
+from beanbill.ledger.entries import format_minor
+from beanbill.rating.workspace import SETTINGS_FILE, Workspace
 from beanbill.sync_commands import run_push, run_reconcile
-from ledger.books import ledger_errors, load_books
-from ledger.entries import format_minor
-from rating.workspace import SETTINGS_FILE, Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCHER = ROOT / "tests" / "peers" / "localstripe_launcher.py"

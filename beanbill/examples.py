@@ -15,10 +15,10 @@ import tomli_w
 from stdnum import luhn
 from stdnum.iso7064 import mod_11_10
 
-from ledger.main_file import main_ledger_text
-from rating.config import Catalog, Settings, parse_model
-from rating.storage import write_bytes_atomically
-from rating.workspace import CATALOG_FILE, CUSTOMERS_FILE, LEDGER_FILE, SETTINGS_FILE
+from beanbill.ledger.main_file import main_ledger_text
+from beanbill.rating.config import Catalog, Settings, parse_model
+from beanbill.rating.storage import write_bytes_atomically
+from beanbill.rating.workspace import CATALOG_FILE, CUSTOMERS_FILE, LEDGER_FILE, SETTINGS_FILE
 
 CATALOG_EFFECTIVE = date(2026, 1, 1)
 CPU_PRICE_CUT = date(2026, 10, 15)

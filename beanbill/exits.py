@@ -10,7 +10,7 @@ from typing import ParamSpec, TypeVar
 
 import click
 
-from rating.errors import BeanbillError
+from beanbill.rating.errors import BeanbillError
 
 EXIT_ERROR = 2
 

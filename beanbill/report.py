@@ -8,10 +8,10 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 import duckdb
 
-from rating.errors import RatingError
-from rating.money import AMOUNT_SCALE, from_scaled_integer
-from rating.periods import Month
-from rating.workspace import Workspace
+from beanbill.rating.errors import RatingError
+from beanbill.rating.money import AMOUNT_SCALE, from_scaled_integer
+from beanbill.rating.periods import Month
+from beanbill.rating.workspace import Workspace
 
 DISPLAY_QUANTUM = Decimal("0.01")
 LARGEST_SHOWN = 8

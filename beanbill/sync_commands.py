@@ -14,12 +14,12 @@ from pathlib import Path
 import click
 
 from beanbill.exits import reports_errors, workspace_option
+from beanbill.rating.workspace import Workspace
+from beanbill.sync.interface import Connector
+from beanbill.sync.payments import apply_events
+from beanbill.sync.push import PushSummary, issued_documents, push_all
+from beanbill.sync.reconcile import ReconcileReport, reconcile
 from beanbill.targets import TargetError, connectors, retry_policy, sync_state
-from rating.workspace import Workspace
-from sync.interface import Connector
-from sync.payments import apply_events
-from sync.push import PushSummary, issued_documents, push_all
-from sync.reconcile import ReconcileReport, reconcile
 
 EXIT_OK = 0
 EXIT_ATTENTION = 1
@@ -146,7 +146,7 @@ def serve_command(workspace: Path, host: str, port: int) -> None:
     """Receive payment webhooks (POST /webhooks/stripe) and post them to the ledger."""
     import uvicorn
 
-    from sync.serve import create_app
+    from beanbill.sync.serve import create_app
 
     loaded = Workspace.load(workspace)
     targets: list[Connector] = connectors(loaded)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 
-from connectors.stripe import StripeConnector
-from rating.errors import BeanbillError
-from rating.workspace import Workspace
-from sync.interface import Connector
-from sync.retry import RetryPolicy
-from sync.state import SqliteSyncState
+from beanbill.connectors.stripe import StripeConnector
+from beanbill.rating.errors import BeanbillError
+from beanbill.rating.workspace import Workspace
+from beanbill.sync.interface import Connector
+from beanbill.sync.retry import RetryPolicy
+from beanbill.sync.state import SqliteSyncState
 
 
 class TargetError(BeanbillError):

@@ -30,17 +30,17 @@ import facturx  # noqa: E402
 import weasyprint  # noqa: E402
 
 from beanbill.examples import german_vat_id, write_toml  # noqa: E402
+from beanbill.ledger.einvoice import cii_xml, validate_cii  # noqa: E402
+from beanbill.ledger.invoicing import issue, preview, seller_legal_line  # noqa: E402
+from beanbill.ledger.post import post, record_credit  # noqa: E402
+from beanbill.ledger.render import invoice_html  # noqa: E402
+from beanbill.ledger.ubl import ubl_xml, validate_ubl  # noqa: E402
+from beanbill.rating.config import BillingMode  # noqa: E402
+from beanbill.rating.ingest import ingest  # noqa: E402
+from beanbill.rating.periods import Month  # noqa: E402
+from beanbill.rating.rate import rate_months  # noqa: E402
+from beanbill.rating.workspace import CUSTOMERS_FILE, Workspace  # noqa: E402
 from bench.bench_ledger import make_workspace  # noqa: E402
-from ledger.einvoice import cii_xml, validate_cii  # noqa: E402
-from ledger.invoicing import issue, preview, seller_legal_line  # noqa: E402
-from ledger.post import post, record_credit  # noqa: E402
-from ledger.render import invoice_html  # noqa: E402
-from ledger.ubl import ubl_xml, validate_ubl  # noqa: E402
-from rating.config import BillingMode  # noqa: E402
-from rating.ingest import ingest  # noqa: E402
-from rating.periods import Month  # noqa: E402
-from rating.rate import rate_months  # noqa: E402
-from rating.workspace import CUSTOMERS_FILE, Workspace  # noqa: E402
 
 ORGANIZATIONS = 1_000
 SAMPLE = 100

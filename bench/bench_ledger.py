@@ -27,12 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from beanbill.examples import CATALOG, SETTINGS, write_toml  # noqa: E402
-from ledger.main_file import main_ledger_text  # noqa: E402
-from ledger.post import post, record_credit  # noqa: E402
-from rating.ingest import ingest  # noqa: E402
-from rating.periods import Month, parse_month_range  # noqa: E402
-from rating.rate import rate_months  # noqa: E402
-from rating.workspace import CATALOG_FILE, CUSTOMERS_FILE, SETTINGS_FILE, Workspace  # noqa: E402
+from beanbill.ledger.main_file import main_ledger_text  # noqa: E402
+from beanbill.ledger.post import post, record_credit  # noqa: E402
+from beanbill.rating.ingest import ingest  # noqa: E402
+from beanbill.rating.periods import Month, parse_month_range  # noqa: E402
+from beanbill.rating.rate import rate_months  # noqa: E402
+from beanbill.rating.workspace import CATALOG_FILE, CUSTOMERS_FILE, SETTINGS_FILE, Workspace  # noqa: E402
 
 MODES = ("postpaid", "prepaid", "provisioned")
 

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from beanbill.examples import SETTINGS, write_toml  # noqa: E402
-from rating.workspace import CATALOG_FILE, CUSTOMERS_FILE, SETTINGS_FILE  # noqa: E402
+from beanbill.rating.workspace import CATALOG_FILE, CUSTOMERS_FILE, SETTINGS_FILE  # noqa: E402
 
 ORGANIZATIONS = 10_000
 RESOURCES_PER_ORGANIZATION = 20
@@ -138,10 +138,10 @@ def step(name: str, *arguments: str) -> dict[str, Any]:
 
 
 def run_step(name: str, arguments: list[str]) -> None:
-    from rating.ingest import ingest
-    from rating.periods import Month
-    from rating.rate import rate_months
-    from rating.workspace import Workspace
+    from beanbill.rating.ingest import ingest
+    from beanbill.rating.periods import Month
+    from beanbill.rating.rate import rate_months
+    from beanbill.rating.workspace import Workspace
 
     started = time.perf_counter()
     figures: dict[str, Any] = {}

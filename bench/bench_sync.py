@@ -40,13 +40,13 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from connectors.stripe import StripeConnector  # noqa: E402
-from ledger.documents import DocumentType, InvoiceDocument, InvoiceLine, Party  # noqa: E402
-from ledger.vat import VatCategory, VatTreatment  # noqa: E402
-from rating.config import StripeSettings  # noqa: E402
-from sync.push import push_all  # noqa: E402
-from sync.retry import RetryPolicy  # noqa: E402
-from sync.state import SqliteSyncState  # noqa: E402
+from beanbill.connectors.stripe import StripeConnector  # noqa: E402
+from beanbill.ledger.documents import DocumentType, InvoiceDocument, InvoiceLine, Party  # noqa: E402
+from beanbill.ledger.vat import VatCategory, VatTreatment  # noqa: E402
+from beanbill.rating.config import StripeSettings  # noqa: E402
+from beanbill.sync.push import push_all  # noqa: E402
+from beanbill.sync.retry import RetryPolicy  # noqa: E402
+from beanbill.sync.state import SqliteSyncState  # noqa: E402
 from tests.peers.fault_proxy import Fault, fault_proxy  # noqa: E402
 from tests.peers.stripe_peer import API_KEY, free_port, running_localstripe  # noqa: E402
 

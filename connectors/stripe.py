@@ -23,9 +23,9 @@ from zoneinfo import ZoneInfo
 
 import stripe
 
-from ledger.documents import DocumentType, InvoiceDocument
-from rating.config import StripeSettings
-from sync.interface import (
+from beanbill.ledger.documents import DocumentType, InvoiceDocument
+from beanbill.rating.config import StripeSettings
+from beanbill.sync.interface import (
     Interpretation,
     Movement,
     MovementKind,
@@ -36,8 +36,8 @@ from sync.interface import (
     WebhookRejected,
     idempotency_key,
 )
-from sync.limits import RateLimiter
-from sync.retry import PermanentError, TransientError, classify
+from beanbill.sync.limits import RateLimiter
+from beanbill.sync.retry import PermanentError, TransientError, classify
 
 # Pinned: the shapes below (no invoice.charge, payments listed apart) are this version's.
 STRIPE_API_VERSION = "2026-10-28.endive"

@@ -19,11 +19,11 @@ from typing import Any, NamedTuple
 from beancount import loader
 from beancount.core import data
 
-from ledger.entries import TXN_ID_KEY, Open, Posting, Transaction, minor_digits, user_meta
-from ledger.main_file import BOOKS_OPEN_DATE
-from ledger.text import components_by_id
-from rating.config import Customer
-from rating.errors import BeanbillError
+from beanbill.ledger.entries import TXN_ID_KEY, Open, Posting, Transaction, minor_digits, user_meta
+from beanbill.ledger.main_file import BOOKS_OPEN_DATE
+from beanbill.ledger.text import components_by_id
+from beanbill.rating.config import Customer
+from beanbill.rating.errors import BeanbillError
 
 LOT_KEY = "credit-lot"
 LOT_KINDS = ("purchase", "grant")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-from ledger.vat import VatBreakdown, VatLine, VatTreatment, breakdown
-from rating.errors import BeanbillError
+from beanbill.ledger.vat import VatBreakdown, VatLine, VatTreatment, breakdown
+from beanbill.rating.errors import BeanbillError
 
 MAX_PRICE_DECIMALS = 6
 

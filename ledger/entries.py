@@ -12,7 +12,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from ledger.text import LedgerTextError, check_metadata_key, quoted
+from beanbill.ledger.text import LedgerTextError, check_metadata_key, quoted
 
 MINOR_DIGITS = {"JPY": 0, "KRW": 0, "BHD": 3, "KWD": 3, "TND": 3}
 DEFAULT_MINOR_DIGITS = 2

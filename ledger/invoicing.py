@@ -32,24 +32,36 @@ from pathlib import Path
 
 import duckdb
 
-from ledger.books import LOT_KEY, Books, OrganizationAccounts, load_books, organization_accounts
-from ledger.documents import DocumentType, InvoiceDocument, InvoiceLine, Party, document_json
-from ledger.einvoice import cii_xml
-from ledger.entries import Document, Entry, Posting, Transaction, minor_digits
-from ledger.main_file import FAMILY_ACCOUNTS
-from ledger.numbering import Assigned, InvoiceNumbers
-from ledger.posting import reversal_entry
-from ledger.render import invoice_html, invoice_pdf
-from ledger.rounding import allocate_largest_remainder, to_minor
-from ledger.ubl import ubl_xml
-from ledger.vat import treatment
-from ledger.writer import LedgerWriter
-from rating.config import BillingMode, Customer, MeterKind
-from rating.errors import BeanbillError
-from rating.money import AMOUNT_SCALE, PRICE_SCALE, QUANTITY_SCALE
-from rating.periods import Month
-from rating.storage import write_bytes_atomically
-from rating.workspace import Workspace
+from beanbill.ledger.books import (
+    LOT_KEY,
+    Books,
+    OrganizationAccounts,
+    load_books,
+    organization_accounts,
+)
+from beanbill.ledger.documents import (
+    DocumentType,
+    InvoiceDocument,
+    InvoiceLine,
+    Party,
+    document_json,
+)
+from beanbill.ledger.einvoice import cii_xml
+from beanbill.ledger.entries import Document, Entry, Posting, Transaction, minor_digits
+from beanbill.ledger.main_file import FAMILY_ACCOUNTS
+from beanbill.ledger.numbering import Assigned, InvoiceNumbers
+from beanbill.ledger.posting import reversal_entry
+from beanbill.ledger.render import invoice_html, invoice_pdf
+from beanbill.ledger.rounding import allocate_largest_remainder, to_minor
+from beanbill.ledger.ubl import ubl_xml
+from beanbill.ledger.vat import treatment
+from beanbill.ledger.writer import LedgerWriter
+from beanbill.rating.config import BillingMode, Customer, MeterKind
+from beanbill.rating.errors import BeanbillError
+from beanbill.rating.money import AMOUNT_SCALE, PRICE_SCALE, QUANTITY_SCALE
+from beanbill.rating.periods import Month
+from beanbill.rating.storage import write_bytes_atomically
+from beanbill.rating.workspace import Workspace
 
 VAT_ACCOUNT = "Liabilities:VAT:Output"
 DISCOUNT_ACCOUNT = "Income:Discounts"
@@ -679,7 +691,7 @@ def _render_all(
     # HarfBuzz) can crash collecting the inherited objects. The fork server is a clean
     # process started once, with the rendering stack preloaded, that forks the workers.
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["ledger.invoicing"])
+    context.set_forkserver_preload(["beanbill.ledger.invoicing"])
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = [pool.submit(_render_one, workspace, derived) for derived in derived_all]
         return [future.result() for future in futures]

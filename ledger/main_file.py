@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from datetime import date
 
-from ledger.text import quoted
-from rating.config import Catalog, Settings
+from beanbill.ledger.text import quoted
+from beanbill.rating.config import Catalog, Settings
 
 BOOKS_OPEN_DATE = date(2000, 1, 1)
 INCLUDE_MARKER = "; --- beanbill: generated includes below this line ---"
@@ -53,7 +53,7 @@ def main_ledger_text(settings: Settings, catalog: Catalog) -> str:
         f'option "display_precision" "{currency}:0.01"',
         "",
         "; beanbill's invariants (unique txn-id, explicit amounts), checked by bean-check.",
-        'plugin "ledger.plugin"',
+        'plugin "beanbill.ledger.plugin"',
         "",
         f"{BOOKS_OPEN_DATE.isoformat()} commodity {currency}",
         "",

@@ -18,8 +18,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import NamedTuple
 
-from rating.errors import BeanbillError
-from rating.storage import sqlite_state
+from beanbill.rating.errors import BeanbillError
+from beanbill.rating.storage import sqlite_state
 
 STATE_FILE = "invoices.sqlite"
 SERIES_PATTERN = re.compile(r"^[A-Z][A-Z0-9-]{0,31}$")

@@ -1,6 +1,6 @@
 """Beancount plugin: the ledger's own invariants, checked by bean-check and Fava.
 
-Enable with ``plugin "ledger.plugin"`` in the main file. It catches hand edits that the
+Enable with ``plugin "beanbill.ledger.plugin"`` in the main file. It catches hand edits that the
 writer would never make:
 
 - two entries with one ``txn-id``;

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import duckdb
 
-from ledger.books import (
+from beanbill.ledger.books import (
     LOT_KEY,
     Books,
     CreditLot,
@@ -20,8 +20,8 @@ from ledger.books import (
     opening_entries,
     organization_accounts,
 )
-from ledger.entries import Entry, Transaction, minor_digits
-from ledger.posting import (
+from beanbill.ledger.entries import Entry, Transaction, minor_digits
+from beanbill.ledger.posting import (
     PeriodUsage,
     consumption_entry,
     correction_txn_id,
@@ -29,12 +29,12 @@ from ledger.posting import (
     expiry_entry,
     reversal_entry,
 )
-from ledger.writer import LedgerWriter
-from rating.closures import ClosedPeriods
-from rating.config import IDENTIFIER_PATTERN, PostingGranularity
-from rating.errors import BeanbillError
-from rating.periods import Month
-from rating.workspace import Workspace
+from beanbill.ledger.writer import LedgerWriter
+from beanbill.rating.closures import ClosedPeriods
+from beanbill.rating.config import IDENTIFIER_PATTERN, PostingGranularity
+from beanbill.rating.errors import BeanbillError
+from beanbill.rating.periods import Month
+from beanbill.rating.workspace import Workspace
 
 ACCOUNTS_FILE = "books/accounts.beancount"
 MAX_CREDIT_MINOR = 10**15

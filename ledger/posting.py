@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
-from ledger.books import LOT_KEY, CreditLot, OrganizationAccounts, UsageVersion
-from ledger.entries import Posting, Transaction
-from ledger.main_file import income_account
-from ledger.rounding import round_posting
-from rating.config import BillingMode
-from rating.money import AMOUNT_SCALE
+from beanbill.ledger.books import LOT_KEY, CreditLot, OrganizationAccounts, UsageVersion
+from beanbill.ledger.entries import Posting, Transaction
+from beanbill.ledger.main_file import income_account
+from beanbill.ledger.rounding import round_posting
+from beanbill.rating.config import BillingMode
+from beanbill.rating.money import AMOUNT_SCALE
 
 CLEARING_ACCOUNT = "Assets:Stripe:Balance"
 PROMOTIONS_ACCOUNT = "Expenses:Promotions"

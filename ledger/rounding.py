@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
-from rating.money import AMOUNT_SCALE
+from beanbill.rating.money import AMOUNT_SCALE
 
 POSTING_ROUNDING = ROUND_HALF_EVEN
 

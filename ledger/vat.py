@@ -21,8 +21,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from typing import NamedTuple
 
-from rating.config import EU_COUNTRIES
-from rating.errors import BeanbillError
+from beanbill.rating.config import EU_COUNTRIES
+from beanbill.rating.errors import BeanbillError
 
 VAT_ROUNDING = ROUND_HALF_UP
 # Standard rates in force on 2026-01-01 (percent). A settings override wins.

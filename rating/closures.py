@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rating.storage import sqlite_state
+from beanbill.rating.storage import sqlite_state
 
 STATE_FILE = "periods.sqlite"
 SCHEMA = """CREATE TABLE IF NOT EXISTS closed_period (

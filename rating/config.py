@@ -29,8 +29,8 @@ from pydantic import (
 from stdnum.eu import vat as eu_vat
 from stdnum.fr import siren as fr_siren
 
-from rating.errors import ConfigError
-from rating.money import MAX_PRICE_DECIMALS, QUANTITY_SCALE, decimal_places
+from beanbill.rating.errors import ConfigError
+from beanbill.rating.money import MAX_PRICE_DECIMALS, QUANTITY_SCALE, decimal_places
 
 IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 FAMILY_PATTERN = re.compile(r"^[A-Z][A-Za-z0-9]{0,31}$")

@@ -34,16 +34,16 @@ import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 import pyarrow as pa
 
-from rating.config import BillingPeriod, Catalog, Customers, MeterKind, TierMode
-from rating.errors import RatingError
-from rating.money import (
+from beanbill.rating.config import BillingPeriod, Catalog, Customers, MeterKind, TierMode
+from beanbill.rating.errors import RatingError
+from beanbill.rating.money import (
     PRICE_SCALE,
     QUANTITY_ONE_MICRO,
     QUANTITY_SCALE,
     SECONDS_PER_DAY,
     to_scaled_integer,
 )
-from rating.periods import (
+from beanbill.rating.periods import (
     Month,
     OffsetChange,
     day_index,

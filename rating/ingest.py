@@ -29,13 +29,13 @@ from typing import Any, NamedTuple
 import duckdb
 import pyarrow as pa
 
-from rating.closures import ClosedPeriods
-from rating.config import MeterKind
-from rating.errors import IngestError
-from rating.money import QUANTITY_SCALE, SECONDS_PER_DAY
-from rating.periods import offset_changes
-from rating.storage import fsync_directory, publish, temporary_sibling
-from rating.workspace import Workspace
+from beanbill.rating.closures import ClosedPeriods
+from beanbill.rating.config import MeterKind
+from beanbill.rating.errors import IngestError
+from beanbill.rating.money import QUANTITY_SCALE, SECONDS_PER_DAY
+from beanbill.rating.periods import offset_changes
+from beanbill.rating.storage import fsync_directory, publish, temporary_sibling
+from beanbill.rating.workspace import Workspace
 
 FIELDS = ("id", "org", "resource", "meter", "start", "end", "at", "quantity")
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")

@@ -16,9 +16,9 @@ import zoneinfo
 from datetime import UTC, date, datetime, timedelta
 from typing import NamedTuple
 
-from rating.config import BillingPeriod
-from rating.errors import PeriodError
-from rating.money import SECONDS_PER_DAY
+from beanbill.rating.config import BillingPeriod
+from beanbill.rating.errors import PeriodError
+from beanbill.rating.money import SECONDS_PER_DAY
 
 EPOCH_DATE = date(1970, 1, 1)
 MONTH_PATTERN = re.compile(r"^(\d{4})-(\d{2})$")

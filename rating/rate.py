@@ -17,7 +17,7 @@ import duckdb
 import ibis
 import ibis.expr.types as ir
 
-from rating.engine import (
+from beanbill.rating.engine import (
     RatingInput,
     month_input,
     rate,
@@ -26,11 +26,11 @@ from rating.engine import (
     typed_memtable,
     usage_files,
 )
-from rating.errors import RatingError
-from rating.money import AMOUNT_SCALE, from_scaled_integer
-from rating.periods import Month
-from rating.storage import publish, temporary_sibling
-from rating.workspace import Workspace
+from beanbill.rating.errors import RatingError
+from beanbill.rating.money import AMOUNT_SCALE, from_scaled_integer
+from beanbill.rating.periods import Month
+from beanbill.rating.storage import publish, temporary_sibling
+from beanbill.rating.workspace import Workspace
 
 EVENT_SCHEMA = ibis.schema(
     {

@@ -8,15 +8,15 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from rating.config import (
+from beanbill.rating.config import (
     Catalog,
     Customers,
     Settings,
     check_cross_references,
     load_model,
 )
-from rating.errors import ConfigError, WorkspaceError
-from rating.storage import exclusive_lock
+from beanbill.rating.errors import ConfigError, WorkspaceError
+from beanbill.rating.storage import exclusive_lock
 
 SETTINGS_FILE = "beanbill.toml"
 CATALOG_FILE = "catalog.toml"

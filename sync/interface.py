@@ -15,8 +15,8 @@ from datetime import date
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
 
-from ledger.documents import InvoiceDocument
-from rating.errors import BeanbillError
+from beanbill.ledger.documents import InvoiceDocument
+from beanbill.rating.errors import BeanbillError
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 

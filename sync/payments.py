@@ -14,12 +14,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
 
-from ledger.books import organization_accounts
-from ledger.entries import Entry, Posting, Transaction
-from ledger.writer import LedgerConflictError, LedgerWriter
-from rating.workspace import Workspace
-from sync.interface import Connector, Movement, MovementKind, WebhookEvent
-from sync.state import SyncState
+from beanbill.ledger.books import organization_accounts
+from beanbill.ledger.entries import Entry, Posting, Transaction
+from beanbill.ledger.writer import LedgerConflictError, LedgerWriter
+from beanbill.rating.workspace import Workspace
+from beanbill.sync.interface import Connector, Movement, MovementKind, WebhookEvent
+from beanbill.sync.state import SyncState
 
 MAX_EVENTS_PER_BATCH = 500
 BANK_ACCOUNT = "Assets:Bank:Operating"

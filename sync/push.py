@@ -14,13 +14,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ledger.documents import DocumentType, InvoiceDocument, load_document
-from ledger.numbering import InvoiceNumbers
-from rating.errors import BeanbillError
-from rating.workspace import Workspace
-from sync.interface import Connector, RemoteDocument
-from sync.retry import PermanentError, RetryPolicy, TransientError
-from sync.state import PushStatus, SyncState
+from beanbill.ledger.documents import DocumentType, InvoiceDocument, load_document
+from beanbill.ledger.numbering import InvoiceNumbers
+from beanbill.rating.errors import BeanbillError
+from beanbill.rating.workspace import Workspace
+from beanbill.sync.interface import Connector, RemoteDocument
+from beanbill.sync.retry import PermanentError, RetryPolicy, TransientError
+from beanbill.sync.state import PushStatus, SyncState
 
 MAX_DOCUMENTS_PER_RUN = 100_000
 CUSTOMER = "customer"

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
-from ledger.books import load_books
-from rating.workspace import Workspace
-from sync.interface import Connector, Movement
-from sync.payments import PostSummary, post_movements
-from sync.state import SyncState
+from beanbill.ledger.books import load_books
+from beanbill.rating.workspace import Workspace
+from beanbill.sync.interface import Connector, Movement
+from beanbill.sync.payments import PostSummary, post_movements
+from beanbill.sync.state import SyncState
 
 RECEIVABLE_PREFIX = "Assets:Receivable:"
 

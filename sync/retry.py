@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
-from rating.errors import BeanbillError
+from beanbill.rating.errors import BeanbillError
 
 DEFAULT_ATTEMPTS = 6
 DEFAULT_BASE_SECONDS = 0.5

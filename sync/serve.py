@@ -20,10 +20,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from rating.workspace import Workspace
-from sync.interface import Connector, WebhookRejected
-from sync.payments import apply_events
-from sync.state import SyncState, SyncStateError
+from beanbill.rating.workspace import Workspace
+from beanbill.sync.interface import Connector, WebhookRejected
+from beanbill.sync.payments import apply_events
+from beanbill.sync.state import SyncState, SyncStateError
 
 MAX_BODY_BYTES = 1_000_000
 IDLE_WAKE_SECONDS = 5.0

@@ -16,8 +16,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from rating.errors import BeanbillError
-from rating.storage import sqlite_state
+from beanbill.rating.errors import BeanbillError
+from beanbill.rating.storage import sqlite_state
 
 STATE_FILE = "sync.sqlite"
 MAX_ERROR_LENGTH = 2_000

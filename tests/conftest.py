@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from beanbill.examples import SETTINGS, write_toml
-from ledger.main_file import main_ledger_text
-from rating.workspace import CATALOG_FILE, CUSTOMERS_FILE, SETTINGS_FILE, Workspace
+from beanbill.ledger.main_file import main_ledger_text
+from beanbill.rating.workspace import CATALOG_FILE, CUSTOMERS_FILE, SETTINGS_FILE, Workspace
 
 JANUARY = date(2026, 1, 1)
 SMALL_CATALOG: dict[str, Any] = {

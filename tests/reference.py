@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from rating.config import BillingPeriod, Catalog, Customers, MeterKind, TierMode
+from beanbill.rating.config import BillingPeriod, Catalog, Customers, MeterKind, TierMode
 
 LineKey = tuple[str, str, date, str, str]  # org, period, day, meter, resource
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from rating.config import Catalog, Settings, load_model
-from rating.errors import ConfigError, WorkspaceError
-from rating.workspace import CATALOG_FILE, CUSTOMERS_FILE, Workspace
+from beanbill.rating.config import Catalog, Settings, load_model
+from beanbill.rating.errors import ConfigError, WorkspaceError
+from beanbill.rating.workspace import CATALOG_FILE, CUSTOMERS_FILE, Workspace
 from tests.conftest import customer
 
 

@@ -8,10 +8,10 @@ from decimal import Decimal
 
 import pytest
 
-from ledger.documents import DocumentType, InvoiceDocument, InvoiceLine, Party
-from ledger.einvoice import EN16931_CII_RULES, cii_xml, schematron_failures, validate_cii
-from ledger.ubl import ubl_xml, validate_ubl
-from ledger.vat import treatment
+from beanbill.ledger.documents import DocumentType, InvoiceDocument, InvoiceLine, Party
+from beanbill.ledger.einvoice import EN16931_CII_RULES, cii_xml, schematron_failures, validate_cii
+from beanbill.ledger.ubl import ubl_xml, validate_ubl
+from beanbill.ledger.vat import treatment
 
 SELLER = Party(
     "Nimbus Cloud SAS",

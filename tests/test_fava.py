@@ -14,11 +14,11 @@ from fava.core import FavaLedger
 
 from beanbill.demo import write_usage
 from beanbill.examples import write_configuration
-from ledger.post import post, record_credit
-from rating.ingest import ingest
-from rating.periods import Month
-from rating.rate import rate_months
-from rating.workspace import Workspace
+from beanbill.ledger.post import post, record_credit
+from beanbill.rating.ingest import ingest
+from beanbill.rating.periods import Month
+from beanbill.rating.rate import rate_months
+from beanbill.rating.workspace import Workspace
 
 BEANBILL = str(Path(sys.executable).with_name("beanbill"))
 STARTUP_SECONDS = 60

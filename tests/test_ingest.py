@@ -8,10 +8,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from rating.closures import ClosedPeriods
-from rating.errors import IngestError
-from rating.ingest import ingest
-from rating.workspace import Workspace
+from beanbill.rating.closures import ClosedPeriods
+from beanbill.rating.errors import IngestError
+from beanbill.rating.ingest import ingest
+from beanbill.rating.workspace import Workspace
 from tests.conftest import customer, read_rejects, write_jsonl
 
 GOOD = {

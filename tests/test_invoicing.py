@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 from beancount import loader
 
-from ledger.books import load_books
-from ledger.einvoice import validate_cii
-from ledger.entries import format_minor
-from ledger.invoicing import InvoicingError, credit_note, issue, issued_keys, preview
-from ledger.numbering import InvoiceNumbers
-from ledger.post import balance, post, record_credit
-from ledger.ubl import validate_ubl
-from rating.ingest import ingest
-from rating.periods import Month
-from rating.rate import rate_months
-from rating.workspace import Workspace
+from beanbill.ledger.books import load_books
+from beanbill.ledger.einvoice import validate_cii
+from beanbill.ledger.entries import format_minor
+from beanbill.ledger.invoicing import InvoicingError, credit_note, issue, issued_keys, preview
+from beanbill.ledger.numbering import InvoiceNumbers
+from beanbill.ledger.post import balance, post, record_credit
+from beanbill.ledger.ubl import validate_ubl
+from beanbill.rating.ingest import ingest
+from beanbill.rating.periods import Month
+from beanbill.rating.rate import rate_months
+from beanbill.rating.workspace import Workspace
 from tests.conftest import customer, write_jsonl
 
 OCTOBER = Month(2026, 10)

@@ -8,9 +8,9 @@ import pytest
 from beancount import loader
 
 from beanbill.examples import SETTINGS, example_ledger_text
-from ledger.main_file import main_ledger_text
-from ledger.text import LedgerTextError, quoted
-from rating.config import Catalog, Settings, parse_model
+from beanbill.ledger.main_file import main_ledger_text
+from beanbill.ledger.text import LedgerTextError, quoted
+from beanbill.rating.config import Catalog, Settings, parse_model
 
 ROOT = Path(__file__).resolve().parent.parent
 

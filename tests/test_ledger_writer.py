@@ -14,9 +14,9 @@ import pytest
 from beancount import loader
 
 from beanbill.examples import example_ledger_text
-from ledger.entries import Open, Posting, Transaction
-from ledger.text import LedgerTextError
-from ledger.writer import LedgerConflictError, LedgerWriter
+from beanbill.ledger.entries import Open, Posting, Transaction
+from beanbill.ledger.text import LedgerTextError
+from beanbill.ledger.writer import LedgerConflictError, LedgerWriter
 
 HOSTILE = [
     'Evil" \n2026-01-01 open Assets:Stolen EUR',
@@ -149,8 +149,8 @@ WRITER_SCRIPT = """
 import sys
 from datetime import date
 from pathlib import Path
-from ledger.entries import Posting, Transaction
-from ledger.writer import LedgerWriter
+from beanbill.ledger.entries import Posting, Transaction
+from beanbill.ledger.writer import LedgerWriter
 writer = LedgerWriter(Path(sys.argv[1]))
 for batch in range(150):
     entries = [

@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from rating.config import BillingPeriod
-from rating.errors import PeriodError
-from rating.periods import (
+from beanbill.rating.config import BillingPeriod
+from beanbill.rating.errors import PeriodError
+from beanbill.rating.periods import (
     Month,
     day_rows,
     offset_changes,

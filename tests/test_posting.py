@@ -12,13 +12,13 @@ from beancount import loader
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.post import PostingError, balance, post, record_credit
-from ledger.rounding import allocate_largest_remainder, round_posting, to_minor
-from rating.closures import ClosedPeriods
-from rating.ingest import ingest
-from rating.periods import Month
-from rating.rate import rate_months
-from rating.workspace import Workspace
+from beanbill.ledger.post import PostingError, balance, post, record_credit
+from beanbill.ledger.rounding import allocate_largest_remainder, round_posting, to_minor
+from beanbill.rating.closures import ClosedPeriods
+from beanbill.rating.ingest import ingest
+from beanbill.rating.periods import Month
+from beanbill.rating.rate import rate_months
+from beanbill.rating.workspace import Workspace
 from tests.conftest import customer, write_jsonl
 
 NOVEMBER = Month(2026, 11)

@@ -13,11 +13,11 @@ from pathlib import Path
 from beancount import loader
 
 from beanbill.examples import CATALOG, SETTINGS, write_toml
-from ledger.main_file import main_ledger_text
-from rating.ingest import ingest
-from rating.periods import Month
-from rating.rate import rate_months
-from rating.workspace import CATALOG_FILE, CUSTOMERS_FILE, SETTINGS_FILE, Workspace
+from beanbill.ledger.main_file import main_ledger_text
+from beanbill.rating.ingest import ingest
+from beanbill.rating.periods import Month
+from beanbill.rating.rate import rate_months
+from beanbill.rating.workspace import CATALOG_FILE, CUSTOMERS_FILE, SETTINGS_FILE, Workspace
 from tests.conftest import write_jsonl
 
 BEANBILL = str(Path(sys.executable).with_name("beanbill"))

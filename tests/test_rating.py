@@ -15,12 +15,12 @@ import pytest
 
 from beanbill.demo import write_usage
 from beanbill.examples import write_configuration
-from rating.errors import RatingError
-from rating.ingest import ingest
-from rating.money import AMOUNT_SCALE, QUANTITY_SCALE, from_scaled_integer
-from rating.periods import Month
-from rating.rate import rate_months
-from rating.workspace import CUSTOMERS_FILE, Workspace
+from beanbill.rating.errors import RatingError
+from beanbill.rating.ingest import ingest
+from beanbill.rating.money import AMOUNT_SCALE, QUANTITY_SCALE, from_scaled_integer
+from beanbill.rating.periods import Month
+from beanbill.rating.rate import rate_months
+from beanbill.rating.workspace import CUSTOMERS_FILE, Workspace
 from tests.conftest import SMALL_CATALOG, customer, write_jsonl
 from tests.reference import Event, rate_reference
 

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rating.config import Catalog, Customers, parse_model
-from rating.engine import month_input, rate, typed_memtable
-from rating.money import AMOUNT_SCALE, QUANTITY_SCALE, from_scaled_integer
-from rating.periods import Month
-from rating.rate import EVENT_SCHEMA
+from beanbill.rating.config import Catalog, Customers, parse_model
+from beanbill.rating.engine import month_input, rate, typed_memtable
+from beanbill.rating.money import AMOUNT_SCALE, QUANTITY_SCALE, from_scaled_integer
+from beanbill.rating.periods import Month
+from beanbill.rating.rate import EVENT_SCHEMA
 from tests.reference import Event, rate_reference
 
 JANUARY = date(2026, 1, 1)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ledger.books import ledger_errors
+from beanbill.ledger.books import ledger_errors
 from tests.peers.stripe_peer import API_KEY
 from tests.test_sync_stripe import Issued, issued, localstripe  # noqa: F401 (fixtures)
 

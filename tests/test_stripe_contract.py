@@ -9,10 +9,10 @@ from decimal import Decimal
 
 import pytest
 
-from connectors.stripe import StripeConnector
-from ledger.documents import DocumentType, InvoiceDocument, InvoiceLine, Party
-from ledger.vat import VatCategory, VatTreatment
-from rating.config import StripeSettings
+from beanbill.connectors.stripe import StripeConnector
+from beanbill.ledger.documents import DocumentType, InvoiceDocument, InvoiceLine, Party
+from beanbill.ledger.vat import VatCategory, VatTreatment
+from beanbill.rating.config import StripeSettings
 
 KEY = os.environ.get("STRIPE_TEST_SECRET_KEY", "")
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sync.interface import idempotency_key
-from sync.retry import PermanentError, RetryPolicy, TransientError, classify
-from sync.state import MIGRATIONS, PushStatus, SqliteSyncState, SyncStateError
+from beanbill.sync.interface import idempotency_key
+from beanbill.sync.retry import PermanentError, RetryPolicy, TransientError, classify
+from beanbill.sync.state import MIGRATIONS, PushStatus, SqliteSyncState, SyncStateError
 
 
 def test_push_records_survive_reopening_and_dead_letters_can_be_requeued(tmp_path: Path) -> None:
@@ -55,7 +55,7 @@ def test_a_store_from_a_newer_beanbill_is_refused(tmp_path: Path) -> None:
 CONCURRENT = """
 import sys
 from pathlib import Path
-from sync.state import SqliteSyncState
+from beanbill.sync.state import SqliteSyncState
 state = SqliteSyncState(Path(sys.argv[1]))
 for index in range(150):
     state.store_event("stripe", f"evt_{index}", "invoice.paid", {"n": index})
@@ -133,9 +133,9 @@ def test_stripe_lines_add_vat_and_credits_to_exactly_the_amount_due() -> None:
     from datetime import date
     from decimal import Decimal
 
-    from connectors.stripe import stripe_lines
-    from ledger.documents import DocumentType, InvoiceDocument, InvoiceLine, Party
-    from ledger.vat import VatCategory, VatTreatment
+    from beanbill.connectors.stripe import stripe_lines
+    from beanbill.ledger.documents import DocumentType, InvoiceDocument, InvoiceLine, Party
+    from beanbill.ledger.vat import VatCategory, VatTreatment
 
     vat = VatTreatment(VatCategory.STANDARD, Decimal(20), None, None)
     party = Party("P", ("a",), "FR")
@@ -155,8 +155,8 @@ def test_stripe_lines_add_vat_and_credits_to_exactly_the_amount_due() -> None:
 def test_each_movement_kind_balances_between_the_right_accounts() -> None:
     from datetime import date
 
-    from sync.interface import Movement, MovementKind
-    from sync.payments import Unmatched, movement_entry
+    from beanbill.sync.interface import Movement, MovementKind
+    from beanbill.sync.payments import Unmatched, movement_entry
 
     receivable = "Assets:Receivable:Acme"
     expected = {
@@ -183,7 +183,7 @@ def test_each_movement_kind_balances_between_the_right_accounts() -> None:
 
 
 def test_the_rate_limiter_spaces_calls_evenly() -> None:
-    from sync.limits import RateLimiter
+    from beanbill.sync.limits import RateLimiter
 
     now = [100.0]
     slept: list[float] = []

@@ -10,18 +10,18 @@ from typing import Any
 
 import pytest
 
+from beanbill.ledger.books import ledger_errors, load_books
+from beanbill.ledger.documents import DocumentType
+from beanbill.ledger.invoicing import credit_note, issue
+from beanbill.ledger.post import balance, post, record_credit
+from beanbill.rating.ingest import ingest
+from beanbill.rating.periods import Month
+from beanbill.rating.rate import rate_months
+from beanbill.rating.workspace import Workspace
+from beanbill.sync.push import issued_documents, push_all
+from beanbill.sync.reconcile import reconcile
+from beanbill.sync.state import PushStatus, SqliteSyncState
 from beanbill.targets import connectors, retry_policy
-from ledger.books import ledger_errors, load_books
-from ledger.documents import DocumentType
-from ledger.invoicing import credit_note, issue
-from ledger.post import balance, post, record_credit
-from rating.ingest import ingest
-from rating.periods import Month
-from rating.rate import rate_months
-from rating.workspace import Workspace
-from sync.push import issued_documents, push_all
-from sync.reconcile import reconcile
-from sync.state import PushStatus, SqliteSyncState
 from tests.conftest import customer, write_jsonl
 from tests.peers.fault_proxy import Fault, fault_proxy
 from tests.peers.stripe_peer import (

@@ -19,12 +19,12 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from beanbill.ledger.books import ledger_errors, load_books
+from beanbill.ledger.post import balance
+from beanbill.rating.workspace import Workspace
+from beanbill.sync.push import issued_documents
+from beanbill.sync.serve import create_app
 from beanbill.targets import connectors, sync_state
-from ledger.books import ledger_errors, load_books
-from ledger.post import balance
-from rating.workspace import Workspace
-from sync.push import issued_documents
-from sync.serve import create_app
 from tests.peers.stripe_peer import (
     API_KEY,
     beanbill_invoices,
