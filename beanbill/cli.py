@@ -24,6 +24,7 @@ from beanbill.examples import write_configuration
 from beanbill.exits import reports_errors, workspace_option
 from beanbill.ledger.books import ledger_errors, load_books
 from beanbill.ledger.entries import format_minor
+from beanbill.ledger.invoicing.due import issued_numbers_of
 from beanbill.ledger.post import balance, post, record_credit
 from beanbill.rating.errors import WorkspaceError
 from beanbill.rating.ingest import IngestSummary, ingest, summary_as_json
@@ -342,7 +343,7 @@ def invoice_group(
       beanbill invoice show INV-2026-000001   what an issued invoice says
       beanbill invoice credit INV-2026-000001 cancel it with a credit note
     """
-    from beanbill.ledger.invoicing import issue  # the PDF stack loads only here
+    from beanbill.ledger.invoicing.issue import issue  # the PDF stack loads only here
 
     if context.invoked_subcommand is not None:
         return
@@ -362,7 +363,7 @@ def invoice_group(
 @reports_errors
 def invoice_draft(workspace: Path, period: str) -> None:
     """Preview the invoices due up to PERIOD: no number, nothing written."""
-    from beanbill.ledger.invoicing import preview  # the PDF stack loads only here
+    from beanbill.ledger.invoicing.issue import preview  # the PDF stack loads only here
 
     loaded = Workspace.load(workspace)
     currency = loaded.settings.billing.currency
@@ -402,7 +403,7 @@ def invoice_show(workspace: Path, number: str) -> None:
 @reports_errors
 def invoice_credit(workspace: Path, number: str) -> None:
     """Cancel invoice NUMBER with a credit note (its own series); the period is due again."""
-    from beanbill.ledger.invoicing import credit_note  # the PDF stack loads only here
+    from beanbill.ledger.invoicing.corrections import credit_note  # the PDF stack loads here
 
     loaded = Workspace.load(workspace)
     credit_number, pdf = credit_note(loaded, number, datetime.now(UTC).date())
@@ -410,10 +411,8 @@ def invoice_credit(workspace: Path, number: str) -> None:
 
 
 def _invoice_number_of(workspace: Workspace, org: str) -> str | None:
-    from beanbill.ledger.invoicing import issued_keys  # the PDF stack loads only here
-
     books = load_books(workspace.ledger_path, workspace.settings.billing.currency)
-    numbers = sorted(n for key, n in issued_keys(books).items() if key.split(":")[1] == org)
+    numbers = issued_numbers_of(books, org)
     return numbers[0] if numbers else None
 
 
@@ -450,7 +449,8 @@ def fava_command(workspace: Path, port: int) -> None:
 @reports_errors
 def demo_command(workspace: Path, seed: int, customers: int) -> None:
     """Build a demo workspace, generate a month of usage, ingest it, rate it, summarize it."""
-    from beanbill.ledger.invoicing import credit_note, issue  # the PDF stack loads only here
+    from beanbill.ledger.invoicing.corrections import credit_note  # the PDF stack loads here
+    from beanbill.ledger.invoicing.issue import issue
 
     workspace = workspace.resolve()
     if workspace.exists():
@@ -528,7 +528,7 @@ def run_command(workspace: Path, period: str | None, as_of: datetime | None) -> 
     Every step is idempotent, so a failed night is fixed by running it again. Exits 1
     when something needs a human (rejected events, dead letters, discrepancies).
     """
-    from beanbill.ledger.invoicing import issue
+    from beanbill.ledger.invoicing.issue import issue
 
     loaded = Workspace.load(workspace)
     connectors(loaded)  # a target without its key fails the night before any work

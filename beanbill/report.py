@@ -6,11 +6,9 @@ import re
 from collections.abc import Sequence
 from decimal import ROUND_HALF_EVEN, Decimal
 
-import duckdb
-
-from beanbill.rating.errors import RatingError
 from beanbill.rating.money import AMOUNT_SCALE, from_scaled_integer
 from beanbill.rating.periods import Month
+from beanbill.rating.rated_store import RatedStore
 from beanbill.rating.workspace import Workspace
 
 DISPLAY_QUANTUM = Decimal("0.01")
@@ -45,26 +43,14 @@ def _table(title: str, header: tuple[str, ...], rows: Sequence[tuple[str, ...]])
 
 
 def render_summary(workspace: Workspace, month: Month) -> str:
-    totals = workspace.rated_dir / f"month={month.key}" / "totals.parquet"
-    if not totals.exists():
-        raise RatingError(f"{month.key} is not rated yet: run `beanbill rate --period {month.key}`")
-    source = f"read_parquet('{totals}')"
-    connection = duckdb.connect()
+    with RatedStore(workspace) as store:
+        summary = store.month_summary(month, LARGEST_SHOWN)
     currency = workspace.settings.billing.currency
-    by_family = connection.execute(
-        f"SELECT family, count(DISTINCT org), count(DISTINCT org || period), sum(amount_atto) "
-        f"FROM {source} GROUP BY family ORDER BY family"
-    ).fetchall()
-    by_kind = connection.execute(
-        "SELECT billing_period, count(DISTINCT org), count(DISTINCT org || period), "
-        f"sum(amount_atto) FROM {source} GROUP BY billing_period ORDER BY billing_period"
-    ).fetchall()
-    largest = connection.execute(
-        f"SELECT org, sum(amount_atto) AS total FROM {source} GROUP BY org "
-        f"ORDER BY total DESC, org LIMIT {LARGEST_SHOWN}"
-    ).fetchall()
-    grand = sum((Decimal(row[3]) for row in by_family), Decimal(0))
-    family_rows = [(str(f), f"{o:,}", f"{p:,}", _display(a)) for f, o, p, a in by_family]
+    grand = sum(row.amount_atto for row in summary.by_family)
+    family_rows = [
+        (row.label, f"{row.organizations:,}", f"{row.periods:,}", _display(row.amount_atto))
+        for row in summary.by_family
+    ]
     family_rows.append(("Total", "", "", _display(grand)))
     parts = [
         _table(
@@ -75,12 +61,15 @@ def render_summary(workspace: Workspace, month: Month) -> str:
         _table(
             "\nBy billing period",
             ("period", "orgs", "periods", "amount"),
-            [(str(k), f"{o:,}", f"{p:,}", _display(a)) for k, o, p, a in by_kind],
+            [
+                (row.label, f"{row.organizations:,}", f"{row.periods:,}", _display(row.amount_atto))
+                for row in summary.by_billing_period
+            ],
         ),
         _table(
             f"\nLargest {LARGEST_SHOWN} organizations",
             ("org", "amount"),
-            [(str(org), _display(total)) for org, total in largest],
+            [(org, _display(total)) for org, total in summary.largest],
         ),
     ]
     return "\n".join(parts)

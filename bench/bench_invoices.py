@@ -30,11 +30,12 @@ import facturx  # noqa: E402
 import weasyprint  # noqa: E402
 
 from beanbill.examples import german_vat_id, write_toml  # noqa: E402
-from beanbill.ledger.einvoice import cii_xml, validate_cii  # noqa: E402
-from beanbill.ledger.invoicing import issue, preview, seller_legal_line  # noqa: E402
+from beanbill.ledger.invoicing.derive import seller_legal_line  # noqa: E402
+from beanbill.ledger.invoicing.einvoice import cii_xml, validate_cii  # noqa: E402
+from beanbill.ledger.invoicing.issue import issue, preview  # noqa: E402
+from beanbill.ledger.invoicing.render import invoice_html  # noqa: E402
+from beanbill.ledger.invoicing.ubl import ubl_xml, validate_ubl  # noqa: E402
 from beanbill.ledger.post import post, record_credit  # noqa: E402
-from beanbill.ledger.render import invoice_html  # noqa: E402
-from beanbill.ledger.ubl import ubl_xml, validate_ubl  # noqa: E402
 from beanbill.rating.config import BillingMode  # noqa: E402
 from beanbill.rating.ingest import ingest  # noqa: E402
 from beanbill.rating.periods import Month  # noqa: E402
@@ -127,7 +128,7 @@ def main() -> None:
         )
     )
     sample = drafts[:SAMPLE]
-    legal = seller_legal_line(workspace)
+    legal = seller_legal_line(workspace.settings.seller)
     htmls = {id(d): invoice_html(d, legal) for d in sample}
     rows.append(measure("HTML (Jinja2)", sample, lambda d: invoice_html(d, legal)))
     rows.append(

@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
 from beanbill.connectors.stripe import StripeConnector  # noqa: E402
-from beanbill.ledger.documents import DocumentType, InvoiceDocument, InvoiceLine, Party  # noqa: E402
-from beanbill.ledger.vat import VatCategory, VatTreatment  # noqa: E402
+from beanbill.ledger.invoicing.documents import DocumentType, InvoiceDocument, InvoiceLine, Party  # noqa: E402
+from beanbill.ledger.invoicing.vat import VatCategory, VatTreatment  # noqa: E402
 from beanbill.rating.config import StripeSettings  # noqa: E402
 from beanbill.sync.push import push_all  # noqa: E402
 from beanbill.sync.retry import RetryPolicy  # noqa: E402

@@ -23,7 +23,8 @@ from zoneinfo import ZoneInfo
 
 import stripe
 
-from beanbill.ledger.documents import DocumentType, InvoiceDocument
+from beanbill.ledger.accounts import ProcessorAccounts
+from beanbill.ledger.invoicing.documents import DocumentType, InvoiceDocument
 from beanbill.rating.config import StripeSettings
 from beanbill.sync.interface import (
     Interpretation,
@@ -49,6 +50,13 @@ MAX_WEBHOOK_BYTES = 512_000
 NUMBER_KEY = "beanbill_number"
 ORG_KEY = "beanbill_org"
 LINE_KEY = "beanbill_line"
+
+# The accounts this connector's movements post to; the ledger opens them on first use.
+ACCOUNTS = ProcessorAccounts(
+    clearing="Assets:Stripe:Balance",
+    disputed="Assets:Stripe:Disputed",
+    fees="Expenses:Fees:Stripe",
+)
 
 T = TypeVar("T")
 
@@ -108,6 +116,7 @@ def local_day(timestamp: int, timezone: str) -> date:
 
 class StripeConnector:
     name = TARGET
+    accounts = ACCOUNTS
 
     def __init__(
         self,

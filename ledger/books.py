@@ -19,10 +19,8 @@ from typing import Any, NamedTuple
 from beancount import loader
 from beancount.core import data
 
-from beanbill.ledger.entries import TXN_ID_KEY, Open, Posting, Transaction, minor_digits, user_meta
-from beanbill.ledger.main_file import BOOKS_OPEN_DATE
-from beanbill.ledger.text import components_by_id
-from beanbill.rating.config import Customer
+from beanbill.ledger.accounts import CREDITS_ROOT, under
+from beanbill.ledger.entries import TXN_ID_KEY, Posting, Transaction, minor_digits, user_meta
 from beanbill.rating.errors import BeanbillError
 
 LOT_KEY = "credit-lot"
@@ -31,43 +29,6 @@ LOT_KINDS = ("purchase", "grant")
 
 class LedgerLoadError(BeanbillError):
     """The ledger does not load cleanly; beanbill will not add to a broken ledger."""
-
-
-@dataclass(frozen=True)
-class OrganizationAccounts:
-    receivable: str
-    unbilled: str
-    credits: str
-
-    def all(self) -> tuple[str, str, str]:
-        return (self.receivable, self.unbilled, self.credits)
-
-
-def organization_accounts(customers: Iterable[Customer]) -> dict[str, OrganizationAccounts]:
-    components = components_by_id([customer.id for customer in customers])
-    return {
-        org: OrganizationAccounts(
-            receivable=f"Assets:Receivable:{component}",
-            unbilled=f"Assets:Unbilled:{component}",
-            credits=f"Liabilities:Credits:{component}",
-        )
-        for org, component in components.items()
-    }
-
-
-def opening_entries(
-    customers: Iterable[Customer], currency: str, already_open: set[str]
-) -> list[Open]:
-    """Opens for each organization's accounts not yet open, with its id and name."""
-    customers = list(customers)
-    accounts = organization_accounts(customers)
-    opens: list[Open] = []
-    for customer in customers:
-        for account in accounts[customer.id].all():
-            if account not in already_open:
-                meta = (("org-id", customer.id), ("org-name", customer.name))
-                opens.append(Open(BOOKS_OPEN_DATE, account, currency, meta))
-    return opens
 
 
 class UsageVersion(NamedTuple):
@@ -117,7 +78,7 @@ class Books:
             amount = sum(
                 (self.minor(p.units.number) for p in entry.postings
                  if p.units is not None and p.units.number is not None
-                 and p.account.startswith("Liabilities:Credits:")),
+                 and under(p.account, CREDITS_ROOT)),
                 0,
             )  # fmt: skip
             lots[meta[LOT_KEY]] = CreditLot(

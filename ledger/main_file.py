@@ -7,35 +7,11 @@ goes through ``ledger.text.quoted`` like any other.
 
 from __future__ import annotations
 
-from datetime import date
-
+from beanbill.ledger.accounts import BOOKS_OPEN_DATE, house_accounts
 from beanbill.ledger.text import quoted
 from beanbill.rating.config import Catalog, Settings
 
-BOOKS_OPEN_DATE = date(2000, 1, 1)
 INCLUDE_MARKER = "; --- beanbill: generated includes below this line ---"
-FAMILY_ACCOUNTS = {"Addons": "Income:Addons", "Services": "Income:Services"}
-
-
-def income_account(family: str) -> str:
-    return FAMILY_ACCOUNTS.get(family, f"Income:Usage:{family}")
-
-
-def house_accounts(catalog: Catalog) -> list[str]:
-    families = sorted({meter.family for meter in catalog.rated_meters()} | {"Addons"})
-    return sorted(
-        {
-            "Assets:Bank:Operating",
-            "Assets:Stripe:Balance",
-            "Assets:Stripe:Disputed",
-            "Liabilities:VAT:Output",
-            "Income:Credits:Expired",
-            "Income:Discounts",
-            "Expenses:Promotions",
-            "Expenses:Fees:Stripe",
-            *(income_account(family) for family in families),
-        }
-    )
 
 
 def main_ledger_text(settings: Settings, catalog: Catalog) -> str:
@@ -60,7 +36,7 @@ def main_ledger_text(settings: Settings, catalog: Catalog) -> str:
     ]
     lines += [
         f"{BOOKS_OPEN_DATE.isoformat()} open {account} {currency}"
-        for account in house_accounts(catalog)
+        for account in house_accounts(settings, catalog)
     ]
     lines += ["", INCLUDE_MARKER, ""]
     return "\n".join(lines)

@@ -6,20 +6,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 
-import duckdb
-
-from beanbill.ledger.books import (
-    LOT_KEY,
-    Books,
-    CreditLot,
+from beanbill.ledger.accounts import (
+    ACCOUNTS_FILE,
     OrganizationAccounts,
-    UsageVersion,
-    load_books,
-    opening_entries,
     organization_accounts,
+    organization_opens,
 )
+from beanbill.ledger.books import LOT_KEY, Books, CreditLot, UsageVersion, load_books
 from beanbill.ledger.entries import Entry, Transaction, minor_digits
 from beanbill.ledger.posting import (
     PeriodUsage,
@@ -34,9 +28,9 @@ from beanbill.rating.closures import ClosedPeriods
 from beanbill.rating.config import IDENTIFIER_PATTERN, PostingGranularity
 from beanbill.rating.errors import BeanbillError
 from beanbill.rating.periods import Month
+from beanbill.rating.rated_store import RatedStore
 from beanbill.rating.workspace import Workspace
 
-ACCOUNTS_FILE = "books/accounts.beancount"
 MAX_CREDIT_MINOR = 10**15
 
 
@@ -52,11 +46,6 @@ class PostSummary:
     expiries: int
 
 
-def _rated_months(workspace: Workspace, up_to: Month) -> list[Path]:
-    folders = sorted(workspace.rated_dir.glob("month=*"))
-    return [f for f in folders if f.name.removeprefix("month=") <= up_to.key]
-
-
 def read_period_usage(workspace: Workspace, up_to: Month, as_of: date) -> list[PeriodUsage]:
     """Closed periods (ended on or before ``as_of``) of every rated month up to ``up_to``.
 
@@ -64,56 +53,27 @@ def read_period_usage(workspace: Workspace, up_to: Month, as_of: date) -> list[P
     """
     modes = {customer.id: customer.billing_mode for customer in workspace.customers.customer}
     daily = workspace.settings.ledger.granularity is PostingGranularity.DAILY
-    day = "day" if daily else "NULL::DATE"
+    with RatedStore(workspace) as store:
+        totals = store.closed_totals(up_to, as_of, daily)
     usages: list[PeriodUsage] = []
-    connection = duckdb.connect(config=workspace.duckdb_config())
-    for folder in _rated_months(workspace, up_to):
-        lines_file = folder / "lines.parquet"
-        rows = connection.execute(
-            f"""
-            WITH lines AS (
-                SELECT *, {day} AS posting_day FROM read_parquet('{lines_file}')
-                WHERE period_end <= ?
-            ), families AS (
-                SELECT org, period, period_start, period_end, posting_day, family,
-                       sum(amount_atto) AS amount
-                FROM lines GROUP BY ALL
-            ), totals AS (
-                SELECT org, period, period_start, period_end, posting_day,
-                       list(struct_pack(family := family, amount := amount) ORDER BY family)
-                           AS families
-                FROM families GROUP BY ALL
-            ), checksums AS (
-                SELECT org, period, posting_day,
-                       md5(string_agg(concat_ws('|', day, meter, resource, band,
-                                                quantity_micro, amount_atto), ';'
-                                      ORDER BY day, meter, resource, band)) AS checksum
-                FROM lines GROUP BY ALL
+    for total in totals:
+        if total.org not in modes:
+            raise PostingError(
+                f"{total.rated_file}: organization {total.org!r} is no longer a customer"
             )
-            SELECT t.*, c.checksum FROM totals t
-            JOIN checksums c ON c.org = t.org AND c.period = t.period
-                AND c.posting_day IS NOT DISTINCT FROM t.posting_day
-            ORDER BY t.period_end, t.posting_day, t.org
-            """,
-            [as_of],
-        ).fetchall()
-        relative = str(lines_file.relative_to(workspace.root))
-        for org, period, start, end, posting_day, families, checksum in rows:
-            if org not in modes:
-                raise PostingError(f"{relative}: organization {org!r} is no longer a customer")
-            usages.append(
-                PeriodUsage(
-                    org=org,
-                    billing_mode=modes[org],
-                    period=period,
-                    period_start=start,
-                    period_end=end,
-                    family_atto=tuple((f["family"], int(f["amount"])) for f in families),
-                    rated_checksum=checksum,
-                    rated_file=relative,
-                    day=posting_day,
-                )
+        usages.append(
+            PeriodUsage(
+                org=total.org,
+                billing_mode=modes[total.org],
+                period=total.period,
+                period_start=total.period_start,
+                period_end=total.period_end,
+                family_atto=total.family_atto,
+                rated_checksum=total.checksum,
+                rated_file=total.rated_file,
+                day=total.day,
             )
+        )
     return usages
 
 
@@ -123,7 +83,7 @@ def _file_for(entry: Entry, kind: str) -> str:
 
 def _open_accounts(workspace: Workspace, books: Books, writer: LedgerWriter) -> None:
     currency = workspace.settings.billing.currency
-    opens = opening_entries(workspace.customers.customer, currency, books.open_accounts())
+    opens = organization_opens(workspace.customers.customer, currency, books.open_accounts())
     if opens:
         writer.append(ACCOUNTS_FILE, opens)
 
@@ -285,7 +245,8 @@ def record_credit(
         writer = LedgerWriter(workspace.ledger_path)
         _open_accounts(workspace, load_books(workspace.ledger_path, currency), writer)
         accounts = organization_accounts([customers[org]])[org]
-        entry = credit_entry(lot, accounts, currency)
+        purchase_account = workspace.settings.ledger.credit_purchase_account
+        entry = credit_entry(lot, accounts, currency, purchase_account)
         result = writer.append(_file_for(entry, "credits"), [entry])
     return lot, result.written == 1
 

@@ -20,16 +20,19 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
-from beanbill.ledger.books import LOT_KEY, CreditLot, OrganizationAccounts, UsageVersion
+from beanbill.ledger import keys
+from beanbill.ledger.accounts import (
+    CREDITS_EXPIRED,
+    PROMOTIONS,
+    OrganizationAccounts,
+    income_account,
+)
+from beanbill.ledger.books import LOT_KEY, CreditLot, UsageVersion
 from beanbill.ledger.entries import Posting, Transaction
-from beanbill.ledger.main_file import income_account
 from beanbill.ledger.rounding import round_posting
 from beanbill.rating.config import BillingMode
 from beanbill.rating.money import AMOUNT_SCALE
 
-CLEARING_ACCOUNT = "Assets:Stripe:Balance"
-PROMOTIONS_ACCOUNT = "Expenses:Promotions"
-BREAKAGE_ACCOUNT = "Income:Credits:Expired"
 FAR_FUTURE = date.max
 
 
@@ -53,8 +56,7 @@ class PeriodUsage:
 
     @property
     def txn_id(self) -> str:
-        suffix = f":{self.day.isoformat()}" if self.day else ""
-        return f"usage:{self.org}:{self.period}{suffix}"
+        return keys.usage_txn_id(self.org, self.period, self.day)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -73,7 +75,7 @@ def reversal_entry(original: Transaction, when: date) -> Transaction:
     """
     return Transaction(
         date=when,
-        txn_id=f"reversal:{original.txn_id}",
+        txn_id=keys.reversal_txn_id(original.txn_id),
         narration=f"Reversal of {original.narration}",
         postings=tuple(
             posting._replace(amount_minor=-posting.amount_minor) for posting in original.postings
@@ -166,7 +168,7 @@ def expiry_entry(
 ) -> Transaction | None:
     if lot.expires is None or left_minor <= 0:
         return None
-    counter = BREAKAGE_ACCOUNT if lot.kind == "purchase" else PROMOTIONS_ACCOUNT
+    counter = CREDITS_EXPIRED if lot.kind == "purchase" else PROMOTIONS
     return Transaction(
         date=lot.expires + timedelta(days=1),
         txn_id=f"expiry:{lot.lot_id}",
@@ -180,9 +182,11 @@ def expiry_entry(
     )
 
 
-def credit_entry(lot: CreditLot, accounts: OrganizationAccounts, currency: str) -> Transaction:
-    """A purchase (paid through the processor's clearing account) or a promotional grant."""
-    source = CLEARING_ACCOUNT if lot.kind == "purchase" else PROMOTIONS_ACCOUNT
+def credit_entry(
+    lot: CreditLot, accounts: OrganizationAccounts, currency: str, purchase_account: str
+) -> Transaction:
+    """A purchase (paid into ``purchase_account``, a clearing account) or a promotional grant."""
+    source = purchase_account if lot.kind == "purchase" else PROMOTIONS
     meta: list[tuple[str, str | date | Decimal]] = [
         ("org", lot.org),
         (LOT_KEY, lot.lot_id),

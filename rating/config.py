@@ -191,9 +191,17 @@ class PostingGranularity(StrEnum):
 
 
 class LedgerSettings(StrictModel):
-    """One consumption transaction per organization and billing period, or per day."""
+    """How consumption is posted, and where the money of credit purchases arrives.
+
+    ``granularity``: one consumption transaction per organization and billing period, or
+    per day. ``credit_purchase_account``: the account a ``credits buy`` is paid into, the
+    clearing account of the payment processor that takes purchases (Stripe's by default).
+    """
 
     granularity: PostingGranularity = PostingGranularity.PERIOD
+    credit_purchase_account: str = Field(
+        default="Assets:Stripe:Balance", pattern=r"^Assets(:[A-Z0-9][A-Za-z0-9-]*)+$"
+    )
 
 
 class InvoicingSettings(StrictModel):

@@ -17,6 +17,7 @@ import duckdb
 import ibis
 import ibis.expr.types as ir
 
+from beanbill.rating import rated_store
 from beanbill.rating.engine import (
     RatingInput,
     month_input,
@@ -114,9 +115,8 @@ def rate_month(
     )
     events = load_events(connection, files)
     check_references(connection, events, rating_input)
-    folder = workspace.rated_dir / f"month={month.key}"
-    lines_path = folder / "lines.parquet"
-    totals_path = folder / "totals.parquet"
+    lines_path = rated_store.lines_path(workspace, month)
+    totals_path = rated_store.totals_path(workspace, month)
     lines_temporary = temporary_sibling(lines_path)
     totals_temporary = temporary_sibling(totals_path)
     scratch = f"usage_lines_{month.year}_{month.month:02d}"

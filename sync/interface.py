@@ -15,7 +15,8 @@ from datetime import date
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
 
-from beanbill.ledger.documents import InvoiceDocument
+from beanbill.ledger.accounts import ProcessorAccounts
+from beanbill.ledger.invoicing.documents import InvoiceDocument
 from beanbill.rating.errors import BeanbillError
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
@@ -91,6 +92,7 @@ class RemoteInvoice(NamedTuple):
 
 class Connector(Protocol):
     name: str
+    accounts: ProcessorAccounts  # what its money movements post to (opened on first use)
 
     def find(self, document: InvoiceDocument) -> RemoteDocument | None:
         """The document as the remote system has it, found by our number; None if absent."""

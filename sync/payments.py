@@ -14,7 +14,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
 
-from beanbill.ledger.books import organization_accounts
+from beanbill.ledger.accounts import (
+    ACCOUNTS_FILE,
+    BANK,
+    ProcessorAccounts,
+    organization_accounts,
+    processor_opens,
+)
 from beanbill.ledger.entries import Entry, Posting, Transaction
 from beanbill.ledger.writer import LedgerConflictError, LedgerWriter
 from beanbill.rating.workspace import Workspace
@@ -22,12 +28,6 @@ from beanbill.sync.interface import Connector, Movement, MovementKind, WebhookEv
 from beanbill.sync.state import SyncState
 
 MAX_EVENTS_PER_BATCH = 500
-BANK_ACCOUNT = "Assets:Bank:Operating"
-RECEIVABLE = "receivable"
-# Per target: (clearing balance, disputed funds held, processor fees).
-TARGET_ACCOUNTS = {
-    "stripe": ("Assets:Stripe:Balance", "Assets:Stripe:Disputed", "Expenses:Fees:Stripe"),
-}
 NARRATIONS = {
     MovementKind.PAYMENT: "payment",
     MovementKind.REFUND: "refund",
@@ -50,9 +50,11 @@ class PostSummary:
     problems: dict[str, str] = field(default_factory=dict)  # txn-id → why it was not posted
 
 
-def _accounts(kind: MovementKind, target: str, receivable: str | None) -> tuple[str, str]:
+def _accounts(
+    kind: MovementKind, processor: ProcessorAccounts, receivable: str | None
+) -> tuple[str, str]:
     """(debited, credited) accounts of a movement."""
-    clearing, disputed, fees = TARGET_ACCOUNTS[target]
+    clearing, disputed, fees = processor.all()
     needs_receivable = kind in (
         MovementKind.PAYMENT,
         MovementKind.REFUND,
@@ -64,7 +66,7 @@ def _accounts(kind: MovementKind, target: str, receivable: str | None) -> tuple[
         MovementKind.PAYMENT: (clearing, receivable),
         MovementKind.REFUND: (receivable, clearing),
         MovementKind.FEE: (fees, clearing),
-        MovementKind.PAYOUT: (BANK_ACCOUNT, clearing),
+        MovementKind.PAYOUT: (BANK, clearing),
         MovementKind.DISPUTE_HOLD: (disputed, clearing),
         MovementKind.DISPUTE_WON: (clearing, disputed),
         MovementKind.DISPUTE_LOST: (receivable, disputed),
@@ -74,14 +76,22 @@ def _accounts(kind: MovementKind, target: str, receivable: str | None) -> tuple[
 
 
 def movement_entry(
-    movement: Movement, target: str, org: str | None, receivable: str | None, currency: str
+    movement: Movement,
+    target: str,
+    processor: ProcessorAccounts,
+    org: str | None,
+    receivable: str | None,
+    currency: str,
 ) -> Transaction:
-    """The transaction for one movement; raises Unmatched when the books cannot take it."""
+    """The transaction for one movement; raises Unmatched when the books cannot take it.
+
+    ``processor`` holds the accounts the connector named ``target`` declared.
+    """
     if movement.currency != currency:
         raise Unmatched(f"{movement.currency} is not the books' currency {currency}")
     if movement.amount_minor <= 0:
         raise Unmatched(f"amount {movement.amount_minor} is not positive")
-    debit, credit = _accounts(movement.kind, target, receivable)
+    debit, credit = _accounts(movement.kind, processor, receivable)
     about = f" of invoice {movement.document}" if movement.document else ""
     meta: list[tuple[str, str | date]] = [("remote-id", movement.remote_id)]
     if org:
@@ -100,10 +110,14 @@ def movement_entry(
 
 
 def post_movements(
-    workspace: Workspace, target: str, state: SyncState, movements: list[Movement]
+    workspace: Workspace, connector: Connector, state: SyncState, movements: list[Movement]
 ) -> PostSummary:
-    """Append the movements' transactions (idempotent by txn-id) under the workspace lock."""
+    """Append the movements' transactions (idempotent by txn-id) under the workspace lock.
+
+    The connector's declared accounts are opened first if the ledger lacks them.
+    """
     summary = PostSummary()
+    target = connector.name
     currency = workspace.settings.billing.currency
     accounts = organization_accounts(workspace.customers.customer)
     by_file: dict[str, dict[str, Entry]] = defaultdict(dict)
@@ -113,13 +127,15 @@ def post_movements(
             org = state.local_id(target, "customer", movement.remote_customer)
         receivable = accounts[org].receivable if org in accounts else None
         try:
-            entry = movement_entry(movement, target, org, receivable, currency)
+            entry = movement_entry(movement, target, connector.accounts, org, receivable, currency)
         except Unmatched as error:
             summary.problems[movement.txn_id] = str(error)
             continue
         by_file[f"books/{movement.day:%Y-%m}/payments.beancount"][entry.txn_id] = entry
     writer = LedgerWriter(workspace.ledger_path)
     with workspace.writing():
+        if by_file:
+            _open_processor_accounts(workspace, writer, connector)
         for target_file, entries in sorted(by_file.items()):
             try:
                 result = writer.append(target_file, list(entries.values()))
@@ -128,6 +144,14 @@ def post_movements(
             except LedgerConflictError:
                 _one_by_one(writer, target_file, list(entries.values()), summary)
     return summary
+
+
+def _open_processor_accounts(
+    workspace: Workspace, writer: LedgerWriter, connector: Connector
+) -> None:
+    currency = workspace.settings.billing.currency
+    opens = processor_opens(connector.accounts, connector.name, currency, set())
+    writer.open_missing(ACCOUNTS_FILE, opens)
 
 
 def _one_by_one(
@@ -168,7 +192,7 @@ def apply_events(
         outcomes[event.event_id] = (
             "posted" if meaning.movements else "status" if meaning.statuses else "ignored"
         )
-    summary = post_movements(workspace, connector.name, state, movements)
+    summary = post_movements(workspace, connector, state, movements)
     for txn_id, problem in summary.problems.items():
         for event_id in owners[txn_id]:
             outcomes[event_id] = f"unmatched: {txn_id}: {problem}"

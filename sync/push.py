@@ -14,8 +14,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from beanbill.ledger.documents import DocumentType, InvoiceDocument, load_document
-from beanbill.ledger.numbering import InvoiceNumbers
+from beanbill.ledger.invoicing.documents import DocumentType, InvoiceDocument, load_document
+from beanbill.ledger.invoicing.numbering import InvoiceNumbers
 from beanbill.rating.errors import BeanbillError
 from beanbill.rating.workspace import Workspace
 from beanbill.sync.interface import Connector, RemoteDocument

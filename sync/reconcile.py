@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
+from beanbill.ledger import keys
+from beanbill.ledger.accounts import RECEIVABLE_ROOT, under
 from beanbill.ledger.books import load_books
 from beanbill.rating.workspace import Workspace
 from beanbill.sync.interface import Connector, Movement
 from beanbill.sync.payments import PostSummary, post_movements
 from beanbill.sync.state import SyncState
-
-RECEIVABLE_PREFIX = "Assets:Receivable:"
 
 
 @dataclass
@@ -34,10 +34,11 @@ def ledger_dues(workspace: Workspace) -> tuple[dict[str, int], set[str]]:
     dues: dict[str, int] = {}
     txn_ids = books.txn_ids()
     for txn_id in txn_ids:
-        if txn_id.startswith("invoice:"):
+        number = keys.invoice_number_of(txn_id)
+        if number is not None:
             issuance = books.transaction(txn_id)
-            dues[txn_id.removeprefix("invoice:")] = sum(
-                p.amount_minor for p in issuance.postings if p.account.startswith(RECEIVABLE_PREFIX)
+            dues[number] = sum(
+                p.amount_minor for p in issuance.postings if under(p.account, RECEIVABLE_ROOT)
             )
     return dues, txn_ids
 
@@ -53,7 +54,7 @@ def reconcile(
     report.movements = len(movements)
     dues, txn_ids = ledger_dues(workspace)
     missing = [m for m in movements if m.txn_id not in txn_ids]
-    report.posted = post_movements(workspace, connector.name, state, missing)
+    report.posted = post_movements(workspace, connector, state, missing)
     for txn_id, problem in sorted(report.posted.problems.items()):
         report.discrepancies.append(f"{txn_id}: not posted: {problem}")
     for invoice in remote:

@@ -8,10 +8,15 @@ from decimal import Decimal
 
 import pytest
 
-from beanbill.ledger.documents import DocumentType, InvoiceDocument, InvoiceLine, Party
-from beanbill.ledger.einvoice import EN16931_CII_RULES, cii_xml, schematron_failures, validate_cii
-from beanbill.ledger.ubl import ubl_xml, validate_ubl
-from beanbill.ledger.vat import treatment
+from beanbill.ledger.invoicing.documents import DocumentType, InvoiceDocument, InvoiceLine, Party
+from beanbill.ledger.invoicing.einvoice import (
+    EN16931_CII_RULES,
+    cii_xml,
+    schematron_failures,
+    validate_cii,
+)
+from beanbill.ledger.invoicing.ubl import ubl_xml, validate_ubl
+from beanbill.ledger.invoicing.vat import treatment
 
 SELLER = Party(
     "Nimbus Cloud SAS",

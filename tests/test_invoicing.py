@@ -13,12 +13,15 @@ import pytest
 from beancount import loader
 
 from beanbill.ledger.books import load_books
-from beanbill.ledger.einvoice import validate_cii
 from beanbill.ledger.entries import format_minor
-from beanbill.ledger.invoicing import InvoicingError, credit_note, issue, issued_keys, preview
-from beanbill.ledger.numbering import InvoiceNumbers
+from beanbill.ledger.invoicing import InvoicingError
+from beanbill.ledger.invoicing.corrections import credit_note
+from beanbill.ledger.invoicing.due import issued_keys
+from beanbill.ledger.invoicing.einvoice import validate_cii
+from beanbill.ledger.invoicing.issue import issue, preview
+from beanbill.ledger.invoicing.numbering import InvoiceNumbers
+from beanbill.ledger.invoicing.ubl import validate_ubl
 from beanbill.ledger.post import balance, post, record_credit
-from beanbill.ledger.ubl import validate_ubl
 from beanbill.rating.ingest import ingest
 from beanbill.rating.periods import Month
 from beanbill.rating.rate import rate_months

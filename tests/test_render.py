@@ -8,8 +8,8 @@ from dataclasses import replace
 import facturx
 import pypdf
 
-from beanbill.ledger.einvoice import validate_cii
-from beanbill.ledger.render import invoice_html, invoice_pdf
+from beanbill.ledger.invoicing.einvoice import validate_cii
+from beanbill.ledger.invoicing.render import invoice_html, invoice_pdf
 from tests.test_einvoice import FRENCH_BUYER, GERMAN_BUYER, invoice
 
 

@@ -10,8 +10,8 @@ from decimal import Decimal
 import pytest
 
 from beanbill.connectors.stripe import StripeConnector
-from beanbill.ledger.documents import DocumentType, InvoiceDocument, InvoiceLine, Party
-from beanbill.ledger.vat import VatCategory, VatTreatment
+from beanbill.ledger.invoicing.documents import DocumentType, InvoiceDocument, InvoiceLine, Party
+from beanbill.ledger.invoicing.vat import VatCategory, VatTreatment
 from beanbill.rating.config import StripeSettings
 
 KEY = os.environ.get("STRIPE_TEST_SECRET_KEY", "")

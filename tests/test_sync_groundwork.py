@@ -134,8 +134,13 @@ def test_stripe_lines_add_vat_and_credits_to_exactly_the_amount_due() -> None:
     from decimal import Decimal
 
     from beanbill.connectors.stripe import stripe_lines
-    from beanbill.ledger.documents import DocumentType, InvoiceDocument, InvoiceLine, Party
-    from beanbill.ledger.vat import VatCategory, VatTreatment
+    from beanbill.ledger.invoicing.documents import (
+        DocumentType,
+        InvoiceDocument,
+        InvoiceLine,
+        Party,
+    )
+    from beanbill.ledger.invoicing.vat import VatCategory, VatTreatment
 
     vat = VatTreatment(VatCategory.STANDARD, Decimal(20), None, None)
     party = Party("P", ("a",), "FR")
@@ -155,6 +160,7 @@ def test_stripe_lines_add_vat_and_credits_to_exactly_the_amount_due() -> None:
 def test_each_movement_kind_balances_between_the_right_accounts() -> None:
     from datetime import date
 
+    from beanbill.connectors.stripe import ACCOUNTS
     from beanbill.sync.interface import Movement, MovementKind
     from beanbill.sync.payments import Unmatched, movement_entry
 
@@ -170,16 +176,16 @@ def test_each_movement_kind_balances_between_the_right_accounts() -> None:
     }
     for kind, (debit, credit) in expected.items():
         movement = Movement(f"t:{kind}", kind, date(2026, 11, 9), 1234, "EUR", "x_1", "INV-1")
-        entry = movement_entry(movement, "stripe", "acme", receivable, "EUR")
+        entry = movement_entry(movement, "stripe", ACCOUNTS, "acme", receivable, "EUR")
         assert [(p.account, p.amount_minor) for p in entry.postings] == [
             (debit, 1234),
             (credit, -1234),
         ]
     payment = Movement("t", MovementKind.PAYMENT, date(2026, 11, 9), 5, "EUR", "x")
     with pytest.raises(Unmatched, match="no organization"):
-        movement_entry(payment, "stripe", None, None, "EUR")
+        movement_entry(payment, "stripe", ACCOUNTS, None, None, "EUR")
     with pytest.raises(Unmatched, match="USD is not"):
-        movement_entry(payment._replace(currency="USD"), "stripe", "a", receivable, "EUR")
+        movement_entry(payment._replace(currency="USD"), "stripe", ACCOUNTS, "a", receivable, "EUR")
 
 
 def test_the_rate_limiter_spaces_calls_evenly() -> None:

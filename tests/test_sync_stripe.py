@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from beanbill.ledger.books import ledger_errors, load_books
-from beanbill.ledger.documents import DocumentType
-from beanbill.ledger.invoicing import credit_note, issue
+from beanbill.ledger.invoicing.corrections import credit_note
+from beanbill.ledger.invoicing.documents import DocumentType
+from beanbill.ledger.invoicing.issue import issue
 from beanbill.ledger.post import balance, post, record_credit
 from beanbill.rating.ingest import ingest
 from beanbill.rating.periods import Month

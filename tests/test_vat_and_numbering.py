@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from beanbill.ledger.numbering import InvoiceNumbers, NumberingError
-from beanbill.ledger.vat import VatCategory, VatError, VatLine, breakdown, treatment
+from beanbill.ledger.invoicing.numbering import InvoiceNumbers, NumberingError
+from beanbill.ledger.invoicing.vat import VatCategory, VatError, VatLine, breakdown, treatment
 
 DAY = date(2026, 11, 1)
 
@@ -71,7 +71,7 @@ import sys
 from datetime import date
 from pathlib import Path
 from datetime import date
-from beanbill.ledger.numbering import InvoiceNumbers
+from beanbill.ledger.invoicing.numbering import InvoiceNumbers
 numbers = InvoiceNumbers(Path(sys.argv[1]))
 for index in range(int(sys.argv[2]), int(sys.argv[2]) + 400):
     assigned = numbers.assign("INV-2026", f"invoice:org-{index}:2026-10", date(2026, 11, 1))

@@ -14,9 +14,9 @@ import facturx
 import jinja2
 import weasyprint
 
-from beanbill.ledger.documents import DocumentType, InvoiceDocument
-from beanbill.ledger.einvoice import cii_xml
 from beanbill.ledger.entries import format_minor
+from beanbill.ledger.invoicing.documents import DocumentType, InvoiceDocument
+from beanbill.ledger.invoicing.einvoice import cii_xml
 
 UNIT_NAMES = {"HUR": "h", "C62": "unit", "E34": "GB", "SEC": "s", "MON": "month"}
 TITLES = {DocumentType.INVOICE: "Invoice", DocumentType.CREDIT_NOTE: "Credit note"}
@@ -25,7 +25,7 @@ TITLES = {DocumentType.INVOICE: "Invoice", DocumentType.CREDIT_NOTE: "Credit not
 @cache
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("beanbill.ledger", "templates"),
+        loader=jinja2.PackageLoader("beanbill.ledger.invoicing", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )

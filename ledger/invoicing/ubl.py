@@ -11,8 +11,8 @@ from functools import cache
 
 from lxml import etree
 
-from beanbill.ledger.documents import DocumentType, InvoiceDocument, Party
-from beanbill.ledger.einvoice import (
+from beanbill.ledger.invoicing.documents import DocumentType, InvoiceDocument, Party
+from beanbill.ledger.invoicing.einvoice import (
     ELECTRONIC_ADDRESS_SCHEME,
     EN16931_GUIDELINE,
     SCHEMATRONS,

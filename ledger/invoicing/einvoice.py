@@ -24,8 +24,8 @@ from drafthorse.models.tradelines import LineItem
 from lxml import etree
 from saxonche import PySaxonProcessor
 
-from beanbill.ledger.documents import InvoiceDocument, Party
 from beanbill.ledger.entries import minor_digits
+from beanbill.ledger.invoicing.documents import InvoiceDocument, Party
 
 EN16931_GUIDELINE = "urn:cen.eu:en16931:2017"
 SERVICES_PROCESS = "S1"

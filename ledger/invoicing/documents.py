@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-from beanbill.ledger.vat import VatBreakdown, VatLine, VatTreatment, breakdown
+from beanbill.ledger.invoicing.vat import VatBreakdown, VatLine, VatTreatment, breakdown
 from beanbill.rating.errors import BeanbillError
 
 MAX_PRICE_DECIMALS = 6

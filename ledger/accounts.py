@@ -1,0 +1,147 @@
+"""The chart of accounts: every account name beanbill posts to is made here, and only here.
+
+Three kinds of accounts:
+
+- **house accounts**, opened by the main file: the bank, output VAT, breakage, discounts,
+  promotions, one income account per product family, and the account credit purchases
+  are paid into (``[ledger] credit_purchase_account``, the processor's clearing account);
+- **per-organization accounts** (receivable, unbilled, credits), opened with the
+  organization's id and name in ``books/accounts.beancount`` when first needed;
+- **connector accounts**: a payment connector declares the accounts it needs
+  (``ProcessorAccounts``: clearing balance, disputed funds, fees), opened like the
+  organizations' the first time one of its movements is posted. Generic layers never
+  name a connector's accounts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+
+from beanbill.ledger.entries import Open
+from beanbill.ledger.text import ACCOUNT_NAME, LedgerTextError, components_by_id
+from beanbill.rating.config import Catalog, Customer, Settings
+
+BOOKS_OPEN_DATE = date(2000, 1, 1)
+ACCOUNTS_FILE = "books/accounts.beancount"  # where accounts opened on first use are written
+BANK = "Assets:Bank:Operating"
+VAT_OUTPUT = "Liabilities:VAT:Output"
+CREDITS_EXPIRED = "Income:Credits:Expired"  # breakage of purchased credit
+DISCOUNTS = "Income:Discounts"  # coupons: contra revenue
+PROMOTIONS = "Expenses:Promotions"  # granted credit, and what expires of it
+
+RECEIVABLE_ROOT = "Assets:Receivable"
+UNBILLED_ROOT = "Assets:Unbilled"
+CREDITS_ROOT = "Liabilities:Credits"
+INCOME_ROOT = "Income"
+USAGE_INCOME_ROOT = "Income:Usage"
+FAMILY_ACCOUNTS = {"Addons": "Income:Addons", "Services": "Income:Services"}
+
+
+def under(account: str, root: str) -> bool:
+    """True when ``account`` is ``root`` or one of its sub-accounts."""
+    return account == root or account.startswith(f"{root}:")
+
+
+def income_account(family: str) -> str:
+    return FAMILY_ACCOUNTS.get(family, f"{USAGE_INCOME_ROOT}:{family}")
+
+
+def family_of(account: str) -> str:
+    """The product family an income account books: the inverse of ``income_account``."""
+    for family, income in FAMILY_ACCOUNTS.items():
+        if income == account:
+            return family
+    return account.rsplit(":", 1)[-1]
+
+
+def is_income(account: str) -> bool:
+    return under(account, INCOME_ROOT)
+
+
+@dataclass(frozen=True)
+class OrganizationAccounts:
+    receivable: str
+    unbilled: str
+    credits: str
+
+    def all(self) -> tuple[str, str, str]:
+        return (self.receivable, self.unbilled, self.credits)
+
+
+def organization_accounts(customers: Iterable[Customer]) -> dict[str, OrganizationAccounts]:
+    """Each organization's accounts; ids that would share an account component are refused."""
+    components = components_by_id([customer.id for customer in customers])
+    return {
+        org: OrganizationAccounts(
+            receivable=f"{RECEIVABLE_ROOT}:{component}",
+            unbilled=f"{UNBILLED_ROOT}:{component}",
+            credits=f"{CREDITS_ROOT}:{component}",
+        )
+        for org, component in components.items()
+    }
+
+
+@dataclass(frozen=True)
+class ProcessorAccounts:
+    """What a payment connector (Stripe, ...) declares: where its money sits and costs."""
+
+    clearing: str  # the processor's balance: payments in, refunds and payouts out
+    disputed: str  # funds held while a dispute is open
+    fees: str  # the processor's fees (an expense)
+
+    def __post_init__(self) -> None:
+        for account in self.all():
+            check_account(account)
+
+    def all(self) -> tuple[str, str, str]:
+        return (self.clearing, self.disputed, self.fees)
+
+
+def check_account(account: str) -> str:
+    if not ACCOUNT_NAME.match(account):
+        raise LedgerTextError(f"{account!r} is not a Beancount account name")
+    return account
+
+
+def house_accounts(settings: Settings, catalog: Catalog) -> list[str]:
+    """The accounts the main file opens."""
+    families = sorted({meter.family for meter in catalog.rated_meters()} | {"Addons"})
+    return sorted(
+        {
+            BANK,
+            VAT_OUTPUT,
+            CREDITS_EXPIRED,
+            DISCOUNTS,
+            PROMOTIONS,
+            settings.ledger.credit_purchase_account,
+            *(income_account(family) for family in families),
+        }
+    )
+
+
+def organization_opens(
+    customers: Iterable[Customer], currency: str, already_open: set[str]
+) -> list[Open]:
+    """Opens for each organization's accounts not yet open, with its id and name."""
+    customers = list(customers)
+    accounts = organization_accounts(customers)
+    opens: list[Open] = []
+    for customer in customers:
+        for account in accounts[customer.id].all():
+            if account not in already_open:
+                meta = (("org-id", customer.id), ("org-name", customer.name))
+                opens.append(Open(BOOKS_OPEN_DATE, account, currency, meta))
+    return opens
+
+
+def processor_opens(
+    processor: ProcessorAccounts, name: str, currency: str, already_open: set[str]
+) -> list[Open]:
+    """Opens for a connector's declared accounts not yet open (the main file's included)."""
+    return [
+        Open(BOOKS_OPEN_DATE, account, currency, (("connector", name),))
+        for account in processor.all()
+        if account not in already_open
+    ]

@@ -1,0 +1,65 @@
+"""Credit notes: an issued invoice is never changed, only cancelled by a document of its own.
+
+The credit note (type 381) is the invoice derived again under its original number and
+date, re-typed and numbered in the credit-note series; its transaction reverses the
+issuance, so the period is due again and the next ``invoice`` run issues it anew.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+from beanbill.ledger import keys
+from beanbill.ledger.accounts import organization_accounts
+from beanbill.ledger.books import load_books
+from beanbill.ledger.invoicing import InvoicingError
+from beanbill.ledger.invoicing.documents import DocumentType
+from beanbill.ledger.invoicing.due import due_for_issued, issued_keys
+from beanbill.ledger.invoicing.files import relative_to_ledger_file, write_documents
+from beanbill.ledger.invoicing.issuance import credit_note_entries, ledger_file
+from beanbill.ledger.invoicing.issue import derive_due, series_name
+from beanbill.ledger.invoicing.numbering import InvoiceNumbers
+from beanbill.ledger.writer import LedgerWriter
+from beanbill.rating.rated_store import RatedStore
+from beanbill.rating.workspace import Workspace
+
+
+def credit_note(workspace: Workspace, number: str, issue_date: date) -> tuple[str, Path]:
+    """Cancel an issued invoice with a credit note of its own series; the period is due again."""
+    currency = workspace.settings.billing.currency
+    numbers = InvoiceNumbers(workspace.state_dir)
+    original = numbers.by_number(number)
+    if original is None or not original.issued:
+        raise InvoicingError(f"no issued invoice {number}")
+    with workspace.writing(), RatedStore(workspace) as store:
+        books = load_books(workspace.ledger_path, currency)
+        issuance = books.transaction(keys.invoice_txn_id(number))
+        meta = dict(issuance.meta)
+        key = str(meta[keys.INVOICE_KEY])
+        if key not in issued_keys(books):
+            raise InvoicingError(f"invoice {number} is already cancelled")
+        customers = workspace.customers.by_id()
+        customer = customers[str(meta[keys.ORG])]
+        due = due_for_issued(customers, books, key, customer)
+        derived = derive_due(workspace, store, due, number, original.issue_date)
+        series = series_name(workspace.settings.invoicing.credit_note_series, issue_date)
+        assigned = numbers.assign(series, keys.credit_note_key(number), issue_date)
+        note = replace(
+            derived.document,
+            number=assigned.number,
+            type=DocumentType.CREDIT_NOTE,
+            issue_date=assigned.issue_date,
+            preceding_number=number,
+            preceding_issue_date=original.issue_date,
+        )
+        target = ledger_file(assigned.issue_date)
+        paths = relative_to_ledger_file(workspace, target, write_documents(workspace, note))
+        receivable = organization_accounts([customer])[customer.id].receivable
+        entries = credit_note_entries(
+            issuance, number, assigned.number, assigned.issue_date, receivable, paths
+        )
+        LedgerWriter(workspace.ledger_path).append(target, entries)
+        numbers.mark_issued(assigned.number)
+    return assigned.number, workspace.invoices_dir / f"{assigned.number}.pdf"

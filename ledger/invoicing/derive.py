@@ -1,0 +1,221 @@
+"""An invoice as a pure function of what is due, its rated detail, the catalog, seller and terms.
+
+Like Kill Bill's invoice generator: no files, no database, no clock — the same inputs give
+the same document, so it is tested directly, and issuing, previewing and correcting all
+derive through it.
+
+- postpaid and prepaid: the period's consumption, VAT on all of it, credits drawn shown as
+  prepaid (BT-113). Issuance moves the unbilled part to the receivable with the VAT.
+- provisioned (the unified invoice): a credit provision for the coming period equal to
+  the period's consumption, itemized by family, plus the regularization of
+  over-consumption. Issuance credits both to the credits account.
+
+The document must move exactly what the ledger holds (lines net − credits − discounts =
+what issuance moves), or derivation fails.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import NamedTuple
+
+from beanbill.ledger.entries import minor_digits
+from beanbill.ledger.invoicing import InvoicingError
+from beanbill.ledger.invoicing.coupons import coupon_lines
+from beanbill.ledger.invoicing.documents import DocumentType, InvoiceDocument, InvoiceLine, Party
+from beanbill.ledger.invoicing.due import DueInvoice
+from beanbill.ledger.invoicing.lines import DEFAULT_UNIT_CODE, detail_lines
+from beanbill.ledger.invoicing.vat import VatTreatment, treatment
+from beanbill.rating.config import BillingMode, Catalog, Customer, InvoicingSettings, Seller
+from beanbill.rating.rated_store import RatedGroup
+
+# UNTDID 4451 subject codes of the payment-terms notes every invoice carries.
+LATE_PENALTY_NOTE = "PMD"
+RECOVERY_INDEMNITY_NOTE = "PMT"
+EARLY_PAYMENT_NOTE = "AAB"
+
+
+class InvoiceTerms(NamedTuple):
+    """What the issuer decides: the number, the date, the currency and the invoicing settings."""
+
+    number: str
+    issue_date: date
+    currency: str
+    invoicing: InvoicingSettings
+
+
+@dataclass(frozen=True)
+class Derived:
+    """An invoice document and what issuing it moves in the ledger."""
+
+    document: InvoiceDocument
+    unbilled_minor: tuple[tuple[str, int], ...]  # per org, leaves the unbilled account
+    credits_minor: tuple[tuple[str, int], ...]  # per org, to the credits account (provisioned)
+    discount_minor: int = 0  # coupons: to the discounts account (contra revenue)
+
+
+@dataclass
+class _Moves:
+    lines: list[InvoiceLine] = field(default_factory=list)
+    unbilled: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    credits: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    paid_minor: int = 0
+    discount_minor: int = 0
+
+    def add(self, line: InvoiceLine) -> None:
+        self.lines.append(replace(line, line_id=str(len(self.lines) + 1)))
+
+
+def party(customer: Customer) -> Party:
+    return Party(
+        customer.name,
+        tuple(customer.address),
+        customer.country,
+        customer.vat_id,
+        customer.siren,
+        customer.email,
+    )
+
+
+def seller_party(seller: Seller) -> Party:
+    return Party(
+        seller.legal_name,
+        tuple(seller.address),
+        seller.country,
+        seller.vat_id,
+        seller.siren,
+        seller.email,
+    )
+
+
+def seller_legal_line(seller: Seller) -> str:
+    parts = [
+        seller.legal_form,
+        f"capital {seller.share_capital}" if seller.share_capital else None,
+        seller.registration,
+    ]
+    return " - ".join(part for part in parts if part)
+
+
+def _one(label: str, amount_minor: int, digits: int, vat: VatTreatment) -> InvoiceLine:
+    """A line of quantity 1 for a whole amount (a provision, a regularization)."""
+    price = Decimal(amount_minor).scaleb(-digits)
+    return InvoiceLine(
+        "0", label, Decimal(1), DEFAULT_UNIT_CODE, price, Decimal(1), amount_minor, vat
+    )
+
+
+def _provisioned(due: DueInvoice, digits: int, vat: VatTreatment) -> _Moves:
+    """The unified invoice: next period's provision by family, then over-consumption."""
+    moves = _Moves()
+    provision: dict[str, int] = defaultdict(int)
+    over = 0
+    for consumption in due.consumptions:
+        for family, amount in consumption.income_by_family().items():
+            provision[family] += amount
+            moves.credits[consumption.org] += amount
+        over += consumption.over_consumption()
+        moves.credits[consumption.org] += consumption.over_consumption()
+    for family, amount in sorted(provision.items()):
+        label = f"Credit provision for the next period: {family} (as consumed in {due.period})"
+        moves.add(_one(label, amount, digits, vat))
+    if over:
+        moves.add(_one(f"Regularization of over-consumption in {due.period}", over, digits, vat))
+    return moves
+
+
+def _consumed(
+    due: DueInvoice,
+    rated: Mapping[str, Sequence[RatedGroup]],
+    catalog: Catalog,
+    digits: int,
+    vat: VatTreatment,
+) -> _Moves:
+    """Postpaid and prepaid: one line per rated group, credits drawn, then coupons."""
+    moves = _Moves()
+    families: list[str] = []
+    for consumption in due.consumptions:
+        groups = rated.get(consumption.txn_id)
+        if groups is None:
+            raise InvoicingError(f"{consumption.txn_id}: no rated detail was given for it")
+        for detail in detail_lines(consumption, groups, catalog, digits):
+            label = detail.description
+            if due.central:
+                label = f"[{consumption.org}] {label}"
+            if consumption.day:
+                label = f"{label} ({consumption.day.isoformat()})"
+            families.append(detail.family)
+            moves.add(
+                InvoiceLine(
+                    "0",
+                    label,
+                    detail.quantity,
+                    detail.unit_code,
+                    detail.unit_price,
+                    detail.base_quantity,
+                    detail.net_minor,
+                    vat,
+                )
+            )
+        moves.paid_minor += consumption.credits_drawn()
+        moves.unbilled[consumption.org] += consumption.unbilled()
+    unbilled = sum(moves.unbilled.values())
+    for line in coupon_lines(due, list(moves.lines), families, unbilled, digits):
+        moves.add(replace(line, vat=vat))
+        moves.discount_minor -= line.net_minor
+    return moves
+
+
+def derive(
+    due: DueInvoice,
+    rated: Mapping[str, Sequence[RatedGroup]],
+    catalog: Catalog,
+    seller: Seller,
+    terms: InvoiceTerms,
+) -> Derived:
+    """The invoice for ``due``; ``rated`` holds each consumption's detail by its txn-id."""
+    digits = minor_digits(terms.currency)
+    customer = due.customer
+    vat = treatment(
+        seller.country, customer.country, customer.vat_id, terms.invoicing.vat_rate_percent
+    )
+    if customer.billing_mode is BillingMode.PROVISIONED:
+        moves = _provisioned(due, digits, vat)
+    else:
+        moves = _consumed(due, rated, catalog, digits, vat)
+    invoicing = terms.invoicing
+    document = InvoiceDocument(
+        number=terms.number,
+        type=DocumentType.INVOICE,
+        issue_date=terms.issue_date,
+        due_date=terms.issue_date + timedelta(days=invoicing.payment_days),
+        period_start=due.period_start,
+        period_end=due.period_end - timedelta(days=1),
+        currency=terms.currency,
+        seller=seller_party(seller),
+        buyer=party(customer),
+        lines=tuple(moves.lines),
+        notes=(
+            (LATE_PENALTY_NOTE, invoicing.late_penalty_note),
+            (RECOVERY_INDEMNITY_NOTE, invoicing.recovery_indemnity_note),
+            (EARLY_PAYMENT_NOTE, invoicing.early_payment_note),
+        ),
+        buyer_reference=customer.id,
+        paid_minor=moves.paid_minor,
+    )
+    moved = sum(moves.unbilled.values()) + sum(moves.credits.values())
+    if document.net_minor - moves.paid_minor + moves.discount_minor != moved:
+        raise InvoicingError(
+            f"{due.key}: lines net {document.net_minor} - credits {moves.paid_minor} "
+            f"!= ledger {moved}"
+        )
+    return Derived(
+        document,
+        tuple(sorted(moves.unbilled.items())),
+        tuple(sorted(moves.credits.items())),
+        moves.discount_minor,
+    )

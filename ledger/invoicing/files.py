@@ -1,0 +1,85 @@
+"""An issued document's files under ``invoices/``, named by number, rendered on every core.
+
+HTML, PDF/A-3 with its Factur-X XML, the CII and (for invoices) UBL, plus the JSON
+snapshot connectors push (exactly what was issued, never a re-derivation). Each file is
+written atomically; rewriting one after a crash writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+
+from beanbill.ledger.invoicing.derive import Derived, seller_legal_line
+from beanbill.ledger.invoicing.documents import DocumentType, InvoiceDocument, document_json
+from beanbill.ledger.invoicing.einvoice import cii_xml
+from beanbill.ledger.invoicing.render import invoice_html, invoice_pdf
+from beanbill.ledger.invoicing.ubl import ubl_xml
+from beanbill.rating.storage import write_bytes_atomically
+from beanbill.rating.workspace import Workspace
+
+MAX_RENDER_WORKERS = 16
+
+
+def write_documents(workspace: Workspace, document: InvoiceDocument) -> dict[str, str]:
+    """Write the document's files; kind → path relative to the main ledger's folder."""
+    folder = workspace.invoices_dir
+    legal = seller_legal_line(workspace.settings.seller)
+    outputs = {
+        "html": (f"{document.number}.html", invoice_html(document, legal).encode("utf-8")),
+        "pdf": (f"{document.number}.pdf", invoice_pdf(document, legal)),
+        "cii": (f"{document.number}.cii.xml", cii_xml(document)),
+    }
+    if document.type is DocumentType.INVOICE:
+        outputs["ubl"] = (f"{document.number}.ubl.xml", ubl_xml(document))
+    write_bytes_atomically(folder / f"{document.number}.json", document_json(document))
+    paths = {}
+    for kind, (name, data) in outputs.items():
+        write_bytes_atomically(folder / name, data)
+        paths[kind] = str((folder / name).relative_to(workspace.ledger_path.parent))
+    return paths
+
+
+def relative_to_ledger_file(
+    workspace: Workspace, ledger_file: str, paths: Mapping[str, str]
+) -> dict[str, str]:
+    """Document paths as Beancount reads them: relative to the file that holds the entry."""
+    folder = (workspace.ledger_path.parent / ledger_file).parent
+    return {
+        kind: os.path.relpath(workspace.ledger_path.parent / path, folder)
+        for kind, path in paths.items()
+    }
+
+
+def _render_one(workspace: Workspace, derived: Derived) -> tuple[Derived, dict[str, str]]:
+    return derived, write_documents(workspace, derived.document)
+
+
+def _ignore() -> None:
+    return None
+
+
+def render_all(
+    workspace: Workspace, derived_all: list[Derived], on_done: Callable[[], None] = _ignore
+) -> list[tuple[Derived, dict[str, str]]]:
+    """Render on every core: documents are independent once numbered."""
+    workers = min(os.cpu_count() or 1, MAX_RENDER_WORKERS)
+    results: list[tuple[Derived, dict[str, str]]] = []
+    if len(derived_all) < 2 or workers < 2:
+        for derived in derived_all:
+            results.append(_render_one(workspace, derived))
+            on_done()
+        return results
+    # Not "fork": a child forked from a process that already used WeasyPrint (Pango,
+    # HarfBuzz) can crash collecting the inherited objects. The fork server is a clean
+    # process started once, with the rendering stack preloaded, that forks the workers.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [pool.submit(_render_one, workspace, derived) for derived in derived_all]
+        for future in futures:
+            results.append(future.result())
+            on_done()
+    return results

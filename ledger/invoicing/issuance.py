@@ -1,0 +1,96 @@
+"""The ledger entries of an issue and of a credit note: pure functions of the documents.
+
+Issuing moves unbilled consumption (or, provisioned, the provision and the
+over-consumption into the credits account) to the receivable with the VAT, linked
+``^invoice-<number>``, and attaches the files with ``document`` entries. A credit note
+reverses the issuance transaction, linked to both, so the period is due again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+from decimal import Decimal
+
+from beanbill.ledger import keys
+from beanbill.ledger.accounts import DISCOUNTS, VAT_OUTPUT, OrganizationAccounts
+from beanbill.ledger.entries import Document, Entry, Posting, Transaction, minor_digits
+from beanbill.ledger.invoicing.derive import Derived
+from beanbill.ledger.posting import reversal_entry
+
+
+def ledger_file(issue_date: date) -> str:
+    """Where the entries of documents issued on ``issue_date`` are written."""
+    return f"books/{issue_date:%Y-%m}/invoices.beancount"
+
+
+def document_entries(
+    day: date, receivable: str, number: str, link: str, files: Mapping[str, str]
+) -> list[Entry]:
+    """One ``document`` entry per file (paths relative to the ledger file that holds them)."""
+    return [
+        Document(day, receivable, path, keys.document_txn_id(number, kind), (link,))
+        for kind, path in sorted(files.items())
+    ]
+
+
+def issuance_entries(
+    derived: Derived,
+    accounts: Mapping[str, OrganizationAccounts],
+    payer: str,
+    key: str,
+    files: Mapping[str, str],
+) -> list[Entry]:
+    document = derived.document
+    currency = document.currency
+    link = keys.link_of_invoice(document.number)
+    postings = [Posting(accounts[payer].receivable, document.due_minor, currency)]
+    postings += [
+        Posting(accounts[org].unbilled, -amount, currency)
+        for org, amount in derived.unbilled_minor
+        if amount
+    ]
+    postings += [
+        Posting(accounts[org].credits, -amount, currency)
+        for org, amount in derived.credits_minor
+        if amount
+    ]
+    if derived.discount_minor:
+        postings.append(Posting(DISCOUNTS, derived.discount_minor, currency))
+    if document.tax_minor:
+        postings.append(Posting(VAT_OUTPUT, -document.tax_minor, currency))
+    transaction = Transaction(
+        date=document.issue_date,
+        txn_id=keys.invoice_txn_id(document.number),
+        narration=f"Invoice {document.number} for {document.buyer.name}",
+        postings=tuple(postings),
+        links=(link,),
+        meta=(
+            (keys.INVOICE_KEY, key),
+            (keys.INVOICE_NUMBER, document.number),
+            (keys.ORG, document.buyer_reference or ""),
+            ("net", Decimal(document.net_minor).scaleb(-minor_digits(currency))),
+            ("due-date", document.due_date),
+        ),
+    )
+    receivable = accounts[payer].receivable
+    documents = document_entries(document.issue_date, receivable, document.number, link, files)
+    return [transaction, *documents]
+
+
+def credit_note_entries(
+    issuance: Transaction,
+    invoice_number: str,
+    number: str,
+    issue_date: date,
+    receivable: str,
+    files: Mapping[str, str],
+) -> list[Entry]:
+    """The reversal of ``issuance`` as credit note ``number``, and its files."""
+    link = keys.link_of_credit_note(number)
+    reversal = reversal_entry(issuance, issue_date)._replace(
+        txn_id=keys.credit_note_txn_id(number),
+        narration=f"Credit note {number} cancelling invoice {invoice_number}",
+    )
+    reversal = reversal._replace(links=(*reversal.links, link))
+    return [reversal, *document_entries(issue_date, receivable, number, link, files)]

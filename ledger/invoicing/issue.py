@@ -1,0 +1,162 @@
+"""Issuing: every due invoice numbered, rendered and posted, crash-safe; and drafts.
+
+Issuing one invoice: assign its number (durable), render its files into ``invoices/``,
+append the issuance transaction (``^invoice-<number>``) and ``document`` entries to the
+ledger, then mark the number issued. A crash at any step is finished by the next run,
+under the same number and date: no gap, no reuse. Every due invoice is derived before any
+is numbered, so one that cannot be derived holds no number while it waits.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path
+
+from beanbill.ledger import keys
+from beanbill.ledger.accounts import organization_accounts
+from beanbill.ledger.books import load_books
+from beanbill.ledger.entries import Entry
+from beanbill.ledger.invoicing import InvoicingError
+from beanbill.ledger.invoicing.derive import Derived, InvoiceTerms, derive
+from beanbill.ledger.invoicing.documents import InvoiceDocument
+from beanbill.ledger.invoicing.due import DueInvoice, due_invoices, issued_keys
+from beanbill.ledger.invoicing.files import relative_to_ledger_file, render_all
+from beanbill.ledger.invoicing.issuance import issuance_entries, ledger_file
+from beanbill.ledger.invoicing.numbering import Assigned, InvoiceNumbers
+from beanbill.ledger.writer import LedgerWriter
+from beanbill.rating.config import BillingMode
+from beanbill.rating.periods import Month
+from beanbill.rating.rated_store import RatedGroup, RatedStore
+from beanbill.rating.workspace import Workspace
+
+CRASH_ENVIRONMENT = "BEANBILL_CRASH_AFTER"
+CRASH_EXIT_CODE = 86
+MAX_INVOICES_PER_RUN = 100_000
+DRAFT_NUMBER = "PENDING"
+
+
+def crash_point(step: str) -> None:
+    """Test hook: die here, like a kill, when BEANBILL_CRASH_AFTER names this step."""
+    if os.environ.get(CRASH_ENVIRONMENT) == step:
+        os._exit(CRASH_EXIT_CODE)
+
+
+def series_name(template: str, issue_date: date) -> str:
+    return template.replace("{year}", str(issue_date.year))
+
+
+def rated_detail(store: RatedStore, due: DueInvoice) -> dict[str, list[RatedGroup]]:
+    """Each consumption's rated detail, by txn-id (a provision itemizes families only)."""
+    if due.customer.billing_mode is BillingMode.PROVISIONED:
+        return {}
+    return {
+        c.txn_id: store.detail_groups(c.rated_file, c.org, c.period, c.day)
+        for c in due.consumptions
+    }
+
+
+def derive_due(
+    workspace: Workspace, store: RatedStore, due: DueInvoice, number: str, issue_date: date
+) -> Derived:
+    """``derive`` fed from the workspace: the rated store, catalog, seller and settings."""
+    settings = workspace.settings
+    terms = InvoiceTerms(number, issue_date, settings.billing.currency, settings.invoicing)
+    return derive(due, rated_detail(store, due), workspace.catalog, settings.seller, terms)
+
+
+@dataclass(frozen=True)
+class IssueSummary:
+    issued: tuple[str, ...]
+    files: tuple[Path, ...]
+
+
+def _ignore(count: int) -> None:
+    return None
+
+
+def issue(
+    workspace: Workspace,
+    up_to: Month,
+    issue_date: date,
+    on_progress: Callable[[int], None] = _ignore,
+) -> IssueSummary:
+    """Issue every invoice due by the end of ``up_to``; finish any interrupted one first.
+
+    ``on_progress`` is called with 1 each time a document is rendered.
+    """
+    currency = workspace.settings.billing.currency
+    numbers = InvoiceNumbers(workspace.state_dir)
+    issued: list[str] = []
+    files: list[Path] = []
+    with workspace.writing(), RatedStore(workspace) as store:
+        writer = LedgerWriter(workspace.ledger_path)
+        books = load_books(workspace.ledger_path, currency)
+        accounts = organization_accounts(workspace.customers.customer)
+        due = due_invoices(workspace.customers.by_id(), books, up_to)
+        by_key = {item.key: item for item in due}
+        pending = {assigned.document_key: assigned for assigned in numbers.pending()}
+        in_ledger = issued_keys(books)
+        for key, assigned in pending.items():
+            if key in in_ledger:  # posted before the crash: only the bookkeeping is left
+                numbers.mark_issued(assigned.number)
+                issued.append(assigned.number)
+            elif key not in by_key and not keys.is_credit_note_key(key):
+                raise InvoicingError(
+                    f"number {assigned.number} was assigned to {key}, which is no longer due"
+                )
+        if len(due) > MAX_INVOICES_PER_RUN:
+            raise InvoicingError(f"{len(due)} invoices due: at most {MAX_INVOICES_PER_RUN} per run")
+        ordered = sorted(due, key=lambda item: (item.key not in pending, item.key))
+        series = series_name(workspace.settings.invoicing.invoice_series, issue_date)
+        # Derive everything before numbering anything: an invoice that cannot be derived
+        # (its rated detail drifted, say) must not hold a number while it waits.
+        drafts = {
+            item.key: derive_due(workspace, store, item, DRAFT_NUMBER, issue_date)
+            for item in ordered
+        }
+        numbered = [(item, numbers.assign(series, item.key, issue_date)) for item in ordered]
+        crash_point("assign")
+        derived_all = [
+            _numbered(drafts[item.key], assigned)
+            if assigned.issue_date == issue_date
+            else derive_due(workspace, store, item, assigned.number, assigned.issue_date)
+            for item, assigned in numbered
+        ]
+        rendered = render_all(workspace, derived_all, lambda: on_progress(1))
+        crash_point("render")
+        by_file: dict[str, list[Entry]] = defaultdict(list)
+        for (item, assigned), (derived, paths) in zip(numbered, rendered, strict=True):
+            target = ledger_file(assigned.issue_date)
+            relative = relative_to_ledger_file(workspace, target, paths)
+            by_file[target] += issuance_entries(
+                derived, accounts, item.customer.id, item.key, relative
+            )
+        for target, entries in sorted(by_file.items()):
+            writer.append(target, entries)
+        crash_point("ledger")
+        for _, assigned in numbered:
+            numbers.mark_issued(assigned.number)
+            issued.append(assigned.number)
+            files.append(workspace.invoices_dir / f"{assigned.number}.pdf")
+    return IssueSummary(tuple(issued), tuple(files))
+
+
+def _numbered(draft: Derived, assigned: Assigned) -> Derived:
+    document = replace(draft.document, number=assigned.number)
+    return replace(draft, document=document)
+
+
+def preview(workspace: Workspace, up_to: Month, issue_date: date) -> list[InvoiceDocument]:
+    """Draft invoices without numbers: nothing is assigned, rendered or posted."""
+    books = load_books(workspace.ledger_path, workspace.settings.billing.currency)
+    with RatedStore(workspace) as store:
+        return [
+            derive_due(
+                workspace, store, item, f"DRAFT-{item.customer.id}-{item.period}", issue_date
+            ).document
+            for item in due_invoices(workspace.customers.by_id(), books, up_to)
+        ]
