@@ -21,11 +21,18 @@ import click
 from beanbill import demo as demo_module
 from beanbill import demo_stripe
 from beanbill.examples import write_configuration
-from beanbill.exits import reports_errors, workspace_option
+from beanbill.exits import (
+    EXIT_ATTENTION,
+    EXIT_OK,
+    load_workspace,
+    reports_errors,
+    workspace_option,
+)
 from beanbill.ledger.books import ledger_errors, load_books
 from beanbill.ledger.entries import format_minor
 from beanbill.ledger.invoicing.due import issued_numbers_of
 from beanbill.ledger.post import balance, post, record_credit
+from beanbill.progress import ProgressBar, on_terminal
 from beanbill.rating.errors import WorkspaceError
 from beanbill.rating.ingest import IngestSummary, ingest, summary_as_json
 from beanbill.rating.periods import Month, parse_month_range
@@ -41,8 +48,6 @@ from beanbill.sync_commands import (
 )
 from beanbill.targets import connectors
 
-EXIT_OK = 0
-EXIT_REJECTS = 1
 DEMO_CUSTOMERS = 50
 INIT_CUSTOMERS = 6
 
@@ -79,7 +84,7 @@ def init(directory: Path, customers: int, seed: int) -> None:
     if (directory / SETTINGS_FILE).exists():
         raise WorkspaceError(f"{directory} already holds a workspace ({SETTINGS_FILE})")
     write_configuration(directory, customers, seed)
-    loaded = Workspace.load(directory)
+    loaded = load_workspace(directory)
     organizations = [customer.id for customer in loaded.customers.customer]
     samples = demo_module.write_usage(directory / "inbox", organizations, seed)
     click.echo(f"Created workspace {loaded.root}")
@@ -93,7 +98,7 @@ def init(directory: Path, customers: int, seed: int) -> None:
 @reports_errors
 def check_command(workspace: Path) -> None:
     """Validate the workspace's settings, catalog and customers; report every problem."""
-    loaded = Workspace.load(workspace)
+    loaded = load_workspace(workspace)
     click.echo(
         f"OK: {len(loaded.catalog.rated_meters())} meters and services, "
         f"{len(loaded.catalog.addon)} add-ons, {len(loaded.customers.customer)} organizations"
@@ -130,7 +135,7 @@ def ingest_command(files: tuple[Path, ...], workspace: Path, as_json: bool) -> N
     command then exits with 1.
     """
     show_progress = sys.stdout.isatty() and not as_json
-    summary = ingest(Workspace.load(workspace), list(files), show_progress=show_progress)
+    summary = ingest(load_workspace(workspace), list(files), show_progress=show_progress)
     if as_json:
         click.echo(summary_as_json(summary))
     else:
@@ -158,13 +163,10 @@ def rate_command(workspace: Path, period: str) -> None:
     resource and pricing tier) and totals.parquet (per organization, period and product
     family). Re-running gives byte-identical files.
     """
-    loaded = Workspace.load(workspace)
+    loaded = load_workspace(workspace)
     months = parse_month_range(period)
-    if len(months) > 1 and sys.stderr.isatty():
-        with click.progressbar(length=len(months), label="rating", file=sys.stderr) as bar:
-            results = rate_months(loaded, months, on_month=lambda _: bar.update(1))
-    else:
-        results = rate_months(loaded, months)
+    with ProgressBar("rating") as bar:
+        results = rate_months(loaded, months, bar)
     for result in results:
         _print_rated(result)
 
@@ -175,7 +177,7 @@ def rate_command(workspace: Path, period: str) -> None:
 @reports_errors
 def report_command(workspace: Path, period: str) -> None:
     """Print the rated totals of a month: per product family and the largest organizations."""
-    loaded = Workspace.load(workspace)
+    loaded = load_workspace(workspace)
     for month in parse_month_range(period):
         click.echo(render_summary(loaded, month))
 
@@ -208,9 +210,10 @@ def post_command(workspace: Path, period: str, as_of: datetime | None, correct: 
     from credits first. Re-running posts nothing twice; a period whose rated amounts
     changed after posting is refused (correct it with a new entry).
     """
-    loaded = Workspace.load(workspace)
+    loaded = load_workspace(workspace)
     day = as_of.date() if as_of else datetime.now(UTC).date()
-    summary = post(loaded, Month.parse(period), day, correct=correct)
+    with ProgressBar("posting") as bar:
+        summary = post(loaded, Month.parse(period), day, correct=correct, progress=bar)
     click.echo(
         f"{summary.periods:,} closed periods: {summary.written:,} entries written, "
         f"{summary.unchanged:,} already posted, {summary.expiries:,} credit expiries"
@@ -254,7 +257,7 @@ def _credit_command(kind: str) -> Callable[..., None]:
         priority: int,
         lot_id: str | None,
     ) -> None:
-        loaded = Workspace.load(workspace)
+        loaded = load_workspace(workspace)
         lot, written = record_credit(
             loaded,
             org,
@@ -287,7 +290,7 @@ credits_group.command(name="grant", help="Grant promotional credit to ORG.")(
 @reports_errors
 def balance_command(workspace: Path, org: str) -> None:
     """Show ORG's credits, unbilled consumption and receivable, from the ledger."""
-    loaded = Workspace.load(workspace)
+    loaded = load_workspace(workspace)
     result = balance(loaded, org)
     currency = result.currency
     click.echo(
@@ -349,9 +352,10 @@ def invoice_group(
         return
     if period is None:
         raise click.UsageError("give --period, or a subcommand (draft, show, credit)")
-    loaded = Workspace.load(workspace)
+    loaded = load_workspace(workspace)
     day = issue_day.date() if issue_day else datetime.now(UTC).date()
-    summary = issue(loaded, Month.parse(period), day)
+    with ProgressBar("rendering invoices") as bar:
+        summary = issue(loaded, Month.parse(period), day, bar)
     click.echo(f"{len(summary.issued):,} invoices issued")
     if summary.issued:
         click.echo(f"  {summary.issued[0]} … {summary.issued[-1]} in {loaded.invoices_dir}")
@@ -365,7 +369,7 @@ def invoice_draft(workspace: Path, period: str) -> None:
     """Preview the invoices due up to PERIOD: no number, nothing written."""
     from beanbill.ledger.invoicing.issue import preview  # the PDF stack loads only here
 
-    loaded = Workspace.load(workspace)
+    loaded = load_workspace(workspace)
     currency = loaded.settings.billing.currency
     for document in preview(loaded, Month.parse(period), datetime.now(UTC).date()):
         net = _money(document.net_minor, currency)
@@ -382,7 +386,7 @@ def invoice_draft(workspace: Path, period: str) -> None:
 @reports_errors
 def invoice_show(workspace: Path, number: str) -> None:
     """Show an issued invoice or credit note and where its files are."""
-    loaded = Workspace.load(workspace)
+    loaded = load_workspace(workspace)
     html = loaded.invoices_dir / f"{number}.html"
     if not html.exists():
         raise WorkspaceError(f"no invoice {number} in {loaded.invoices_dir}")
@@ -405,7 +409,7 @@ def invoice_credit(workspace: Path, number: str) -> None:
     """Cancel invoice NUMBER with a credit note (its own series); the period is due again."""
     from beanbill.ledger.invoicing.corrections import credit_note  # the PDF stack loads here
 
-    loaded = Workspace.load(workspace)
+    loaded = load_workspace(workspace)
     credit_number, pdf = credit_note(loaded, number, datetime.now(UTC).date())
     click.echo(f"credit note {credit_number} cancels {number}: {pdf}")
 
@@ -426,7 +430,7 @@ def fava_command(workspace: Path, port: int) -> None:
     Read-only because beanbill appends to the ledger and Fava's editor would rewrite
     files without fsync.
     """
-    loaded = Workspace.load(workspace)
+    loaded = load_workspace(workspace)
     fava = Path(sys.executable).with_name("fava")
     if not fava.exists():
         raise WorkspaceError(f"Fava is not installed next to {sys.executable}")
@@ -460,28 +464,32 @@ def demo_command(workspace: Path, seed: int, customers: int) -> None:
             )
         shutil.rmtree(workspace)
     write_configuration(workspace, customers, seed)
-    loaded = Workspace.load(workspace)
+    loaded = load_workspace(workspace)
     organizations = [customer.id for customer in loaded.customers.customer]
     files = demo_module.write_usage(workspace / "inbox", organizations, seed)
     click.echo(f"Workspace: {loaded.root}")
     click.echo(
         f"Generated usage: {', '.join(str(path.relative_to(loaded.root)) for path in files)}"
     )
-    summary = ingest(loaded, files)
+    summary = ingest(loaded, files, show_progress=on_terminal())
     _print_ingest(summary)
     click.echo("(the broken events are deliberate: they show how rejects are reported)")
     month = Month.parse(demo_module.DEMO_MONTH)
-    for result in rate_months(loaded, [month]):
+    with ProgressBar("rating") as bar:
+        rated = rate_months(loaded, [month], bar)
+    for result in rated:
         _print_rated(result)
     click.echo(render_summary(loaded, month))
     credits = demo_module.record_demo_credits(loaded)
-    posted = post(loaded, month, demo_module.DEMO_AS_OF)
+    with ProgressBar("posting") as bar:
+        posted = post(loaded, month, demo_module.DEMO_AS_OF, progress=bar)
     click.echo(
         f"\nLedger: {credits} credit purchases and grants; {posted.periods} closed periods "
         f"posted; {posted.expiries} credit expiries"
     )
     _print_balances(loaded)
-    invoices = issue(loaded, month, demo_module.DEMO_AS_OF)
+    with ProgressBar("rendering invoices") as bar:
+        invoices = issue(loaded, month, demo_module.DEMO_AS_OF, bar)
     click.echo(f"\nInvoices: {len(invoices.issued)} issued (HTML, PDF/A-3 with Factur-X, UBL)")
     shown: set[str] = set()
     for customer in loaded.customers.customer:
@@ -530,7 +538,7 @@ def run_command(workspace: Path, period: str | None, as_of: datetime | None) -> 
     """
     from beanbill.ledger.invoicing.issue import issue
 
-    loaded = Workspace.load(workspace)
+    loaded = load_workspace(workspace)
     connectors(loaded)  # a target without its key fails the night before any work
     day = as_of.date() if as_of else datetime.now(UTC).date()
     month = Month.parse(period) if period else Month(day.year, day.month).previous()
@@ -541,21 +549,25 @@ def run_command(workspace: Path, period: str | None, as_of: datetime | None) -> 
     )
     attention = False
     if inbox:
-        ingested = ingest(loaded, inbox)
+        ingested = ingest(loaded, inbox, show_progress=on_terminal())
         _print_ingest(ingested)
         attention |= ingested.exit_code != EXIT_OK
-    for result in rate_months(loaded, [month]):
+    with ProgressBar("rating") as bar:
+        rated = rate_months(loaded, [month], bar)
+    for result in rated:
         _print_rated(result)
-    posted = post(loaded, month, day)
+    with ProgressBar("posting") as bar:
+        posted = post(loaded, month, day, progress=bar)
     click.echo(f"post: {posted.written:,} entries written, {posted.unchanged:,} already posted")
-    issued = issue(loaded, month, day)
+    with ProgressBar("rendering invoices") as bar:
+        issued = issue(loaded, month, day, bar)
     click.echo(f"invoice: {len(issued.issued):,} issued")
     pushed = run_push(loaded)
     reports = run_reconcile(loaded, month.first_day - timedelta(days=DEFAULT_RECONCILE_DAYS))
     attention |= bool(pushed.dead) or any(report.discrepancies for report in reports)
     errors = ledger_errors(loaded.ledger_path)
     click.echo(f"bean-check: {errors if errors else 'no errors'}")
-    sys.exit(EXIT_REJECTS if attention or errors else EXIT_OK)
+    sys.exit(EXIT_ATTENTION if attention or errors else EXIT_OK)
 
 
 main.add_command(sync_group)

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import click
 
-from beanbill.exits import reports_errors, workspace_option
+from beanbill.exits import (
+    EXIT_ATTENTION,
+    EXIT_OK,
+    load_workspace,
+    reports_errors,
+    workspace_option,
+)
 from beanbill.rating.workspace import Workspace
 from beanbill.sync.interface import Connector
 from beanbill.sync.payments import apply_events
@@ -21,8 +27,6 @@ from beanbill.sync.push import PushSummary, issued_documents, push_all
 from beanbill.sync.reconcile import ReconcileReport, reconcile
 from beanbill.targets import TargetError, connectors, retry_policy, sync_state
 
-EXIT_OK = 0
-EXIT_ATTENTION = 1
 DEFAULT_RECONCILE_DAYS = 35
 DEFAULT_PORT = 8787
 
@@ -81,7 +85,7 @@ def sync_group() -> None:
 @reports_errors
 def push_command(workspace: Path) -> None:
     """Push every issued invoice and credit note not yet synced to every enabled target."""
-    summary = run_push(Workspace.load(workspace))
+    summary = run_push(load_workspace(workspace))
     sys.exit(EXIT_ATTENTION if summary.dead else EXIT_OK)
 
 
@@ -90,7 +94,7 @@ def push_command(workspace: Path) -> None:
 @reports_errors
 def status_command(workspace: Path) -> None:
     """What was pushed where, the dead letters, the webhook inbox and payment states."""
-    state = sync_state(Workspace.load(workspace))
+    state = sync_state(load_workspace(workspace))
     records = state.records()
     counts = Counter((record.target, record.status.value) for record in records)
     for (target, status), count in sorted(counts.items()):
@@ -116,7 +120,7 @@ def status_command(workspace: Path) -> None:
 @reports_errors
 def retry_command(workspace: Path, target: str | None) -> None:
     """Re-queue dead letters; the next `sync push` tries them again."""
-    count = sync_state(Workspace.load(workspace)).requeue_dead(target)
+    count = sync_state(load_workspace(workspace)).requeue_dead(target)
     click.echo(f"{count:,} dead letters re-queued")
 
 
@@ -133,7 +137,7 @@ def retry_command(workspace: Path, target: str | None) -> None:
 def reconcile_command(workspace: Path, since: datetime | None) -> None:
     """Post payments, refunds, fees, payouts and disputes the ledger lacks; report the rest."""
     day = since.date() if since else datetime.now(UTC).date() - timedelta(DEFAULT_RECONCILE_DAYS)
-    reports = run_reconcile(Workspace.load(workspace), day)
+    reports = run_reconcile(load_workspace(workspace), day)
     sys.exit(EXIT_ATTENTION if any(report.discrepancies for report in reports) else EXIT_OK)
 
 
@@ -148,7 +152,7 @@ def serve_command(workspace: Path, host: str, port: int) -> None:
 
     from beanbill.sync.serve import create_app
 
-    loaded = Workspace.load(workspace)
+    loaded = load_workspace(workspace)
     targets: list[Connector] = connectors(loaded)
     for target in targets:
         if not getattr(target, "webhook_secret", None):

@@ -159,15 +159,6 @@ class StripeConnector:
             return self._push_credit_note(document, known)
         return self._push_invoice(document, known)
 
-    def find(self, document: InvoiceDocument) -> RemoteDocument | None:
-        customer = self._find_customer(document.buyer_reference or "")
-        if customer is None:
-            return None
-        invoice = self._find_invoice(customer, document.number)
-        if invoice is None:
-            return None
-        return self._remote(invoice, customer)
-
     def _remote(self, invoice: stripe.Invoice, customer: str) -> RemoteDocument:
         return RemoteDocument(
             {"customer": customer, "invoice": str(invoice.id)},

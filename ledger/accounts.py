@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from beanbill.ledger.entries import Open
-from beanbill.ledger.text import ACCOUNT_NAME, LedgerTextError, components_by_id
+from beanbill.ledger.text import ACCOUNT_NAME, LedgerTextError, account_component, components_by_id
 from beanbill.rating.config import Catalog, Customer, Settings
 
 BOOKS_OPEN_DATE = date(2000, 1, 1)
@@ -81,6 +81,25 @@ def organization_accounts(customers: Iterable[Customer]) -> dict[str, Organizati
         )
         for org, component in components.items()
     }
+
+
+def component_collisions(customers: Iterable[Customer]) -> list[str]:
+    """Every organization id whose account component another id already has, naming both.
+
+    ``acme.eu`` and ``acme_eu`` are distinct ids but one account (``Acme-eu``): the books
+    would mix two customers, so such workspaces are refused before anything is posted.
+    """
+    owners: dict[str, str] = {}
+    problems = []
+    for customer in customers:
+        component = account_component(customer.id)
+        owner = owners.setdefault(component, customer.id)
+        if owner != customer.id:
+            problems.append(
+                f"organization ids {owner!r} and {customer.id!r} both map to account "
+                f"component {component!r} ({RECEIVABLE_ROOT}:{component}, ...); rename one"
+            )
+    return problems
 
 
 @dataclass(frozen=True)

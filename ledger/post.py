@@ -28,6 +28,7 @@ from beanbill.rating.closures import ClosedPeriods
 from beanbill.rating.config import IDENTIFIER_PATTERN, PostingGranularity
 from beanbill.rating.errors import BeanbillError
 from beanbill.rating.periods import Month
+from beanbill.rating.progress import Progress, no_progress
 from beanbill.rating.rated_store import RatedStore
 from beanbill.rating.workspace import Workspace
 
@@ -123,7 +124,13 @@ def plan_periods(books: Books, usages: list[PeriodUsage], as_of: date, correct: 
     return plans
 
 
-def post(workspace: Workspace, up_to: Month, as_of: date, correct: bool = False) -> PostSummary:
+def post(
+    workspace: Workspace,
+    up_to: Month,
+    as_of: date,
+    correct: bool = False,
+    progress: Progress = no_progress,
+) -> PostSummary:
     """Post every closed billing period of rated months up to ``up_to``, and due expiries."""
     currency = workspace.settings.billing.currency
     digits = minor_digits(currency)
@@ -155,7 +162,8 @@ def post(workspace: Workspace, up_to: Month, as_of: date, correct: bool = False)
         timeline.sort(key=lambda item: (item[0], item[1], item[2]))
         files: dict[str, list[Entry]] = defaultdict(list)
         expiries = 0
-        for _, _, org, item in timeline:
+        for index, (_, _, org, item) in enumerate(timeline, start=1):
+            progress(index, len(timeline))
             if isinstance(item, Plan):
                 entries = _period_entries(item, books, accounts[org], lots_by_org[org],
                                           remaining, currency, digits)  # fmt: skip

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import re
 
+from beanbill.rating.characters import REFUSED_CHARACTERS
 from beanbill.rating.errors import BeanbillError
 
 ACCOUNT_COMPONENT = re.compile(r"^[A-Z0-9][A-Za-z0-9-]*$")
 ACCOUNT_NAME = re.compile(r"^(Assets|Liabilities|Equity|Income|Expenses)(:[A-Z0-9][A-Za-z0-9-]*)+$")
 METADATA_KEY = re.compile(r"^[a-z][a-zA-Z0-9_-]*$")
-REFUSED_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 MAX_STRING_LENGTH = 1_000
 
 

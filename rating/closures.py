@@ -1,7 +1,7 @@
 """The register of closed billing periods, in the workspace's SQLite state.
 
-A period is closed once its consumption is posted to the ledger (the ledger issue
-closes them). Events that arrive later for a closed period are still stored, flagged
+A period is closed once its consumption is posted to the ledger (``beanbill post``
+closes it). Events that arrive later for a closed period are still stored, flagged
 ``late`` and reported, so the next period can regularize them.
 """
 

@@ -29,12 +29,12 @@ from pydantic import (
 from stdnum.eu import vat as eu_vat
 from stdnum.fr import siren as fr_siren
 
+from beanbill.rating.characters import REFUSED_CHARACTERS
 from beanbill.rating.errors import ConfigError
 from beanbill.rating.money import MAX_PRICE_DECIMALS, QUANTITY_SCALE, decimal_places
 
 IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 FAMILY_PATTERN = re.compile(r"^[A-Z][A-Za-z0-9]{0,31}$")
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 EU_COUNTRIES = frozenset(
     [
         "AT",
@@ -78,7 +78,7 @@ def _identifier(value: str) -> str:
 
 
 def _plain_text(value: str) -> str:
-    if CONTROL_CHARACTERS.search(value):
+    if REFUSED_CHARACTERS.search(value):
         raise ValueError("contains control or bidirectional-override characters")
     if not value.strip():
         raise ValueError("must not be blank")

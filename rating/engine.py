@@ -151,16 +151,6 @@ def _organization_days_table(rating_input: RatingInput) -> ir.Table:
     return typed_memtable(columns, ORGANIZATION_DAYS_SCHEMA)
 
 
-def _customers_table(customers: Customers) -> ir.Table:
-    return typed_memtable(
-        {
-            "org": [customer.id for customer in customers.customer],
-            "billing_period": [customer.billing_period.value for customer in customers.customer],
-        },
-        ibis.schema({"org": "string", "billing_period": "string"}),
-    )
-
-
 def _meters_table(catalog: Catalog) -> ir.Table:
     meters = catalog.rated_meters()
     return typed_memtable(

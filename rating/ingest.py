@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import duckdb
 import pyarrow as pa
 
+from beanbill.rating.characters import REFUSED_CHARACTERS_RE2
 from beanbill.rating.closures import ClosedPeriods
 from beanbill.rating.config import MeterKind
 from beanbill.rating.errors import IngestError
@@ -53,7 +54,6 @@ RFC3339 = r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\
 NAIVE_TIMESTAMP = r"\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?"
 PLAIN_DECIMAL = r"-?\d+(\.\d+)?"
 VALID_QUANTITY = rf"-?0(\.0+)?|\d{{1,{MAX_QUANTITY_INTEGER_DIGITS}}}(\.\d{{1,{QUANTITY_SCALE}}})?"
-CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,9 @@ def _checks(max_duration_seconds: int) -> list[Check]:
         Check("problem IS NOT NULL", "problem"),
         Check("id IS NULL OR trim(id) = ''", "'id: missing'"),
         Check(f"length(id) > {MAX_ID_LENGTH}", f"'id: longer than {MAX_ID_LENGTH} characters'"),
-        Check(f"regexp_matches(id, '{CONTROL_CHARACTERS}')", "'id: contains control characters'"),
+        Check(
+            f"regexp_matches(id, '{REFUSED_CHARACTERS_RE2}')", "'id: contains control characters'"
+        ),
         Check("org IS NULL OR trim(org) = ''", "'org: missing'"),
         Check("org_known IS NULL", "'org: unknown organization'", "org"),
         Check("resource IS NULL OR trim(resource) = ''", "'resource: missing'"),
@@ -189,7 +191,7 @@ def _checks(max_duration_seconds: int) -> list[Check]:
             f"'resource: longer than {MAX_RESOURCE_LENGTH} characters'",
         ),
         Check(
-            f"regexp_matches(resource, '{CONTROL_CHARACTERS}')",
+            f"regexp_matches(resource, '{REFUSED_CHARACTERS_RE2}')",
             "'resource: contains control characters'",
         ),
         Check("meter IS NULL OR trim(meter) = ''", "'meter: missing'"),

@@ -8,7 +8,7 @@ usage twice writes byte-identical files.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -30,6 +30,7 @@ from beanbill.rating.engine import (
 from beanbill.rating.errors import RatingError
 from beanbill.rating.money import AMOUNT_SCALE, from_scaled_integer
 from beanbill.rating.periods import Month
+from beanbill.rating.progress import Progress, no_progress
 from beanbill.rating.storage import publish, temporary_sibling
 from beanbill.rating.workspace import Workspace
 
@@ -164,16 +165,13 @@ def rate_month(
 
 
 def rate_months(
-    workspace: Workspace,
-    months: Sequence[Month],
-    on_month: Callable[[RatedMonth], None] | None = None,
+    workspace: Workspace, months: Sequence[Month], progress: Progress = no_progress
 ) -> list[RatedMonth]:
+    """Rate each month in turn; ``progress`` hears of each month done."""
     results: list[RatedMonth] = []
     connection = ibis.duckdb.connect(**workspace.duckdb_config())
     with workspace.writing():
-        for month in months:
-            result = rate_month(workspace, month, connection)
-            results.append(result)
-            if on_month is not None:
-                on_month(result)
+        for index, month in enumerate(months, start=1):
+            results.append(rate_month(workspace, month, connection))
+            progress(index, len(months))
     return results

@@ -1,7 +1,7 @@
 """The one small interface every external system's adapter implements, and what it returns.
 
-A connector pushes beanbill's issued documents (``ledger.documents.InvoiceDocument``),
-finds them again by beanbill's number (look before create: a timed-out create must not
+A connector pushes beanbill's issued documents (``ledger.invoicing.documents``), looking
+for each by beanbill's number before creating it (a timed-out create must not
 duplicate), verifies and parses the webhooks its system sends, and turns what happened
 remotely (payments, refunds, fees, payouts, disputes) into ``Movement`` records. The sync
 engine turns movements into ledger entries, so a connector never writes the ledger; a new
@@ -93,10 +93,6 @@ class RemoteInvoice(NamedTuple):
 class Connector(Protocol):
     name: str
     accounts: ProcessorAccounts  # what its money movements post to (opened on first use)
-
-    def find(self, document: InvoiceDocument) -> RemoteDocument | None:
-        """The document as the remote system has it, found by our number; None if absent."""
-        ...
 
     def push(self, document: InvoiceDocument, known: dict[str, str]) -> RemoteDocument:
         """Create the document remotely, or finish a half-done push; safe to repeat.

@@ -23,6 +23,7 @@ from beanbill.ledger.accounts import (
 )
 from beanbill.ledger.entries import Entry, Posting, Transaction
 from beanbill.ledger.writer import LedgerConflictError, LedgerWriter
+from beanbill.rating.errors import BeanbillError
 from beanbill.rating.workspace import Workspace
 from beanbill.sync.interface import Connector, Movement, MovementKind, WebhookEvent
 from beanbill.sync.state import SyncState
@@ -39,12 +40,15 @@ NARRATIONS = {
 }
 
 
-class Unmatched(Exception):
-    """A movement the books cannot take as it is (unknown organization, other currency)."""
+class Unmatched(BeanbillError):
+    """A movement the books cannot take as it is (unknown organization, other currency).
+
+    Caught per movement and reported, never fatal: the other movements are posted.
+    """
 
 
 @dataclass
-class PostSummary:
+class MovementsPosted:
     posted: int = 0
     unchanged: int = 0
     problems: dict[str, str] = field(default_factory=dict)  # txn-id → why it was not posted
@@ -111,12 +115,12 @@ def movement_entry(
 
 def post_movements(
     workspace: Workspace, connector: Connector, state: SyncState, movements: list[Movement]
-) -> PostSummary:
+) -> MovementsPosted:
     """Append the movements' transactions (idempotent by txn-id) under the workspace lock.
 
     The connector's declared accounts are opened first if the ledger lacks them.
     """
-    summary = PostSummary()
+    summary = MovementsPosted()
     target = connector.name
     currency = workspace.settings.billing.currency
     accounts = organization_accounts(workspace.customers.customer)
@@ -155,7 +159,7 @@ def _open_processor_accounts(
 
 
 def _one_by_one(
-    writer: LedgerWriter, target_file: str, entries: list[Entry], summary: PostSummary
+    writer: LedgerWriter, target_file: str, entries: list[Entry], summary: MovementsPosted
 ) -> None:
     """A conflicting entry must not hold back the others: append them singly."""
     for entry in entries:

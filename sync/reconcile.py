@@ -16,7 +16,7 @@ from beanbill.ledger.accounts import RECEIVABLE_ROOT, under
 from beanbill.ledger.books import load_books
 from beanbill.rating.workspace import Workspace
 from beanbill.sync.interface import Connector, Movement
-from beanbill.sync.payments import PostSummary, post_movements
+from beanbill.sync.payments import MovementsPosted, post_movements
 from beanbill.sync.state import SyncState
 
 
@@ -24,7 +24,7 @@ from beanbill.sync.state import SyncState
 class ReconcileReport:
     checked_invoices: int = 0
     movements: int = 0
-    posted: PostSummary = field(default_factory=PostSummary)
+    posted: MovementsPosted = field(default_factory=MovementsPosted)
     discrepancies: list[str] = field(default_factory=list)
 
 

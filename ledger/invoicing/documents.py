@@ -18,8 +18,6 @@ from pydantic import TypeAdapter, ValidationError
 from beanbill.ledger.invoicing.vat import VatBreakdown, VatLine, VatTreatment, breakdown
 from beanbill.rating.errors import BeanbillError
 
-MAX_PRICE_DECIMALS = 6
-
 
 class DocumentError(BeanbillError):
     """An issued document's snapshot is missing or unreadable."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -30,6 +29,7 @@ from beanbill.ledger.invoicing.numbering import Assigned, InvoiceNumbers
 from beanbill.ledger.writer import LedgerWriter
 from beanbill.rating.config import BillingMode
 from beanbill.rating.periods import Month
+from beanbill.rating.progress import Progress, no_progress
 from beanbill.rating.rated_store import RatedGroup, RatedStore
 from beanbill.rating.workspace import Workspace
 
@@ -74,19 +74,12 @@ class IssueSummary:
     files: tuple[Path, ...]
 
 
-def _ignore(count: int) -> None:
-    return None
-
-
 def issue(
-    workspace: Workspace,
-    up_to: Month,
-    issue_date: date,
-    on_progress: Callable[[int], None] = _ignore,
+    workspace: Workspace, up_to: Month, issue_date: date, progress: Progress = no_progress
 ) -> IssueSummary:
     """Issue every invoice due by the end of ``up_to``; finish any interrupted one first.
 
-    ``on_progress`` is called with 1 each time a document is rendered.
+    ``progress`` hears of each document rendered.
     """
     currency = workspace.settings.billing.currency
     numbers = InvoiceNumbers(workspace.state_dir)
@@ -126,7 +119,13 @@ def issue(
             else derive_due(workspace, store, item, assigned.number, assigned.issue_date)
             for item, assigned in numbered
         ]
-        rendered = render_all(workspace, derived_all, lambda: on_progress(1))
+        rendered_count = [0]
+
+        def one_rendered() -> None:
+            rendered_count[0] += 1
+            progress(rendered_count[0], len(derived_all))
+
+        rendered = render_all(workspace, derived_all, one_rendered)
         crash_point("render")
         by_file: dict[str, list[Entry]] = defaultdict(list)
         for (item, assigned), (derived, paths) in zip(numbered, rendered, strict=True):

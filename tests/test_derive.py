@@ -1,0 +1,182 @@
+"""Invoice derivation as a pure function: no DuckDB, no files, no clock.
+
+Consumption transactions are built as the ledger would hold them, rated detail as the
+rated store would serve it; ``derive`` must turn them into the same document every time.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from beanbill.examples import SETTINGS
+from beanbill.ledger import keys
+from beanbill.ledger.accounts import income_account, organization_accounts
+from beanbill.ledger.entries import Posting, Transaction
+from beanbill.ledger.invoicing import InvoicingError
+from beanbill.ledger.invoicing.derive import InvoiceTerms, derive
+from beanbill.ledger.invoicing.due import Consumption, DueInvoice
+from beanbill.ledger.invoicing.vat import VatCategory
+from beanbill.rating.config import (
+    Catalog,
+    Customer,
+    InvoicingSettings,
+    Seller,
+    parse_model,
+)
+from beanbill.rating.rated_store import RatedGroup
+
+OCTOBER = date(2026, 10, 1)
+NOVEMBER = date(2026, 11, 1)
+CATALOG = parse_model(
+    Catalog,
+    {
+        "meter": [
+            {
+                "id": "cpu",
+                "name": "vCPU",
+                "unit": "vCPU",
+                "kind": "interval",
+                "family": "Compute",
+                "price": [{"effective": OCTOBER, "price": "0.00001"}],
+            },
+            {
+                "id": "egress",
+                "name": "Egress",
+                "unit": "GB",
+                "kind": "counter",
+                "family": "Network",
+                "price": [{"effective": OCTOBER, "price": "0.01"}],
+            },
+        ]
+    },
+    "catalog",
+)
+SELLER = parse_model(Seller, SETTINGS["seller"], "seller")
+TERMS = InvoiceTerms("INV-2026-000007", date(2026, 11, 5), "EUR", InvoicingSettings())
+
+
+def customer(org: str = "acme", **extra: Any) -> Customer:
+    fields = {
+        "id": org,
+        "name": f"{org} Ltd",
+        "address": ["1 Main Street", "Paris"],
+        "country": "FR",
+        "email": f"billing@{org}.example",
+        **extra,
+    }
+    return parse_model(Customer, fields, "customer")
+
+
+def consumption(
+    org: str, income_minor: dict[str, int], unbilled_minor: int, credit_minor: int = 0
+) -> Consumption:
+    """A consumption transaction shaped as ``ledger.posting`` writes it."""
+    accounts = organization_accounts([customer(org)])[org]
+    postings = [
+        Posting(
+            income_account(family),
+            -amount,
+            "EUR",
+            ((keys.RATED_AMOUNT, Decimal(amount).scaleb(-2)),),
+        )
+        for family, amount in income_minor.items()
+    ]
+    if credit_minor:
+        postings.append(Posting(accounts.credits, credit_minor, "EUR", ((keys.CREDIT_LOT, "l"),)))
+    postings.append(Posting(accounts.unbilled, unbilled_minor, "EUR"))
+    txn_id = keys.usage_txn_id(org, "2026-10", None)
+    transaction = Transaction(NOVEMBER, txn_id, "Usage 2026-10", tuple(postings))
+    return Consumption(transaction, org, "2026-10", OCTOBER, NOVEMBER, "rated/x", None)
+
+
+def due(payer: Customer, *items: Consumption) -> DueInvoice:
+    key = keys.InvoiceKey(payer.id, "2026-10").text
+    return DueInvoice(key, payer, "2026-10", OCTOBER, NOVEMBER, items)
+
+
+def group(family: str, meter: str, resource: str, quantity: int, amount_minor: int) -> RatedGroup:
+    """Rated detail in full precision (atto) for an amount of whole cents."""
+    price_pico = amount_minor * 10**10 // quantity
+    return RatedGroup(family, meter, resource, 0, False, price_pico, quantity * 10**6, 0)._replace(
+        amount_atto=amount_minor * 10**16
+    )
+
+
+def test_lines_follow_the_rated_detail_and_sum_to_the_posting() -> None:
+    acme = customer()
+    item = consumption("acme", {"Compute": 1000, "Network": 250}, unbilled_minor=1250)
+    rated = {
+        item.txn_id: [
+            group("Compute", "cpu", "acme/app-1", 3600 * 600, 600),
+            group("Compute", "cpu", "acme/app-2", 3600 * 400, 400),
+            group("Network", "egress", "acme/lb", 25, 250),
+        ]
+    }
+    derived = derive(due(acme, item), rated, CATALOG, SELLER, TERMS)
+    document = derived.document
+    assert [line.description for line in document.lines] == [
+        "vCPU - acme/app-1",
+        "vCPU - acme/app-2",
+        "Egress - acme/lb",
+    ]
+    assert [line.net_minor for line in document.lines] == [600, 400, 250]
+    assert [line.unit_code for line in document.lines] == ["HUR", "HUR", "E34"]
+    assert document.lines[0].quantity == Decimal(600)  # hours of vCPU
+    assert document.net_minor == 1250
+    assert document.tax_minor == 250  # 20 % French VAT, rounded once
+    assert document.vat_breakdown()[0].category is VatCategory.STANDARD
+    assert document.number == TERMS.number and document.buyer_reference == "acme"
+    assert document.due_date == date(2026, 12, 5)  # 30 days, the default terms
+    assert derived.unbilled_minor == (("acme", 1250),)
+    assert derive(due(acme, item), rated, CATALOG, SELLER, TERMS) == derived  # pure
+
+
+def test_credits_drawn_are_prepaid_and_a_central_invoice_names_each_team() -> None:
+    parent = customer("group")
+    team = consumption("team-a", {"Compute": 500}, unbilled_minor=300, credit_minor=200)
+    rated = {team.txn_id: [group("Compute", "cpu", "team-a/app", 3600 * 500, 500)]}
+    document = derive(due(parent, team), rated, CATALOG, SELLER, TERMS).document
+    assert document.lines[0].description == "[team-a] vCPU - team-a/app"
+    assert document.paid_minor == 200
+    assert document.due_minor == 500 + 100 - 200
+
+
+def test_detail_that_no_longer_explains_the_posting_is_refused() -> None:
+    item = consumption("acme", {"Compute": 1000}, unbilled_minor=1000)
+    drifted = {item.txn_id: [group("Compute", "cpu", "acme/app-1", 3600, 999)]}
+    with pytest.raises(InvoicingError, match="no longer explains the posting"):
+        derive(due(customer(), item), drifted, CATALOG, SELLER, TERMS)
+    with pytest.raises(InvoicingError, match="no rated detail"):
+        derive(due(customer(), item), {}, CATALOG, SELLER, TERMS)
+
+
+def test_a_provisioned_invoice_itemizes_the_provision_and_regularizes_the_rest() -> None:
+    provisioned = customer("prov", billing_mode="provisioned")
+    credits = organization_accounts([provisioned])["prov"].credits
+    postings = (
+        Posting(income_account("Compute"), -800, "EUR", ((keys.RATED_AMOUNT, Decimal("8")),)),
+        Posting(credits, 500, "EUR", ((keys.CREDIT_LOT, "lot-1"),)),
+        Posting(credits, 300, "EUR", ((keys.OVER_CONSUMPTION, True),)),
+    )
+    transaction = Transaction(NOVEMBER, "usage:prov:2026-10", "Usage 2026-10", postings)
+    item = Consumption(transaction, "prov", "2026-10", OCTOBER, NOVEMBER, "rated/x", None)
+    derived = derive(due(provisioned, item), {}, CATALOG, SELLER, TERMS)
+    assert [(line.description, line.net_minor) for line in derived.document.lines] == [
+        ("Credit provision for the next period: Compute (as consumed in 2026-10)", 800),
+        ("Regularization of over-consumption in 2026-10", 300),
+    ]
+    assert derived.credits_minor == (("prov", 1100),)
+    assert derived.unbilled_minor == ()
+
+
+def test_reverse_charge_for_an_eu_business_elsewhere() -> None:
+    german = customer("berlin", country="DE", vat_id="DE136695976")
+    item = consumption("berlin", {"Network": 250}, unbilled_minor=250)
+    rated = {item.txn_id: [group("Network", "egress", "berlin/lb", 25, 250)]}
+    document = derive(due(german, item), rated, CATALOG, SELLER, TERMS).document
+    assert document.tax_minor == 0
+    assert document.vat_breakdown()[0].category is VatCategory.REVERSE_CHARGE
