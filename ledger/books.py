@@ -19,11 +19,13 @@ from typing import Any, NamedTuple
 from beancount import loader
 from beancount.core import data
 
+from beanbill.ledger import keys
 from beanbill.ledger.accounts import CREDITS_ROOT, under
 from beanbill.ledger.entries import TXN_ID_KEY, Posting, Transaction, minor_digits, user_meta
+from beanbill.ledger.main_file import PLUGIN_LINE
 from beanbill.rating.errors import BeanbillError
 
-LOT_KEY = "credit-lot"
+LOT_KEY = keys.CREDIT_LOT
 LOT_KINDS = ("purchase", "grant")
 
 
@@ -73,7 +75,9 @@ class Books:
         lots: dict[str, CreditLot] = {}
         for entry in self.entries:
             meta = entry.meta
-            if not isinstance(entry, data.Transaction) or meta.get("credit-kind") not in LOT_KINDS:
+            if not isinstance(entry, data.Transaction):
+                continue
+            if meta.get(keys.CREDIT_KIND) not in LOT_KINDS:
                 continue
             amount = sum(
                 (self.minor(p.units.number) for p in entry.postings
@@ -83,8 +87,8 @@ class Books:
             )  # fmt: skip
             lots[meta[LOT_KEY]] = CreditLot(
                 lot_id=meta[LOT_KEY],
-                org=meta["org"],
-                kind=meta["credit-kind"],
+                org=meta[keys.ORG],
+                kind=meta[keys.CREDIT_KIND],
                 amount_minor=-amount,
                 acquired=entry.date,
                 expires=meta.get("expires"),
@@ -140,21 +144,21 @@ class Books:
     def usage_versions(self) -> dict[tuple[str, str, str], UsageVersion]:
         """(org, period, day or "") → the consumption transaction in force (not reversed)."""
         reversed_ids = {
-            entry.meta["reverses"] for entry in self.entries
-            if isinstance(entry, data.Transaction) and "reverses" in entry.meta
+            entry.meta[keys.REVERSES] for entry in self.entries
+            if isinstance(entry, data.Transaction) and keys.REVERSES in entry.meta
         }  # fmt: skip
         active: dict[tuple[str, str, str], UsageVersion] = {}
         for entry in self.entries:
             txn_id = entry.meta.get(TXN_ID_KEY, "")
-            if not isinstance(entry, data.Transaction) or not txn_id.startswith("usage:"):
+            if not isinstance(entry, data.Transaction) or not keys.is_usage(txn_id):
                 continue
             if txn_id in reversed_ids:
                 continue
-            day = entry.meta.get("day")
-            key = (entry.meta["org"], entry.meta["period"], day.isoformat() if day else "")
+            day = entry.meta.get(keys.DAY)
+            key = (entry.meta[keys.ORG], entry.meta[keys.PERIOD], day.isoformat() if day else "")
             if key in active:
                 raise LedgerLoadError(f"two consumption transactions in force for {key}")
-            active[key] = UsageVersion(txn_id, entry.date, entry.meta["rated-checksum"])
+            active[key] = UsageVersion(txn_id, entry.date, entry.meta[keys.RATED_CHECKSUM])
         return active
 
     def balances(self, accounts: Iterable[str]) -> dict[str, int]:
@@ -170,14 +174,30 @@ class Books:
         return {account: totals.get(account, 0) for account in accounts}
 
 
+def _names_the_old_plugin(main_path: Path) -> bool:
+    try:
+        lines = main_path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return False
+    return OLD_PLUGIN_LINE in (line.strip() for line in lines)
+
+
 def ledger_errors(main_path: Path) -> list[str]:
     """Beancount's own verdict on the ledger (what bean-check prints), as messages."""
     _, errors, _ = loader.load_file(str(main_path))
     return [str(error.message) for error in errors]
 
 
+OLD_PLUGIN_LINE = 'plugin "ledger.plugin"'
+
+
 def load_books(main_path: Path, currency: str) -> Books:
     entries, errors, _ = loader.load_file(str(main_path))
+    if errors and _names_the_old_plugin(main_path):
+        raise LedgerLoadError(
+            f"{main_path} loads the invariant plugin under its old name: replace the line "
+            f"{OLD_PLUGIN_LINE} with {PLUGIN_LINE} (beanbill's modules install as beanbill.*)"
+        )
     if errors:
         first = errors[0]
         source: Any = first.source or {}

@@ -12,11 +12,12 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+from beanbill.ledger import keys
 from beanbill.ledger.text import LedgerTextError, check_metadata_key, quoted
 
 MINOR_DIGITS = {"JPY": 0, "KRW": 0, "BHD": 3, "KWD": 3, "TND": 3}
 DEFAULT_MINOR_DIGITS = 2
-TXN_ID_KEY = "txn-id"
+TXN_ID_KEY = keys.TXN_ID
 
 MetaValue = str | Decimal | date | bool
 Meta = tuple[tuple[str, MetaValue], ...]
@@ -59,7 +60,7 @@ class Open(NamedTuple):
 
     @property
     def txn_id(self) -> str:
-        return f"open:{self.account}"
+        return keys.open_txn_id(self.account)
 
 
 class Document(NamedTuple):

@@ -54,6 +54,20 @@ def is_usage(txn_id: str) -> bool:
     return txn_id.startswith(USAGE_PREFIX)
 
 
+def open_txn_id(account: str) -> str:
+    return f"open:{account}"
+
+
+def credit_txn_id(lot_id: str) -> str:
+    """The purchase or grant of credit lot ``lot_id``."""
+    return f"credit:{lot_id}"
+
+
+def expiry_txn_id(lot_id: str) -> str:
+    """What is left of credit lot ``lot_id`` when it expires."""
+    return f"expiry:{lot_id}"
+
+
 def reversal_txn_id(txn_id: str) -> str:
     return f"{REVERSAL_PREFIX}{txn_id}"
 

@@ -12,6 +12,7 @@ from beanbill.ledger.text import quoted
 from beanbill.rating.config import Catalog, Settings
 
 INCLUDE_MARKER = "; --- beanbill: generated includes below this line ---"
+PLUGIN_LINE = 'plugin "beanbill.ledger.plugin"'
 
 
 def main_ledger_text(settings: Settings, catalog: Catalog) -> str:
@@ -29,7 +30,7 @@ def main_ledger_text(settings: Settings, catalog: Catalog) -> str:
         f'option "display_precision" "{currency}:0.01"',
         "",
         "; beanbill's invariants (unique txn-id, explicit amounts), checked by bean-check.",
-        'plugin "beanbill.ledger.plugin"',
+        PLUGIN_LINE,
         "",
         f"{BOOKS_OPEN_DATE.isoformat()} commodity {currency}",
         "",

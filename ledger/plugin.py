@@ -15,9 +15,11 @@ from typing import Any, NamedTuple
 
 from beancount.core import data
 
+from beanbill.ledger import keys
+
 __plugins__ = ["check_ledger"]
 
-TXN_ID_KEY = "txn-id"
+TXN_ID_KEY = keys.TXN_ID
 
 
 class LedgerInvariantError(NamedTuple):
@@ -71,7 +73,7 @@ def check_ledger(
                         )
                     )
     for entry in entries:
-        reverses = (entry.meta or {}).get("reverses")
+        reverses = (entry.meta or {}).get(keys.REVERSES)
         if reverses is not None and reverses not in first_seen:
             errors.append(
                 LedgerInvariantError(

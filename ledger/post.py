@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 
+from beanbill.ledger import keys
 from beanbill.ledger.accounts import (
     ACCOUNTS_FILE,
     OrganizationAccounts,
@@ -148,7 +149,7 @@ def post(
             if lot.expires is not None and lot.expires + timedelta(days=1) <= horizon
         ]  # fmt: skip
         regenerated = {plan.version.txn_id if plan.version else plan.usage.txn_id for plan in plans}
-        regenerated |= {f"expiry:{lot.lot_id}" for lot in expiring}
+        regenerated |= {keys.expiry_txn_id(lot.lot_id) for lot in expiring}
         remaining = books.lot_remaining(regenerated)
         lots_by_org: dict[str, list[CreditLot]] = defaultdict(list)
         for lot in lots.values():

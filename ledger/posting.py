@@ -82,8 +82,8 @@ def reversal_entry(original: Transaction, when: date) -> Transaction:
         ),
         links=original.links,
         meta=(
-            *((k, v) for k, v in original.meta if k in ("org", "period")),
-            ("reverses", original.txn_id),
+            *((k, v) for k, v in original.meta if k in (keys.ORG, keys.PERIOD)),
+            (keys.REVERSES, original.txn_id),
         ),
     )
 
@@ -124,7 +124,7 @@ def consumption_entry(
             income_account(family),
             -amount,
             currency,
-            (("rated-amount", Decimal(atto).scaleb(-AMOUNT_SCALE).normalize()),),
+            ((keys.RATED_AMOUNT, Decimal(atto).scaleb(-AMOUNT_SCALE).normalize()),),
         )
         for family, amount, atto in income
     ]
@@ -139,7 +139,7 @@ def consumption_entry(
         if due == 0:
             break
     if due > 0 and usage.billing_mode is BillingMode.PROVISIONED:
-        postings.append(Posting(accounts.credits, due, currency, (("over-consumption", True),)))
+        postings.append(Posting(accounts.credits, due, currency, ((keys.OVER_CONSUMPTION, True),)))
     elif due > 0:
         postings.append(Posting(accounts.unbilled, due, currency))
     rated_total = sum(atto for _, atto in usage.family_atto)
@@ -150,14 +150,14 @@ def consumption_entry(
         postings=tuple(postings),
         links=(f"usage-{usage.org}-{usage.period}",),
         meta=(
-            ("org", usage.org),
-            ("period", usage.period),
-            ("period-start", usage.period_start),
-            ("period-end", usage.period_end),
-            *((("day", usage.day),) if usage.day else ()),
-            ("rated-total", Decimal(rated_total).scaleb(-AMOUNT_SCALE).normalize()),
-            ("rated-lines", usage.rated_file),
-            ("rated-checksum", usage.rated_checksum),
+            (keys.ORG, usage.org),
+            (keys.PERIOD, usage.period),
+            (keys.PERIOD_START, usage.period_start),
+            (keys.PERIOD_END, usage.period_end),
+            *(((keys.DAY, usage.day),) if usage.day else ()),
+            (keys.RATED_TOTAL, Decimal(rated_total).scaleb(-AMOUNT_SCALE).normalize()),
+            (keys.RATED_LINES, usage.rated_file),
+            (keys.RATED_CHECKSUM, usage.rated_checksum),
             ("rounding", "half-even per family posting"),
         ),
     )
@@ -171,14 +171,14 @@ def expiry_entry(
     counter = CREDITS_EXPIRED if lot.kind == "purchase" else PROMOTIONS
     return Transaction(
         date=lot.expires + timedelta(days=1),
-        txn_id=f"expiry:{lot.lot_id}",
+        txn_id=keys.expiry_txn_id(lot.lot_id),
         narration=f"Credit {lot.lot_id} expired",
         postings=(
             Posting(accounts.credits, left_minor, currency, ((LOT_KEY, lot.lot_id),)),
             Posting(counter, -left_minor, currency),
         ),
         links=(f"credit-{lot.lot_id}",),
-        meta=(("org", lot.org),),
+        meta=((keys.ORG, lot.org),),
     )
 
 
@@ -188,16 +188,16 @@ def credit_entry(
     """A purchase (paid into ``purchase_account``, a clearing account) or a promotional grant."""
     source = purchase_account if lot.kind == "purchase" else PROMOTIONS
     meta: list[tuple[str, str | date | Decimal]] = [
-        ("org", lot.org),
+        (keys.ORG, lot.org),
         (LOT_KEY, lot.lot_id),
-        ("credit-kind", lot.kind),
+        (keys.CREDIT_KIND, lot.kind),
         ("priority", Decimal(lot.priority)),
     ]
     if lot.expires is not None:
         meta.append(("expires", lot.expires))
     return Transaction(
         date=lot.acquired,
-        txn_id=f"credit:{lot.lot_id}",
+        txn_id=keys.credit_txn_id(lot.lot_id),
         narration=f"Credit {lot.kind} {lot.lot_id}",
         postings=(
             Posting(source, lot.amount_minor, currency),

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from beanbill.ledger import keys
 from beanbill.ledger.invoicing.documents import DocumentType, InvoiceDocument, load_document
 from beanbill.ledger.invoicing.numbering import InvoiceNumbers
 from beanbill.rating.errors import BeanbillError
@@ -40,7 +41,7 @@ def issued_documents(workspace: Workspace) -> list[InvoiceDocument]:
     issued = [a for a in InvoiceNumbers(workspace.state_dir).all() if a.issued]
     if len(issued) > MAX_DOCUMENTS_PER_RUN:
         raise BeanbillError(f"{len(issued)} issued documents: at most {MAX_DOCUMENTS_PER_RUN}")
-    issued.sort(key=lambda a: (a.issue_date, a.document_key.startswith("credit-note:"), a.number))
+    issued.sort(key=lambda a: (a.issue_date, keys.is_credit_note_key(a.document_key), a.number))
     return [load_document(workspace.invoices_dir / f"{a.number}.json") for a in issued]
 
 

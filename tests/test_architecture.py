@@ -153,3 +153,24 @@ def test_check_refuses_ids_that_would_share_an_account(tmp_path: Path) -> None:
         assert result.exit_code == EXIT_ERROR, result.output
         assert "'acme.eu' and 'acme_eu' both map to account component 'Acme-eu'" in result.output
         assert "Traceback" not in result.output
+
+
+def test_a_ledger_naming_the_plugin_by_its_old_name_gets_the_fix(tmp_path: Path) -> None:
+    main_file = tmp_path / "ledger.beancount"
+    text = (ROOT / "ledger.beancount").read_text()
+    main_file.write_text(text.replace('"beanbill.ledger.plugin"', '"ledger.plugin"'))
+    probe = (
+        "import sys\n"
+        "from beanbill.ledger.books import LedgerLoadError, load_books\n"
+        "try:\n"
+        f"    load_books(__import__('pathlib').Path({str(main_file)!r}), 'EUR')\n"
+        "except LedgerLoadError as error:\n"
+        "    print(error)\n"
+    )
+    # Run outside the repository: there, the bare name `ledger` is not importable.
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    assert 'replace the line plugin "ledger.plugin" with plugin "beanbill.ledger.plugin"' in (
+        result.stdout
+    )
