@@ -345,13 +345,14 @@ def invoice_group(
       beanbill invoice draft --period 2026-10 preview them without numbers
       beanbill invoice show INV-2026-000001   what an issued invoice says
       beanbill invoice credit INV-2026-000001 cancel it with a credit note
+      beanbill invoice render INV-2026-000001 write its missing files again
     """
-    from beanbill.ledger.invoicing.issue import issue  # the PDF stack loads only here
-
     if context.invoked_subcommand is not None:
-        return
+        return  # the subcommand takes this --workspace unless it is given its own
     if period is None:
         raise click.UsageError("give --period, or a subcommand (draft, show, credit)")
+    from beanbill.ledger.invoicing.issue import issue  # the PDF stack loads only here
+
     loaded = load_workspace(workspace)
     day = issue_day.date() if issue_day else datetime.now(UTC).date()
     with ProgressBar("rendering invoices") as bar:
@@ -399,6 +400,26 @@ def invoice_show(workspace: Path, number: str) -> None:
         match = re.search(rf"{label}\s+([-−0-9 ,.]+)", text)
         if match:
             click.echo(f"{label}: {match.group(1).strip()}")
+
+
+@invoice_group.command(name="render")
+@workspace_option
+@click.argument("number")
+@reports_errors
+def invoice_render(workspace: Path, number: str) -> None:
+    """Write again the missing files of issued invoice or credit note NUMBER.
+
+    From its snapshot (invoices/NUMBER.json), or, for an invoice whose snapshot is gone,
+    derived again and checked against its issuance in the ledger. Existing files are
+    never replaced.
+    """
+    from beanbill.ledger.invoicing.reprint import render_issued  # the PDF stack loads here
+
+    written = render_issued(load_workspace(workspace), number)
+    if not written:
+        click.echo(f"{number}: every file is present; nothing written")
+    for path in written:
+        click.echo(f"written: {path}")
 
 
 @invoice_group.command(name="credit")
@@ -564,7 +585,7 @@ def run_command(workspace: Path, period: str | None, as_of: datetime | None) -> 
     click.echo(f"invoice: {len(issued.issued):,} issued")
     pushed = run_push(loaded)
     reports = run_reconcile(loaded, month.first_day - timedelta(days=DEFAULT_RECONCILE_DAYS))
-    attention |= bool(pushed.dead) or any(report.discrepancies for report in reports)
+    attention |= pushed.needs_attention or any(report.discrepancies for report in reports)
     errors = ledger_errors(loaded.ledger_path)
     click.echo(f"bean-check: {errors if errors else 'no errors'}")
     sys.exit(EXIT_ATTENTION if attention or errors else EXIT_OK)

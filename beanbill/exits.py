@@ -75,11 +75,27 @@ def load_workspace(root: Path) -> Workspace:
     return workspace
 
 
+def _workspace_given_anywhere(
+    context: click.Context, parameter: click.Parameter, value: Path | None
+) -> Path:
+    """The command's own --workspace, else the nearest group's (`invoice -w B credit N`)."""
+    if value is not None:
+        return value
+    parent = context.parent
+    while parent is not None:
+        given = parent.params.get("workspace")
+        if isinstance(given, Path):
+            return given
+        parent = parent.parent
+    return Path(".")
+
+
 workspace_option = click.option(
     "--workspace",
     "-w",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
+    default=None,
+    callback=_workspace_given_anywhere,
     show_default="current folder",
     help="The workspace folder (settings, catalog, customers, usage, ledger, state).",
 )

@@ -20,10 +20,11 @@ from beanbill.exits import (
     reports_errors,
     workspace_option,
 )
+from beanbill.progress import ProgressBar
 from beanbill.rating.workspace import Workspace
 from beanbill.sync.interface import Connector
 from beanbill.sync.payments import apply_events
-from beanbill.sync.push import PushSummary, issued_documents, push_all
+from beanbill.sync.push import PushSummary, issued_snapshots, one_push_at_a_time, push_all
 from beanbill.sync.reconcile import ReconcileReport, reconcile
 from beanbill.targets import TargetError, connectors, retry_policy, sync_state
 
@@ -36,16 +37,21 @@ def run_push(workspace: Workspace) -> PushSummary:
     if not targets:
         click.echo("sync: no target enabled ([sync.stripe] in beanbill.toml)")
         return PushSummary()
-    documents = issued_documents(workspace)
-    state = sync_state(workspace)
-    total = len(documents) * len(targets)
-    policy = retry_policy(workspace)
-    concurrency = workspace.settings.sync.concurrency
-    if sys.stderr.isatty():
-        with click.progressbar(length=total, label="pushing", file=sys.stderr) as bar:
-            summary = push_all(documents, targets, state, policy, concurrency, bar.update)
-    else:
-        summary = push_all(documents, targets, state, policy, concurrency)
+    with one_push_at_a_time(workspace):
+        documents, unreadable = issued_snapshots(workspace)
+        state = sync_state(workspace)
+        total = len(documents) * len(targets)
+        policy = retry_policy(workspace)
+        concurrency = workspace.settings.sync.concurrency
+        with ProgressBar("pushing") as bar:
+            done = [0]
+
+            def advance(count: int) -> None:
+                done[0] += count
+                bar(done[0], total)
+
+            summary = push_all(documents, targets, state, policy, concurrency, advance)
+    summary.unreadable = unreadable
     click.echo(
         f"sync push: {len(summary.synced):,} synced now, {summary.already:,} already synced, "
         f"{len(summary.waiting):,} waiting for their invoice, {len(summary.dead):,} dead letters"
@@ -54,6 +60,8 @@ def run_push(workspace: Workspace) -> PushSummary:
         click.echo(f"  dead: {document} → {target}: {reason}")
     for number in summary.waiting:
         click.echo(f"  waiting: {number} (its invoice is not synced)")
+    for number, reason in summary.unreadable:
+        click.echo(f"  not pushed: {number}: {reason}")
     return summary
 
 
@@ -86,7 +94,7 @@ def sync_group() -> None:
 def push_command(workspace: Path) -> None:
     """Push every issued invoice and credit note not yet synced to every enabled target."""
     summary = run_push(load_workspace(workspace))
-    sys.exit(EXIT_ATTENTION if summary.dead else EXIT_OK)
+    sys.exit(EXIT_ATTENTION if summary.needs_attention else EXIT_OK)
 
 
 @sync_group.command(name="status")

@@ -57,6 +57,7 @@ class Books:
 
     entries: list[data.Directive]
     currency: str
+    missing_documents: tuple[str, ...] = ()  # files of document entries that are gone
 
     @property
     def digits(self) -> int:
@@ -198,6 +199,8 @@ def load_books(main_path: Path, currency: str) -> Books:
             f"{main_path} loads the invariant plugin under its old name: replace the line "
             f"{OLD_PLUGIN_LINE} with {PLUGIN_LINE} (beanbill's modules install as beanbill.*)"
         )
+    missing_files = [error for error in errors if _missing_document(error)]
+    errors = [error for error in errors if not _missing_document(error)]
     if errors:
         first = errors[0]
         source: Any = first.source or {}
@@ -205,4 +208,19 @@ def load_books(main_path: Path, currency: str) -> Books:
             f"{main_path} has {len(errors)} error(s); first: "
             f"{source.get('filename')}:{source.get('lineno')}: {first.message}"
         )
-    return Books(entries=list(entries), currency=currency)
+    return Books(
+        entries=list(entries),
+        currency=currency,
+        missing_documents=tuple(str(error.message) for error in missing_files),
+    )
+
+
+def _missing_document(error: Any) -> bool:
+    """A ``document`` entry whose file is gone: that document's problem, not the ledger's.
+
+    Every command goes on (``bean-check`` still reports it); ``beanbill invoice render``
+    writes the file again from the issued snapshot.
+    """
+    return type(error).__name__ == "DocumentError" and str(error.message).startswith(
+        "File does not exist"
+    )

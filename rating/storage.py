@@ -38,13 +38,18 @@ def publish(temporary: Path, final: Path) -> None:
 
 
 def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """``path`` holds ``data`` whole, or keeps what it held; no temporary file stays behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with temporary.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with temporary.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a full disk, say: the old file is intact
+        raise
     fsync_directory(path.parent)
 
 

@@ -10,20 +10,38 @@ Credit notes go after invoices, and wait while the invoice they correct is not s
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from beanbill.ledger import keys
-from beanbill.ledger.invoicing.documents import DocumentType, InvoiceDocument, load_document
+from beanbill.ledger.books import load_books
+from beanbill.ledger.invoicing.documents import (
+    DocumentError,
+    DocumentType,
+    InvoiceDocument,
+    load_document,
+)
 from beanbill.ledger.invoicing.numbering import InvoiceNumbers
+from beanbill.ledger.invoicing.recovery import numbering_state
 from beanbill.rating.errors import BeanbillError
+from beanbill.rating.storage import exclusive_lock
 from beanbill.rating.workspace import Workspace
 from beanbill.sync.interface import Connector, RemoteDocument
 from beanbill.sync.retry import PermanentError, RetryPolicy, TransientError
 from beanbill.sync.state import PushStatus, SyncState
 
 MAX_DOCUMENTS_PER_RUN = 100_000
+PUSH_LOCK_FILE = "sync-push.lock"
+PUSH_LOCK_WAIT_SECONDS = 5.0
+
+
+def one_push_at_a_time(workspace: Workspace) -> contextlib.AbstractContextManager[None]:
+    """Two pushes at once would race on the same documents: the second one is refused."""
+    return exclusive_lock(workspace.state_dir / PUSH_LOCK_FILE, PUSH_LOCK_WAIT_SECONDS)
+
+
 CUSTOMER = "customer"
 INVOICE = "invoice"
 
@@ -34,15 +52,39 @@ class PushSummary:
     already: int = 0
     waiting: list[str] = field(default_factory=list)  # credit notes whose invoice is not synced
     dead: list[tuple[str, str, str]] = field(default_factory=list)  # (document, target, reason)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (document, reason)
+
+    @property
+    def needs_attention(self) -> bool:
+        return bool(self.dead or self.unreadable)
 
 
-def issued_documents(workspace: Workspace) -> list[InvoiceDocument]:
-    """Issued documents in issue order, invoices of a day before its credit notes."""
-    issued = [a for a in InvoiceNumbers(workspace.state_dir).all() if a.issued]
+def issued_snapshots(
+    workspace: Workspace,
+) -> tuple[list[InvoiceDocument], list[tuple[str, str]]]:
+    """Issued documents in issue order (invoices of a day before its credit notes), and the
+    (number, reason) of each whose snapshot cannot be read: those wait, the others go."""
+    numbers = InvoiceNumbers(workspace.state_dir)
+    if not numbers.exists():  # lost: rebuilt from the ledger, never started empty
+        books = load_books(workspace.ledger_path, workspace.settings.billing.currency)
+        numbers = numbering_state(workspace, books)
+    issued = [a for a in numbers.all() if a.issued]
     if len(issued) > MAX_DOCUMENTS_PER_RUN:
         raise BeanbillError(f"{len(issued)} issued documents: at most {MAX_DOCUMENTS_PER_RUN}")
     issued.sort(key=lambda a: (a.issue_date, keys.is_credit_note_key(a.document_key), a.number))
-    return [load_document(workspace.invoices_dir / f"{a.number}.json") for a in issued]
+    documents: list[InvoiceDocument] = []
+    unreadable: list[tuple[str, str]] = []
+    for assigned in issued:
+        try:
+            documents.append(load_document(workspace.invoices_dir / f"{assigned.number}.json"))
+        except DocumentError as error:
+            unreadable.append((assigned.number, f"{error}; `beanbill invoice render` rewrites it"))
+    return documents, unreadable
+
+
+def issued_documents(workspace: Workspace) -> list[InvoiceDocument]:
+    """The issued documents whose snapshots can be read, in issue order."""
+    return issued_snapshots(workspace)[0]
 
 
 def known_ids(state: SyncState, target: str, document: InvoiceDocument) -> dict[str, str]:

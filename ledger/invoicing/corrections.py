@@ -19,8 +19,8 @@ from beanbill.ledger.invoicing.documents import DocumentType
 from beanbill.ledger.invoicing.due import due_for_issued, issued_keys
 from beanbill.ledger.invoicing.files import relative_to_ledger_file, write_documents
 from beanbill.ledger.invoicing.issuance import credit_note_entries, ledger_file
-from beanbill.ledger.invoicing.issue import derive_due, series_name
-from beanbill.ledger.invoicing.numbering import InvoiceNumbers
+from beanbill.ledger.invoicing.issue import crash_point, derive_due, series_name
+from beanbill.ledger.invoicing.recovery import numbering_state
 from beanbill.ledger.writer import LedgerWriter
 from beanbill.rating.rated_store import RatedStore
 from beanbill.rating.workspace import Workspace
@@ -29,12 +29,18 @@ from beanbill.rating.workspace import Workspace
 def credit_note(workspace: Workspace, number: str, issue_date: date) -> tuple[str, Path]:
     """Cancel an issued invoice with a credit note of its own series; the period is due again."""
     currency = workspace.settings.billing.currency
-    numbers = InvoiceNumbers(workspace.state_dir)
-    original = numbers.by_number(number)
-    if original is None or not original.issued:
-        raise InvoicingError(f"no issued invoice {number}")
     with workspace.writing(), RatedStore(workspace) as store:
         books = load_books(workspace.ledger_path, currency)
+        numbers = numbering_state(workspace, books)
+        original = numbers.by_number(number)
+        if original is None or not original.issued:
+            raise InvoicingError(f"no issued invoice {number}")
+        interrupted = numbers.pending_for(keys.credit_note_key(number))
+        if interrupted is not None and keys.credit_note_txn_id(interrupted.number) in (
+            books.txn_ids()
+        ):  # killed after posting it: only the bookkeeping was left
+            numbers.mark_issued(interrupted.number)
+            return interrupted.number, workspace.invoices_dir / f"{interrupted.number}.pdf"
         issuance = books.transaction(keys.invoice_txn_id(number))
         meta = dict(issuance.meta)
         key = str(meta[keys.INVOICE_KEY])
@@ -46,6 +52,7 @@ def credit_note(workspace: Workspace, number: str, issue_date: date) -> tuple[st
         derived = derive_due(workspace, store, due, number, original.issue_date)
         series = series_name(workspace.settings.invoicing.credit_note_series, issue_date)
         assigned = numbers.assign(series, keys.credit_note_key(number), issue_date)
+        crash_point("credit-assign")
         note = replace(
             derived.document,
             number=assigned.number,
@@ -56,10 +63,12 @@ def credit_note(workspace: Workspace, number: str, issue_date: date) -> tuple[st
         )
         target = ledger_file(assigned.issue_date)
         paths = relative_to_ledger_file(workspace, target, write_documents(workspace, note))
+        crash_point("credit-render")
         receivable = organization_accounts([customer])[customer.id].receivable
         entries = credit_note_entries(
             issuance, number, assigned.number, assigned.issue_date, receivable, paths
         )
         LedgerWriter(workspace.ledger_path).append(target, entries)
+        crash_point("credit-ledger")
         numbers.mark_issued(assigned.number)
     return assigned.number, workspace.invoices_dir / f"{assigned.number}.pdf"

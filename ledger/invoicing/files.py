@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 
+from beanbill.ledger.invoicing import InvoicingError
 from beanbill.ledger.invoicing.derive import Derived, seller_legal_line
 from beanbill.ledger.invoicing.documents import DocumentType, InvoiceDocument, document_json
 from beanbill.ledger.invoicing.einvoice import cii_xml
@@ -23,9 +24,7 @@ from beanbill.rating.workspace import Workspace
 MAX_RENDER_WORKERS = 16
 
 
-def write_documents(workspace: Workspace, document: InvoiceDocument) -> dict[str, str]:
-    """Write the document's files; kind → path relative to the main ledger's folder."""
-    folder = workspace.invoices_dir
+def _contents(workspace: Workspace, document: InvoiceDocument) -> dict[str, tuple[str, bytes]]:
     legal = seller_legal_line(workspace.settings.seller)
     outputs = {
         "html": (f"{document.number}.html", invoice_html(document, legal).encode("utf-8")),
@@ -34,12 +33,64 @@ def write_documents(workspace: Workspace, document: InvoiceDocument) -> dict[str
     }
     if document.type is DocumentType.INVOICE:
         outputs["ubl"] = (f"{document.number}.ubl.xml", ubl_xml(document))
-    write_bytes_atomically(folder / f"{document.number}.json", document_json(document))
-    paths = {}
-    for kind, (name, data) in outputs.items():
-        write_bytes_atomically(folder / name, data)
-        paths[kind] = str((folder / name).relative_to(workspace.ledger_path.parent))
-    return paths
+    return outputs
+
+
+def file_names(document: InvoiceDocument) -> dict[str, str]:
+    """kind → file name of every file of the document (the snapshot under "json")."""
+    names = {
+        "json": f"{document.number}.json",
+        "html": f"{document.number}.html",
+        "pdf": f"{document.number}.pdf",
+        "cii": f"{document.number}.cii.xml",
+    }
+    if document.type is DocumentType.INVOICE:
+        names["ubl"] = f"{document.number}.ubl.xml"
+    return names
+
+
+def write_documents(
+    workspace: Workspace, document: InvoiceDocument, checked_against_ledger: bool = False
+) -> dict[str, str]:
+    """Write the document's files, once; kind → path relative to the main ledger's folder.
+
+    Issued documents are write-once. The JSON snapshot says which document a number is:
+    if it exists with other content, nothing is written (``InvoicingError``). If it is
+    the same document (a run finishing after a crash, or ``invoice render``), only the
+    missing files are written: an existing file is never replaced. Without a snapshot,
+    any file already under the number is someone else's: refused as well — unless the
+    caller derived the document again and checked it against its issuance in the ledger
+    (``checked_against_ledger``), which then stands for the lost snapshot.
+    """
+    folder = workspace.invoices_dir
+    names = file_names(document)
+    snapshot = document_json(document)
+    snapshot_path = folder / names["json"]
+    if snapshot_path.exists():
+        if snapshot_path.read_bytes() != snapshot:
+            raise InvoicingError(
+                f"{snapshot_path} holds another document than the one being issued as "
+                f"{document.number}: issued documents are never overwritten (was "
+                "state/invoices.sqlite replaced? move it aside to rebuild it from the ledger)"
+            )
+    else:
+        present = [name for kind, name in names.items() if (folder / name).exists()]
+        if present and not checked_against_ledger:
+            raise InvoicingError(
+                f"{folder}: {', '.join(present)} exist without their snapshot "
+                f"{names['json']}: issued documents are never overwritten"
+            )
+        write_bytes_atomically(snapshot_path, snapshot)
+    missing = {kind for kind, name in names.items() if not (folder / name).exists()}
+    if missing:
+        for kind, (name, data) in _contents(workspace, document).items():
+            if kind in missing:
+                write_bytes_atomically(folder / name, data)
+    return {
+        kind: str((folder / name).relative_to(workspace.ledger_path.parent))
+        for kind, name in names.items()
+        if kind != "json"
+    }
 
 
 def relative_to_ledger_file(

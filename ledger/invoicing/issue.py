@@ -25,7 +25,8 @@ from beanbill.ledger.invoicing.documents import InvoiceDocument
 from beanbill.ledger.invoicing.due import DueInvoice, due_invoices, issued_keys
 from beanbill.ledger.invoicing.files import relative_to_ledger_file, render_all
 from beanbill.ledger.invoicing.issuance import issuance_entries, ledger_file
-from beanbill.ledger.invoicing.numbering import Assigned, InvoiceNumbers
+from beanbill.ledger.invoicing.numbering import Assigned
+from beanbill.ledger.invoicing.recovery import numbering_state
 from beanbill.ledger.writer import LedgerWriter
 from beanbill.rating.config import BillingMode
 from beanbill.rating.periods import Month
@@ -82,19 +83,22 @@ def issue(
     ``progress`` hears of each document rendered.
     """
     currency = workspace.settings.billing.currency
-    numbers = InvoiceNumbers(workspace.state_dir)
     issued: list[str] = []
     files: list[Path] = []
     with workspace.writing(), RatedStore(workspace) as store:
         writer = LedgerWriter(workspace.ledger_path)
         books = load_books(workspace.ledger_path, currency)
+        numbers = numbering_state(workspace, books)
         accounts = organization_accounts(workspace.customers.customer)
         due = due_invoices(workspace.customers.by_id(), books, up_to)
         by_key = {item.key: item for item in due}
         pending = {assigned.document_key: assigned for assigned in numbers.pending()}
         in_ledger = issued_keys(books)
+        posted = books.txn_ids()
         for key, assigned in pending.items():
-            if key in in_ledger:  # posted before the crash: only the bookkeeping is left
+            credit_note_posted = keys.credit_note_txn_id(assigned.number) in posted
+            if key in in_ledger or credit_note_posted:
+                # Posted before the crash: only the bookkeeping is left.
                 numbers.mark_issued(assigned.number)
                 issued.append(assigned.number)
             elif key not in by_key and not keys.is_credit_note_key(key):

@@ -138,6 +138,49 @@ class InvoiceNumbers:
     def by_number(self, number: str) -> Assigned | None:
         return next((a for a in self.all() if a.number == number), None)
 
+    def pending_for(self, document_key: str) -> Assigned | None:
+        """The number assigned to ``document_key`` and not issued yet, if any."""
+        return next((a for a in self.pending() if a.document_key == document_key), None)
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def restore(self, issued: list[Assigned]) -> None:
+        """Fill an empty state with numbers issued according to the ledger (after a loss).
+
+        Each series continues after its highest issued value, so no number is reused.
+        """
+        with self._connection() as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                (count,) = connection.execute("SELECT count(*) FROM assigned").fetchone()
+                if count:
+                    raise NumberingError(f"{self.path} is not empty: it is never overwritten")
+                now = _now()
+                for item in issued:
+                    connection.execute(
+                        "INSERT INTO assigned VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (item.number, item.series, item.value, item.document_key,
+                         item.issue_date.isoformat(), now, now),
+                    )  # fmt: skip
+                    connection.execute(
+                        "INSERT INTO series VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+                        "SET next_value = max(next_value, excluded.next_value)",
+                        (item.series, item.value + 1),
+                    )
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+
+
+def parse_number(number: str) -> tuple[str, int]:
+    """(series, value) of a number written by ``format_number``."""
+    series, _, digits = number.rpartition("-")
+    if not SERIES_PATTERN.match(series) or not digits.isdigit() or len(digits) != NUMBER_DIGITS:
+        raise NumberingError(f"{number!r} is not a number of a beanbill series")
+    return series, int(digits)
+
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")

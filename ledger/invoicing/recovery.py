@@ -1,0 +1,70 @@
+"""The numbering state is a cache of the ledger: rebuilt when lost, refused when behind.
+
+``state/invoices.sqlite`` binds numbers to what they invoice so that a crash is finished
+under the same number. The ledger holds the same facts for every issued document (the
+issuance with its number, key and date; the credit note's reversal), so a lost state is
+rebuilt from it — issuing with an empty state would reuse issued numbers. A state that
+lacks numbers the ledger holds (a restored old copy, say) is refused with the fix.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from beanbill.ledger import keys
+from beanbill.ledger.books import Books
+from beanbill.ledger.invoicing import InvoicingError
+from beanbill.ledger.invoicing.due import invoicing_transactions
+from beanbill.ledger.invoicing.numbering import Assigned, InvoiceNumbers, parse_number
+from beanbill.rating.workspace import Workspace
+
+MAX_LISTED = 5
+
+
+def issued_in_ledger(books: Books) -> list[Assigned]:
+    """Every invoice and credit note the ledger says was issued, as numbering rows."""
+    issued = []
+    for transaction in invoicing_transactions(books):
+        meta = dict(transaction.meta)
+        number = keys.invoice_number_of(transaction.txn_id)
+        if number is not None:
+            key = str(meta[keys.INVOICE_KEY])
+        elif transaction.txn_id.startswith(keys.CREDIT_NOTE_PREFIX):
+            number = transaction.txn_id.removeprefix(keys.CREDIT_NOTE_PREFIX)
+            cancelled = keys.invoice_number_of(str(meta.get(keys.REVERSES, "")))
+            if cancelled is None:
+                raise InvoicingError(f"{transaction.txn_id} reverses no invoice")
+            key = keys.credit_note_key(cancelled)
+        else:
+            continue
+        series, value = parse_number(number)
+        issued.append(Assigned(number, series, value, key, True, transaction.date))
+    return issued
+
+
+def numbering_state(workspace: Workspace, books: Books) -> InvoiceNumbers:
+    """The numbering state, rebuilt from the ledger if it is missing, checked otherwise."""
+    numbers = InvoiceNumbers(workspace.state_dir)
+    in_ledger = issued_in_ledger(books)
+    if not numbers.exists():
+        numbers.restore(in_ledger)
+        return numbers
+    try:
+        known = {assigned.number: assigned for assigned in numbers.all()}
+    except sqlite3.DatabaseError as error:
+        raise InvoicingError(
+            f"{numbers.path} cannot be read ({error}): move it aside and run again, "
+            "it is rebuilt from the ledger"
+        ) from error
+    lacking = [
+        a.number
+        for a in in_ledger
+        if a.number not in known or known[a.number].document_key != a.document_key
+    ]
+    if lacking:
+        raise InvoicingError(
+            f"{numbers.path} lacks {len(lacking)} number(s) the ledger holds "
+            f"({', '.join(lacking[:MAX_LISTED])}): it is older than the ledger. Move it "
+            "aside and run again: it is rebuilt from the ledger"
+        )
+    return numbers

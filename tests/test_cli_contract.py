@@ -1,0 +1,84 @@
+"""The command-line contract: every command honours --workspace wherever it is given,
+and every failure is one line with exit code 2."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from beanbill.cli import main
+from beanbill.exits import EXIT_ERROR
+
+# The arguments each command needs besides --workspace (none of them is ever used:
+# the workspace they point at does not exist).
+ARGUMENTS = {
+    ("balance",): ["org-0001"],
+    ("credits", "buy"): ["org-0001", "10.00", "--date", "2026-10-01"],
+    ("credits", "grant"): ["org-0001", "10.00", "--date", "2026-10-01"],
+    ("invoice",): ["--period", "2026-10"],
+    ("invoice", "credit"): ["INV-2026-000001"],
+    ("invoice", "render"): ["INV-2026-000001"],
+    ("invoice", "draft"): ["--period", "2026-10"],
+    ("invoice", "show"): ["INV-2026-000001"],
+    ("post",): ["--period", "2026-10"],
+    ("rate",): ["--period", "2026-10"],
+    ("report",): ["--period", "2026-10"],
+    ("run",): [],
+    ("check",): [],
+    ("fava",): [],
+    ("serve",): [],
+    ("sync", "push"): [],
+    ("sync", "status"): [],
+    ("sync", "retry"): [],
+    ("sync", "reconcile"): [],
+}
+SKIPPED = {("demo",), ("init",), ("ingest",)}  # demo and init make workspaces; see below
+
+
+def commands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    for name, command in sorted(group.commands.items()):
+        path = (*prefix, name)
+        yield path
+        if isinstance(command, click.Group):
+            yield from commands(command, path)
+
+
+def test_every_command_is_listed_here() -> None:
+    assert set(commands(main)) == set(ARGUMENTS) | SKIPPED | {("credits",), ("sync",)}
+
+
+@pytest.mark.parametrize("path", sorted(ARGUMENTS))
+def test_every_command_works_on_the_workspace_given_not_the_current_folder(
+    path: tuple[str, ...], tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "beanbill.toml").write_text("this is the current folder's, not to be read\n")
+    runner = CliRunner()
+    lines = [[*path, "-w", str(elsewhere), *ARGUMENTS[path]]]
+    if len(path) == 2 and path[0] == "invoice":  # the group's option, before the subcommand
+        lines.append(["invoice", "-w", str(elsewhere), path[1], *ARGUMENTS[path]])
+    previous = Path.cwd()
+    os.chdir(here)
+    try:
+        for line in lines:
+            result = runner.invoke(main, line)
+            assert result.exit_code == EXIT_ERROR, (line, result.output)
+            assert f"{elsewhere} is not a beanbill workspace" in result.output, line
+            assert "Traceback" not in result.output
+    finally:
+        os.chdir(previous)
+
+
+def test_ingest_honours_the_workspace_too(tmp_path: Path) -> None:
+    usage = tmp_path / "usage.jsonl"
+    usage.write_text("{}\n")
+    result = CliRunner().invoke(main, ["ingest", "-w", str(tmp_path / "nowhere"), str(usage)])
+    assert result.exit_code == EXIT_ERROR
+    assert f"{tmp_path / 'nowhere'} is not a beanbill workspace" in result.output
