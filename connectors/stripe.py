@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple, TypeVar
 from zoneinfo import ZoneInfo
@@ -28,6 +29,8 @@ from beanbill.ledger.invoicing.documents import DocumentType, InvoiceDocument
 from beanbill.rating.config import StripeSettings
 from beanbill.sync.interface import (
     Interpretation,
+    Malformed,
+    MalformedEvent,
     Movement,
     MovementKind,
     RemoteDocument,
@@ -47,6 +50,8 @@ MAX_LINES_PER_INVOICE = 250  # Stripe's limit of line items on one invoice
 PAGE_SIZE = 100
 MAX_LISTED = 10_000
 MAX_WEBHOOK_BYTES = 512_000
+MAX_TEXT_LENGTH = 255
+CURRENCY_LENGTH = 3
 NUMBER_KEY = "beanbill_number"
 ORG_KEY = "beanbill_org"
 LINE_KEY = "beanbill_line"
@@ -110,8 +115,72 @@ def _metadata(obj: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.to_dict().items()} if value is not None else {}
 
 
+def _no_constant(name: str) -> Any:
+    """JSON's non-standard NaN and Infinity: no amount or date may be one."""
+    raise ValueError(f"{name} is not a JSON number Stripe sends")
+
+
+def _signed_at(signature: str) -> int:
+    """The ``t=`` timestamp of a Stripe-Signature header (verified before this is asked)."""
+    for part in signature.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t" and value.isdigit():
+            return int(value)
+    return 0
+
+
 def local_day(timestamp: int, timezone: str) -> date:
     return datetime.fromtimestamp(timestamp, UTC).astimezone(ZoneInfo(timezone)).date()
+
+
+# Strict readers of Stripe objects: a field holds what Stripe's API reference says it
+# holds (amounts and timestamps are integers), or the object is malformed.
+MAX_AMOUNT_MINOR = 10**13  # 100 billion in a two-decimal currency: beyond any real charge
+EARLIEST_TIMESTAMP = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp())  # the books open
+LATEST_TIMESTAMP = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp())
+
+
+def _integer(item: Mapping[str, Any], field: str, low: int, high: int) -> int:
+    value = item.get(field)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise MalformedEvent(
+            f"{item.get('id', '?')}: {field} is {value!r}, not an integer in [{low}, {high}]"
+        )
+    return value
+
+
+def _amount(item: Mapping[str, Any], field: str) -> int:
+    return _integer(item, field, 0, MAX_AMOUNT_MINOR)
+
+
+def _day(item: Mapping[str, Any], field: str, timezone: str) -> date:
+    return local_day(_integer(item, field, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP), timezone)
+
+
+def _text(item: Mapping[str, Any], field: str) -> str:
+    value = item.get(field)
+    if not isinstance(value, str) or not value or len(value) > MAX_TEXT_LENGTH:
+        raise MalformedEvent(f"{item.get('id', '?')}: {field} is {value!r}, not an id")
+    return value
+
+
+def _currency(item: Mapping[str, Any]) -> str:
+    value = item.get("currency")
+    if not isinstance(value, str) or len(value) != CURRENCY_LENGTH or not value.isalpha():
+        raise MalformedEvent(f"{item.get('id', '?')}: currency is {value!r}")
+    return value.upper()
+
+
+def _each(items: list[Any], read: Callable[[dict[str, Any]], Sequence[T]]) -> list[T | Malformed]:
+    """Read each listed object; one that cannot be read is a Malformed in its place."""
+    result: list[T | Malformed] = []
+    for item in items:
+        data = item.to_dict() if hasattr(item, "to_dict") else item
+        try:
+            result.extend(read(data))
+        except MalformedEvent as error:
+            result.append(Malformed(str(data.get("id", "?")), str(error)))
+    return result
 
 
 class StripeConnector:
@@ -365,13 +434,16 @@ class StripeConnector:
         if len(body) > MAX_WEBHOOK_BYTES:
             raise WebhookRejected(f"body over {MAX_WEBHOOK_BYTES} bytes")
         signature = {k.lower(): v for k, v in headers.items()}.get("stripe-signature")
+        tolerance = self.settings.webhook_tolerance_seconds
         try:
-            stripe.WebhookSignature.verify_header(
-                body, signature, self.webhook_secret, self.settings.webhook_tolerance_seconds
-            )
-            payload = json.loads(body)
+            stripe.WebhookSignature.verify_header(body, signature, self.webhook_secret, tolerance)
+            payload = json.loads(body, parse_constant=_no_constant)
         except (stripe.SignatureVerificationError, ValueError) as error:
             raise WebhookRejected(f"rejected: {error}") from error
+        # The SDK refuses only timestamps older than the tolerance; one from the future is
+        # as suspect (a replay prepared in advance), so the window is symmetric.
+        if _signed_at(signature or "") > time.time() + tolerance:
+            raise WebhookRejected("rejected: the signature's timestamp is in the future")
         if not isinstance(payload, dict):
             raise WebhookRejected("rejected: the body is not an event object")
         event_id, event_type = payload.get("id"), payload.get("type")
@@ -393,17 +465,21 @@ class StripeConnector:
 
     def payment_of(self, invoice: dict[str, Any]) -> Movement | None:
         metadata = invoice.get("metadata") or {}
-        paid = int(invoice.get("amount_paid") or 0)
-        if invoice.get("status") != "paid" or paid <= 0:
+        if invoice.get("status") != "paid":
             return None
-        paid_at = (invoice.get("status_transitions") or {}).get("paid_at") or invoice["created"]
+        paid = _amount(invoice, "amount_paid")
+        if paid == 0:
+            return None
+        transitions = invoice.get("status_transitions") or {}
+        paid_at = transitions if transitions.get("paid_at") is not None else invoice
+        identifier = _text(invoice, "id")
         return Movement(
-            f"stripe-payment:{invoice['id']}",
+            f"stripe-payment:{identifier}",
             MovementKind.PAYMENT,
-            local_day(int(paid_at), self.timezone),
+            _day(paid_at, "paid_at" if paid_at is transitions else "created", self.timezone),
             paid,
-            str(invoice["currency"]).upper(),
-            str(invoice["id"]),
+            _currency(invoice),
+            identifier,
             metadata.get(NUMBER_KEY),
             metadata.get(ORG_KEY),
             invoice.get("customer"),
@@ -419,13 +495,14 @@ class StripeConnector:
         return Interpretation(tuple(self.refund_of(refund, charge) for refund in refunds), ())
 
     def refund_of(self, refund: dict[str, Any], charge: dict[str, Any]) -> Movement:
+        identifier = _text(refund, "id")
         return Movement(
-            f"stripe-refund:{refund['id']}",
+            f"stripe-refund:{identifier}",
             MovementKind.REFUND,
-            local_day(int(refund["created"]), self.timezone),
-            int(refund["amount"]),
-            str(refund["currency"]).upper(),
-            str(refund["id"]),
+            _day(refund, "created", self.timezone),
+            _amount(refund, "amount"),
+            _currency(refund),
+            identifier,
             remote_customer=charge.get("customer"),
         )
 
@@ -437,14 +514,19 @@ class StripeConnector:
         return Interpretation(tuple(movements), (change,))
 
     def dispute_movements(self, dispute: dict[str, Any]) -> list[Movement]:
+        identifier = _text(dispute, "id")
+        day = _day(dispute, "created", self.timezone)
+        amount = _amount(dispute, "amount")
+        currency = _currency(dispute)
+
         def movement(kind: MovementKind, suffix: str) -> Movement:
             return Movement(
-                f"stripe-{suffix}:{dispute['id']}",
+                f"stripe-{suffix}:{identifier}",
                 kind,
-                local_day(int(dispute["created"]), self.timezone),
-                int(dispute["amount"]),
-                str(dispute["currency"]).upper(),
-                str(dispute["id"]),
+                day,
+                amount,
+                currency,
+                identifier,
                 remote_customer=dispute.get("customer"),
             )
 
@@ -459,74 +541,90 @@ class StripeConnector:
         return Interpretation((self.payout_of(payout),), ())
 
     def payout_of(self, payout: dict[str, Any]) -> Movement:
+        identifier = _text(payout, "id")
+        when = "arrival_date" if payout.get("arrival_date") is not None else "created"
         return Movement(
-            f"stripe-payout:{payout['id']}",
+            f"stripe-payout:{identifier}",
             MovementKind.PAYOUT,
-            local_day(int(payout.get("arrival_date") or payout["created"]), self.timezone),
-            int(payout["amount"]),
-            str(payout["currency"]).upper(),
-            str(payout["id"]),
+            _day(payout, when, self.timezone),
+            _amount(payout, "amount"),
+            _currency(payout),
+            identifier,
         )
 
     # --- reconciliation -------------------------------------------------------------------
 
-    def remote_invoices(self, since: date) -> list[RemoteInvoice]:
+    def remote_invoices(self, since: date) -> list[RemoteInvoice | Malformed]:
         start = int(datetime.combine(since, datetime.min.time(), UTC).timestamp())
         invoices = self._list(
             lambda: self.client.v1.invoices.list(
                 params={"created": {"gte": start}, "limit": PAGE_SIZE}
             )
         )
-        return [self._remote_invoice(invoice.to_dict()) for invoice in invoices]
+        result: list[RemoteInvoice | Malformed] = []
+        result.extend(_each(invoices, lambda invoice: [self._remote_invoice(invoice)]))
+        return result
 
     def _remote_invoice(self, invoice: dict[str, Any]) -> RemoteInvoice:
         metadata = invoice.get("metadata") or {}
         return RemoteInvoice(
-            str(invoice["id"]),
+            _text(invoice, "id"),
             metadata.get(NUMBER_KEY),
             metadata.get(ORG_KEY),
             str(invoice.get("status")),
-            int(invoice.get("total") or 0),
-            int(invoice.get("amount_paid") or 0),
+            _amount(invoice, "total"),
+            _amount(invoice, "amount_paid"),
             self.payment_of(invoice),
         )
 
-    def movements_since(self, since: date) -> list[Movement]:
+    def movements_since(self, since: date) -> list[Movement | Malformed]:
         """Refunds, payouts, disputes and fees since ``since``, as the webhooks would say."""
         start = int(datetime.combine(since, datetime.min.time(), UTC).timestamp())
         v1 = self.client.v1
-        movements: list[Movement] = []
-        for refund in self._list(
+
+        def refund(item: dict[str, Any]) -> list[Movement]:
+            charge = self._call(functools.partial(v1.charges.retrieve, _text(item, "charge")))
+            return [self.refund_of(item, charge.to_dict())]
+
+        def payout(item: dict[str, Any]) -> list[Movement]:
+            return [self.payout_of(item)] if item.get("status") == "paid" else []
+
+        refunds = self._list(
             lambda: v1.refunds.list(params={"created": {"gte": start}, "limit": PAGE_SIZE})
-        ):
-            charge = self._call(functools.partial(v1.charges.retrieve, str(refund.charge)))
-            movements.append(self.refund_of(refund.to_dict(), charge.to_dict()))
-        for payout in self._list(
+        )
+        payouts = self._list(
             lambda: v1.payouts.list(params={"created": {"gte": start}, "limit": PAGE_SIZE})
-        ):
-            if payout.status == "paid":
-                movements.append(self.payout_of(payout.to_dict()))
-        for dispute in self._list(
+        )
+        disputes = self._list(
             lambda: v1.disputes.list(params={"created": {"gte": start}, "limit": PAGE_SIZE})
-        ):
-            movements += self.dispute_movements(dispute.to_dict())
-        for transaction in self._list(
+        )
+        transactions = self._list(
             lambda: v1.balance_transactions.list(
                 params={"created": {"gte": start}, "limit": PAGE_SIZE}
             )
-        ):
-            if int(transaction.fee) > 0:
-                movements.append(
-                    Movement(
-                        f"stripe-fee:{transaction.id}",
-                        MovementKind.FEE,
-                        local_day(int(transaction.created), self.timezone),
-                        int(transaction.fee),
-                        str(transaction.currency).upper(),
-                        str(transaction.id),
-                    )
-                )
+        )
+        movements: list[Movement | Malformed] = []
+        movements.extend(_each(refunds, refund))
+        movements.extend(_each(payouts, payout))
+        movements.extend(_each(disputes, self.dispute_movements))
+        movements.extend(_each(transactions, self._fee_of))
         return movements
+
+    def _fee_of(self, transaction: dict[str, Any]) -> list[Movement]:
+        fee = _amount(transaction, "fee")
+        if fee == 0:
+            return []
+        identifier = _text(transaction, "id")
+        return [
+            Movement(
+                f"stripe-fee:{identifier}",
+                MovementKind.FEE,
+                _day(transaction, "created", self.timezone),
+                fee,
+                _currency(transaction),
+                identifier,
+            )
+        ]
 
 
 EVENT_HANDLERS: dict[str, Callable[[StripeConnector, dict[str, Any]], Interpretation]] = {

@@ -155,6 +155,18 @@ def organization_opens(
     return opens
 
 
+def house_opens(
+    settings: Settings, catalog: Catalog, currency: str, already_open: set[str]
+) -> list[Open]:
+    """Opens for house accounts the main file does not open yet: a product family added
+    to the catalog after ``init``, another credit purchase account."""
+    return [
+        Open(BOOKS_OPEN_DATE, account, currency)
+        for account in house_accounts(settings, catalog)
+        if account not in already_open
+    ]
+
+
 def processor_opens(
     processor: ProcessorAccounts, name: str, currency: str, already_open: set[str]
 ) -> list[Open]:

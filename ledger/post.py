@@ -11,6 +11,7 @@ from beanbill.ledger import keys
 from beanbill.ledger.accounts import (
     ACCOUNTS_FILE,
     OrganizationAccounts,
+    house_opens,
     organization_accounts,
     organization_opens,
 )
@@ -84,8 +85,11 @@ def _file_for(entry: Entry, kind: str) -> str:
 
 
 def _open_accounts(workspace: Workspace, books: Books, writer: LedgerWriter) -> None:
+    """Every account a posting may need, opened before it is needed (never twice)."""
     currency = workspace.settings.billing.currency
-    opens = organization_opens(workspace.customers.customer, currency, books.open_accounts())
+    already = books.open_accounts()
+    opens = house_opens(workspace.settings, workspace.catalog, currency, already)
+    opens += organization_opens(workspace.customers.customer, currency, already)
     if opens:
         writer.append(ACCOUNTS_FILE, opens)
 

@@ -26,6 +26,18 @@ class WebhookRejected(BeanbillError):
     """A webhook whose signature is missing, wrong or stale, or whose body is not an event."""
 
 
+class MalformedEvent(BeanbillError):
+    """An event or remote object that does not hold what its type promises (a float or NaN
+    amount, a missing id, a date out of range): kept and reported, never posted."""
+
+
+class Malformed(NamedTuple):
+    """A remote object reconciliation could not read, and why: reported, others go on."""
+
+    remote_id: str
+    reason: str
+
+
 class RemoteDocument(NamedTuple):
     """Where a document lives in the external system, and its state there."""
 
@@ -107,13 +119,19 @@ class Connector(Protocol):
         ...
 
     def interpret(self, event: WebhookEvent) -> Interpretation:
-        """What an event means for the books; unknown events mean nothing (not an error)."""
+        """What an event means for the books; unknown events mean nothing (not an error).
+
+        Raises ``MalformedEvent`` for an event that does not hold what its type promises.
+        """
         ...
 
-    def remote_invoices(self, since: date) -> list[RemoteInvoice]: ...
+    def remote_invoices(self, since: date) -> list[RemoteInvoice | Malformed]: ...
 
-    def movements_since(self, since: date) -> list[Movement]:
-        """What moved since ``since``, with the txn-ids the webhook path gives the same facts."""
+    def movements_since(self, since: date) -> list[Movement | Malformed]:
+        """What moved since ``since``, with the txn-ids the webhook path gives the same facts.
+
+        An object that cannot be read is a ``Malformed`` in its place: it blocks nothing.
+        """
         ...
 
 

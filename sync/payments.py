@@ -17,6 +17,7 @@ from datetime import date
 from beanbill.ledger.accounts import (
     ACCOUNTS_FILE,
     BANK,
+    BOOKS_OPEN_DATE,
     ProcessorAccounts,
     organization_accounts,
     processor_opens,
@@ -25,10 +26,19 @@ from beanbill.ledger.entries import Entry, Posting, Transaction
 from beanbill.ledger.writer import LedgerConflictError, LedgerWriter
 from beanbill.rating.errors import BeanbillError
 from beanbill.rating.workspace import Workspace
-from beanbill.sync.interface import Connector, Movement, MovementKind, WebhookEvent
+from beanbill.sync.interface import (
+    Connector,
+    MalformedEvent,
+    Movement,
+    MovementKind,
+    WebhookEvent,
+)
 from beanbill.sync.state import SyncState
 
 MAX_EVENTS_PER_BATCH = 500
+MAX_MOVEMENT_MINOR = 10**13
+LAST_DAY = date(2099, 12, 31)
+QUARANTINED = "quarantined"
 NARRATIONS = {
     MovementKind.PAYMENT: "payment",
     MovementKind.REFUND: "refund",
@@ -93,8 +103,10 @@ def movement_entry(
     """
     if movement.currency != currency:
         raise Unmatched(f"{movement.currency} is not the books' currency {currency}")
-    if movement.amount_minor <= 0:
-        raise Unmatched(f"amount {movement.amount_minor} is not positive")
+    if not 0 < movement.amount_minor <= MAX_MOVEMENT_MINOR:
+        raise Unmatched(f"amount {movement.amount_minor} is not in (0, {MAX_MOVEMENT_MINOR}]")
+    if not BOOKS_OPEN_DATE <= movement.day <= LAST_DAY:
+        raise Unmatched(f"day {movement.day} is outside the books ({BOOKS_OPEN_DATE}..{LAST_DAY})")
     debit, credit = _accounts(movement.kind, processor, receivable)
     about = f" of invoice {movement.document}" if movement.document else ""
     meta: list[tuple[str, str | date]] = [("remote-id", movement.remote_id)]
@@ -185,7 +197,16 @@ def apply_events(
     owners: dict[str, list[str]] = defaultdict(list)  # txn-id → event ids
     outcomes: dict[str, str] = {}
     for event in events:
-        meaning = connector.interpret(WebhookEvent(event.event_id, event.event_type, event.payload))
+        try:
+            meaning = connector.interpret(
+                WebhookEvent(event.event_id, event.event_type, event.payload)
+            )
+        except MalformedEvent as error:  # kept in the inbox with why; the rest go on
+            outcomes[event.event_id] = f"{QUARANTINED}: {error}"
+            continue
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
+            outcomes[event.event_id] = f"{QUARANTINED}: {type(error).__name__}: {error}"
+            continue
         for change in meaning.statuses:
             state.set_status(
                 connector.name, change.remote_id, change.document, change.status, change.detail

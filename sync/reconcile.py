@@ -15,7 +15,7 @@ from beanbill.ledger import keys
 from beanbill.ledger.accounts import RECEIVABLE_ROOT, under
 from beanbill.ledger.books import load_books
 from beanbill.rating.workspace import Workspace
-from beanbill.sync.interface import Connector, Movement
+from beanbill.sync.interface import Connector, Malformed, Movement, RemoteInvoice
 from beanbill.sync.payments import MovementsPosted, post_movements
 from beanbill.sync.state import SyncState
 
@@ -47,9 +47,16 @@ def reconcile(
     workspace: Workspace, connector: Connector, state: SyncState, since: date
 ) -> ReconcileReport:
     report = ReconcileReport()
-    remote = connector.remote_invoices(since)
+    listed = connector.remote_invoices(since)
+    remote = [item for item in listed if isinstance(item, RemoteInvoice)]
     movements: list[Movement] = [i.payment for i in remote if i.payment is not None]
-    movements += connector.movements_since(since)
+    found = connector.movements_since(since)
+    movements += [item for item in found if isinstance(item, Movement)]
+    for bad in [*listed, *found]:
+        if isinstance(bad, Malformed):  # kept out of the books, for a human
+            report.discrepancies.append(
+                f"{connector.name} object {bad.remote_id}: malformed, not posted: {bad.reason}"
+            )
     report.checked_invoices = len(remote)
     report.movements = len(movements)
     dues, txn_ids = ledger_dues(workspace)

@@ -66,6 +66,21 @@ class InboxWriter:
         self.thread.join()
 
 
+async def _body_within(request: Request, limit_bytes: int) -> bytes | None:
+    """The body, or None as soon as it is known to exceed the limit: never read it all."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit_bytes:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit_bytes:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def create_app(workspace: Workspace, connectors: list[Connector], state: SyncState) -> Starlette:
     writer = InboxWriter(workspace, connectors, state)
     by_name = {connector.name: connector for connector in connectors}
@@ -74,8 +89,8 @@ def create_app(workspace: Workspace, connectors: list[Connector], state: SyncSta
         connector = by_name.get(request.path_params["target"])
         if connector is None:
             return JSONResponse({"error": "no such target"}, status_code=404)
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
+        body = await _body_within(request, MAX_BODY_BYTES)
+        if body is None:
             return JSONResponse({"error": "body too large"}, status_code=413)
         try:
             event = connector.parse_webhook(body, dict(request.headers))

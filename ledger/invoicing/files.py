@@ -7,8 +7,11 @@ written atomically; rewriting one after a crash writes the same bytes.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 
@@ -22,6 +25,28 @@ from beanbill.rating.storage import write_bytes_atomically
 from beanbill.rating.workspace import Workspace
 
 MAX_RENDER_WORKERS = 16
+RENDER_PARENT_ENVIRONMENT = "BEANBILL_RENDER_PARENT"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """Be killed when the process that started this one dies (Linux), not linger on.
+
+    A killed ``invoice`` must not leave its fork server and render workers running: the
+    fork server is bound to beanbill's process, each worker to the fork server.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+# Imported in the fork server (its preload): bind it to the beanbill process that started it.
+if os.environ.get(RENDER_PARENT_ENVIRONMENT) == str(os.getppid()):
+    _die_with_parent()
 
 
 def _contents(workspace: Workspace, document: InvoiceDocument) -> dict[str, tuple[str, bytes]]:
@@ -128,9 +153,15 @@ def render_all(
     # process started once, with the rendering stack preloaded, that forks the workers.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [pool.submit(_render_one, workspace, derived) for derived in derived_all]
-        for future in futures:
-            results.append(future.result())
-            on_done()
+    os.environ[RENDER_PARENT_ENVIRONMENT] = str(os.getpid())  # read by the fork server
+    try:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_die_with_parent
+        ) as pool:
+            futures = [pool.submit(_render_one, workspace, derived) for derived in derived_all]
+            for future in futures:
+                results.append(future.result())
+                on_done()
+    finally:
+        os.environ.pop(RENDER_PARENT_ENVIRONMENT, None)  # not for later children
     return results
