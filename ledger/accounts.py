@@ -32,6 +32,7 @@ DISCOUNTS = "Income:Discounts"  # coupons: contra revenue
 PROMOTIONS = "Expenses:Promotions"  # granted credit, and what expires of it
 
 RECEIVABLE_ROOT = "Assets:Receivable"
+UNAPPLIED_ROOT = "Liabilities:Unapplied"  # paid beyond what was due, held for the customer
 UNBILLED_ROOT = "Assets:Unbilled"
 CREDITS_ROOT = "Liabilities:Credits"
 INCOME_ROOT = "Income"
@@ -65,8 +66,10 @@ class OrganizationAccounts:
     receivable: str
     unbilled: str
     credits: str
+    unapplied: str  # opened on first use: an overpayment held for the customer
 
     def all(self) -> tuple[str, str, str]:
+        """The accounts every organization has from its first posting."""
         return (self.receivable, self.unbilled, self.credits)
 
 
@@ -78,6 +81,7 @@ def organization_accounts(customers: Iterable[Customer]) -> dict[str, Organizati
             receivable=f"{RECEIVABLE_ROOT}:{component}",
             unbilled=f"{UNBILLED_ROOT}:{component}",
             credits=f"{CREDITS_ROOT}:{component}",
+            unapplied=f"{UNAPPLIED_ROOT}:{component}",
         )
         for org, component in components.items()
     }

@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
 
+from beanbill.ledger import keys
 from beanbill.ledger.accounts import (
     ACCOUNTS_FILE,
     BANK,
@@ -22,7 +23,9 @@ from beanbill.ledger.accounts import (
     organization_accounts,
     processor_opens,
 )
-from beanbill.ledger.entries import Entry, Posting, Transaction
+from beanbill.ledger.entries import Entry, Open, Posting, Transaction
+from beanbill.ledger.invoicing.documents import DocumentError, load_document
+from beanbill.ledger.invoicing.numbering import InvoiceNumbers
 from beanbill.ledger.writer import LedgerConflictError, LedgerWriter
 from beanbill.rating.errors import BeanbillError
 from beanbill.rating.workspace import Workspace
@@ -62,6 +65,7 @@ class MovementsPosted:
     posted: int = 0
     unchanged: int = 0
     problems: dict[str, str] = field(default_factory=dict)  # txn-id → why it was not posted
+    notices: dict[str, str] = field(default_factory=dict)  # txn-id → posted, but look at it
 
 
 def _accounts(
@@ -96,10 +100,13 @@ def movement_entry(
     org: str | None,
     receivable: str | None,
     currency: str,
+    overpaid: tuple[str, int] | None = None,
 ) -> Transaction:
     """The transaction for one movement; raises Unmatched when the books cannot take it.
 
-    ``processor`` holds the accounts the connector named ``target`` declared.
+    ``processor`` holds the accounts the connector named ``target`` declared;
+    ``overpaid`` (account, minor units) is the part of a payment beyond what its invoice
+    was due, held for the customer instead of being taken off the receivable.
     """
     if movement.currency != currency:
         raise Unmatched(f"{movement.currency} is not the books' currency {currency}")
@@ -112,17 +119,48 @@ def movement_entry(
     meta: list[tuple[str, str | date]] = [("remote-id", movement.remote_id)]
     if org:
         meta.append(("org", org))
+    postings = [
+        Posting(debit, movement.amount_minor, currency),
+        Posting(credit, -movement.amount_minor, currency),
+    ]
+    if overpaid is not None and overpaid[1] > 0:
+        account, excess = overpaid
+        postings[1] = Posting(credit, -(movement.amount_minor - excess), currency)
+        postings.append(Posting(account, -excess, currency))
     return Transaction(
         date=movement.day,
         txn_id=movement.txn_id,
         narration=f"{target.capitalize()} {NARRATIONS[movement.kind]}{about}",
-        postings=(
-            Posting(debit, movement.amount_minor, currency),
-            Posting(credit, -movement.amount_minor, currency),
-        ),
+        postings=tuple(p for p in postings if p.amount_minor),
         links=(f"invoice-{movement.document}",) if movement.document else (),
         meta=tuple(meta),
     )
+
+
+class IssuedInvoices:
+    """What the payment of an invoice is checked against: beanbill's issued invoices."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.folder = workspace.invoices_dir
+        self.issued = {
+            a.number
+            for a in InvoiceNumbers(workspace.state_dir).all()
+            if a.issued and not keys.is_credit_note_key(a.document_key)
+        }
+
+    def payer_and_due(self, movement: Movement, org: str | None) -> tuple[str, int]:
+        """(paying organization, amount due) of the invoice a payment names."""
+        number = movement.document
+        if number is None or number not in self.issued:
+            raise Unmatched(f"invoice {number} was not issued by beanbill: not posted")
+        try:
+            document = load_document(self.folder / f"{number}.json")
+        except DocumentError as error:
+            raise Unmatched(f"invoice {number}: {error}") from error
+        payer = document.buyer_reference or ""
+        if org is not None and org != payer:
+            raise Unmatched(f"invoice {number} is {payer}'s, the payment names {org}")
+        return payer, document.due_minor
 
 
 def post_movements(
@@ -136,14 +174,28 @@ def post_movements(
     target = connector.name
     currency = workspace.settings.billing.currency
     accounts = organization_accounts(workspace.customers.customer)
+    invoices = IssuedInvoices(workspace)
     by_file: dict[str, dict[str, Entry]] = defaultdict(dict)
+    opens: dict[str, Open] = {}
     for movement in movements:
         org = movement.org
         if org is None and movement.remote_customer:
             org = state.local_id(target, "customer", movement.remote_customer)
-        receivable = accounts[org].receivable if org in accounts else None
+        overpaid: tuple[str, int] | None = None
         try:
-            entry = movement_entry(movement, target, connector.accounts, org, receivable, currency)
+            if movement.kind is MovementKind.PAYMENT:
+                org, due = invoices.payer_and_due(movement, org)
+                if org in accounts and movement.amount_minor > due:
+                    overpaid = (accounts[org].unapplied, movement.amount_minor - due)
+                    opens[overpaid[0]] = Open(BOOKS_OPEN_DATE, overpaid[0], currency)
+                    summary.notices[movement.txn_id] = (
+                        f"paid {movement.amount_minor} on {due} due (minor units): "
+                        f"{overpaid[1]} held in {overpaid[0]}"
+                    )
+            receivable = accounts[org].receivable if org in accounts else None
+            entry = movement_entry(
+                movement, target, connector.accounts, org, receivable, currency, overpaid
+            )
         except Unmatched as error:
             summary.problems[movement.txn_id] = str(error)
             continue
@@ -152,6 +204,8 @@ def post_movements(
     with workspace.writing():
         if by_file:
             _open_processor_accounts(workspace, writer, connector)
+        if opens:
+            writer.open_missing(ACCOUNTS_FILE, list(opens.values()))
         for target_file, entries in sorted(by_file.items()):
             try:
                 result = writer.append(target_file, list(entries.values()))
@@ -221,5 +275,8 @@ def apply_events(
     for txn_id, problem in summary.problems.items():
         for event_id in owners[txn_id]:
             outcomes[event_id] = f"unmatched: {txn_id}: {problem}"
+    for txn_id, notice in summary.notices.items():
+        for event_id in owners[txn_id]:
+            outcomes[event_id] = f"posted: {txn_id}: {notice}"
     state.mark_processed(connector.name, outcomes)
     return len(events)

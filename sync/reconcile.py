@@ -64,6 +64,8 @@ def reconcile(
     report.posted = post_movements(workspace, connector, state, missing)
     for txn_id, problem in sorted(report.posted.problems.items()):
         report.discrepancies.append(f"{txn_id}: not posted: {problem}")
+    for txn_id, notice in sorted(report.posted.notices.items()):
+        report.discrepancies.append(f"{txn_id}: posted, overpaid: {notice}")
     for invoice in remote:
         where = f"{connector.name} invoice {invoice.remote_id}"
         if invoice.number is None or invoice.number not in dues:
