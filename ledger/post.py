@@ -10,6 +10,7 @@ from decimal import Decimal, InvalidOperation
 from beanbill.ledger import keys
 from beanbill.ledger.accounts import (
     ACCOUNTS_FILE,
+    BOOKS_OPEN_DATE,
     OrganizationAccounts,
     house_opens,
     organization_accounts,
@@ -246,6 +247,8 @@ def record_credit(
         raise PostingError(f"unknown organization {org!r}")
     if expires is not None and expires < acquired:
         raise PostingError("the credit expires before it is acquired")
+    if acquired < BOOKS_OPEN_DATE:
+        raise PostingError(f"{acquired} is before the books open ({BOOKS_OPEN_DATE})")
     currency = workspace.settings.billing.currency
     amount_minor = parse_amount_minor(amount_text, currency)
     lot_id = lot_id or f"{kind}-{org}-{acquired:%Y%m%d}-{amount_minor}"

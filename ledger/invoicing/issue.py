@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from beanbill.ledger import keys
@@ -107,6 +107,12 @@ def issue(
                 )
         if len(due) > MAX_INVOICES_PER_RUN:
             raise InvoicingError(f"{len(due)} invoices due: at most {MAX_INVOICES_PER_RUN} per run")
+        for item in due:
+            if item.key not in pending and issue_date < item.period_end - timedelta(days=1):
+                raise InvoicingError(
+                    f"{item.key}: an invoice dated {issue_date} would precede the end of the "
+                    f"period it bills ({item.period_end - timedelta(days=1)})"
+                )
         ordered = sorted(due, key=lambda item: (item.key not in pending, item.key))
         series = series_name(workspace.settings.invoicing.invoice_series, issue_date)
         # Derive everything before numbering anything: an invoice that cannot be derived

@@ -86,6 +86,14 @@ class InvoiceNumbers:
                         row[0], row[1], row[2], document_key, row[3] is not None,
                         date.fromisoformat(row[4]),
                     )  # fmt: skip
+                (latest,) = connection.execute(
+                    "SELECT max(issue_date) FROM assigned WHERE series = ?", (series,)
+                ).fetchone()
+                if latest is not None and latest > issue_date.isoformat():
+                    raise NumberingError(
+                        f"series {series}: a number was issued on {latest}; one dated "
+                        f"{issue_date} would put the series out of date order"
+                    )
                 connection.execute("INSERT OR IGNORE INTO series VALUES (?, 1)", (series,))
                 (value,) = connection.execute(
                     "SELECT next_value FROM series WHERE name = ?", (series,)
