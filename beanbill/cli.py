@@ -360,6 +360,14 @@ def invoice_group(
     click.echo(f"{len(summary.issued):,} invoices issued")
     if summary.issued:
         click.echo(f"  {summary.issued[0]} … {summary.issued[-1]} in {loaded.invoices_dir}")
+    _print_refused(summary.refused)
+    if summary.refused:
+        sys.exit(EXIT_ATTENTION)
+
+
+def _print_refused(refused: tuple[tuple[str, str], ...]) -> None:
+    for key, reason in refused:
+        click.echo(f"  not issued: {key}: {reason}")
 
 
 @invoice_group.command(name="draft")
@@ -583,6 +591,8 @@ def run_command(workspace: Path, period: str | None, as_of: datetime | None) -> 
     with ProgressBar("rendering invoices") as bar:
         issued = issue(loaded, month, day, bar)
     click.echo(f"invoice: {len(issued.issued):,} issued")
+    _print_refused(issued.refused)
+    attention |= bool(issued.refused)
     pushed = run_push(loaded)
     reports = run_reconcile(loaded, month.first_day - timedelta(days=DEFAULT_RECONCILE_DAYS))
     attention |= pushed.needs_attention or any(report.discrepancies for report in reports)

@@ -24,7 +24,7 @@ NUMBER = re.compile(r"^\s*-?[\d,]+(\.\d+)?$")
 
 
 def _is_number(cell: str) -> bool:
-    return NUMBER.match(cell) is not None
+    return NUMBER.fullmatch(cell) is not None
 
 
 def _table(title: str, header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:

@@ -123,7 +123,7 @@ class ProcessorAccounts:
 
 
 def check_account(account: str) -> str:
-    if not ACCOUNT_NAME.match(account):
+    if not ACCOUNT_NAME.fullmatch(account):
         raise LedgerTextError(f"{account!r} is not a Beancount account name")
     return account
 

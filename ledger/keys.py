@@ -127,7 +127,7 @@ class InvoiceKey(NamedTuple):
 
     @classmethod
     def parse(cls, text: str) -> InvoiceKey:
-        match = INVOICE_KEY_PATTERN.match(text)
+        match = INVOICE_KEY_PATTERN.fullmatch(text)
         if match is None:
             raise LedgerKeyError(f"{text!r} is not an invoice key (invoice:<org>:<period>[:rN])")
         return cls(match.group(1), match.group(2), int(match.group(3) or 1))

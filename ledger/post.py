@@ -252,7 +252,7 @@ def record_credit(
     currency = workspace.settings.billing.currency
     amount_minor = parse_amount_minor(amount_text, currency)
     lot_id = lot_id or f"{kind}-{org}-{acquired:%Y%m%d}-{amount_minor}"
-    if not IDENTIFIER_PATTERN.match(lot_id):
+    if not IDENTIFIER_PATTERN.fullmatch(lot_id):
         raise PostingError(
             f"credit id {lot_id!r}: use 1-64 letters, digits, '.', '_' or '-' (it becomes a link)"
         )

@@ -42,7 +42,7 @@ def account_component(identifier: str) -> str:
     """
     component = re.sub(r"[._]", "-", identifier)
     component = component[:1].upper() + component[1:]
-    if not ACCOUNT_COMPONENT.match(component):
+    if not ACCOUNT_COMPONENT.fullmatch(component):
         raise LedgerTextError(f"id {identifier!r} cannot become an account component")
     return component
 
@@ -64,6 +64,6 @@ def components_by_id(identifiers: list[str]) -> dict[str, str]:
 
 
 def check_metadata_key(key: str) -> str:
-    if not METADATA_KEY.match(key):
+    if not METADATA_KEY.fullmatch(key):
         raise LedgerTextError(f"{key!r} is not a valid metadata key")
     return key

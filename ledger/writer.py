@@ -133,7 +133,7 @@ class LedgerWriter:
         self.root = main_path.parent
 
     def append(self, relative_path: str, entries: Sequence[Entry]) -> WriteResult:
-        if not GENERATED_PATH.match(relative_path):
+        if not GENERATED_PATH.fullmatch(relative_path):
             raise LedgerWriteError(f"{relative_path!r} is not a generated ledger file path")
         if len(entries) > MAX_ENTRIES_PER_BATCH:
             raise LedgerWriteError(f"at most {MAX_ENTRIES_PER_BATCH} entries per batch")

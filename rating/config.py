@@ -69,7 +69,7 @@ EU_COUNTRIES = frozenset(
 
 
 def _identifier(value: str) -> str:
-    if not IDENTIFIER_PATTERN.match(value):
+    if not IDENTIFIER_PATTERN.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid id: use 1-64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
@@ -77,12 +77,27 @@ def _identifier(value: str) -> str:
     return value
 
 
+MAX_TEXT_LENGTH = 500  # any configured text (addresses, notes, mentions)
+MAX_NAME_LENGTH = 200  # a name: it heads invoices, e-mails and ledger narrations
+
+
 def _plain_text(value: str) -> str:
     if REFUSED_CHARACTERS.search(value):
-        raise ValueError("contains control or bidirectional-override characters")
+        raise ValueError(
+            "contains control or bidirectional-override characters, or non-characters "
+            "(an invoice's XML and PDF cannot hold them)"
+        )
     if not value.strip():
         raise ValueError("must not be blank")
+    if len(value) > MAX_TEXT_LENGTH:
+        raise ValueError(f"is {len(value)} characters long; at most {MAX_TEXT_LENGTH}")
     return value
+
+
+def _name(value: str) -> str:
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValueError(f"is {len(value)} characters long; at most {MAX_NAME_LENGTH}")
+    return _plain_text(value)
 
 
 def _price(value: Decimal) -> Decimal:
@@ -109,6 +124,7 @@ def _country(value: str) -> str:
 
 Identifier = Annotated[str, AfterValidator(_identifier)]
 PlainText = Annotated[str, AfterValidator(_plain_text)]
+Name = Annotated[str, AfterValidator(_name)]
 Price = Annotated[Decimal, AfterValidator(_price)]
 UsageQuantity = Annotated[Decimal, AfterValidator(_usage_quantity)]
 Country = Annotated[str, AfterValidator(_country)]
@@ -141,7 +157,7 @@ def validate_siren(siren: str) -> str:
 
 
 class Seller(StrictModel):
-    legal_name: PlainText
+    legal_name: Name
     legal_form: PlainText | None = None
     share_capital: PlainText | None = None
     address: list[PlainText] = Field(min_length=1, max_length=6)
@@ -354,7 +370,7 @@ class PriceVersion(StrictModel):
 
 class Meter(StrictModel):
     id: Identifier
-    name: PlainText
+    name: Name
     unit: PlainText
     kind: MeterKind
     family: str = Field(description="Product family, an account component such as 'Compute'")
@@ -363,7 +379,7 @@ class Meter(StrictModel):
     @field_validator("family")
     @classmethod
     def _family_is_account_component(cls, value: str) -> str:
-        if not FAMILY_PATTERN.match(value):
+        if not FAMILY_PATTERN.fullmatch(value):
             raise ValueError(f"family {value!r} must be a capitalized word such as 'Compute'")
         return value
 
@@ -380,7 +396,7 @@ class Addon(StrictModel):
     """A fixed price per billing period, charged for every period the subscription touches."""
 
     id: Identifier
-    name: PlainText
+    name: Name
     price: dict[BillingPeriod, Price] = Field(min_length=1)
 
 
@@ -388,7 +404,7 @@ class Service(StrictModel):
     """A one-shot operation, reported as a counter event whose ``meter`` is the service id."""
 
     id: Identifier
-    name: PlainText
+    name: Name
     unit: PlainText = "operation"
     price: Price
     effective: date = date(2000, 1, 1)
@@ -470,7 +486,7 @@ class Coupon(StrictModel):
 
 class Customer(StrictModel):
     id: Identifier
-    name: PlainText
+    name: Name
     address: list[PlainText] = Field(min_length=1, max_length=6)
     country: Country
     vat_id: str | None = None

@@ -44,13 +44,23 @@ MAX_FILES_PER_INGEST = 1_000
 MAX_ID_LENGTH = 128
 MAX_RESOURCE_LENGTH = 256
 MAX_QUANTITY_INTEGER_DIGITS = 12
+# One interval event uses at most this many unit-seconds (quantity × seconds): rating sums
+# usage per organization, period and meter in int64 micro units (9.2e12 unit-seconds), so
+# no single event can make a month unrateable.
+MAX_EVENT_UNIT_SECONDS = 10**12
 EARLIEST_YEAR = 2000
 LATEST_YEAR = 2100
 REASONS_SHOWN = 10
 EARLIEST_EPOCH = int(datetime(EARLIEST_YEAR, 1, 1, tzinfo=UTC).timestamp())
 LATEST_EPOCH = int(datetime(LATEST_YEAR, 1, 1, tzinfo=UTC).timestamp())
 
-RFC3339 = r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
+# RFC 3339 section 5.6: hours 00-23 (24:00 is refused: write 00:00 of the next day),
+# offsets within ±23:59; a leap second (:60) is then refused as not a valid time.
+HOUR_MINUTE = r"([01]\d|2[0-3]):[0-5]\d"
+RFC3339 = (
+    rf"\d{{4}}-\d{{2}}-\d{{2}}[Tt ]{HOUR_MINUTE}:([0-5]\d|60)(\.\d{{1,9}})?"
+    rf"([Zz]|[+-]{HOUR_MINUTE})"
+)
 NAIVE_TIMESTAMP = r"\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?"
 PLAIN_DECIMAL = r"-?\d+(\.\d+)?"
 VALID_QUANTITY = rf"-?0(\.0+)?|\d{{1,{MAX_QUANTITY_INTEGER_DIGITS}}}(\.\d{{1,{QUANTITY_SCALE}}})?"
@@ -79,13 +89,25 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+# A JSON number is read as the exact text it is written with, never through a float:
+# the quantity's token is taken from the line itself (JSON's grammar: a string value
+# cannot hold an unescaped quote, so the pattern cannot match inside one).
+QUANTITY_TOKEN = r'"quantity"\s*:\s*(-?[0-9][0-9.eE+-]*)'
+
+
 def _json_lines_select(table: str, source: int) -> str:
     """Fields of each non-blank line of a JSON Lines file loaded into ``table`` (one line a row).
 
     The text is parsed once; only a line that fails is looked at again to say why.
     """
     paths = ", ".join(f"'$.{field}'" for field in FIELDS)
-    fields = ", ".join(f'f[{index + 1}] AS "{name}"' for index, name in enumerate(FIELDS))
+    fields = ", ".join(
+        f"coalesce(nullif(regexp_extract(text, '{QUANTITY_TOKEN}', 1), ''), f[{index + 1}]) "
+        f'AS "{name}"'
+        if name == "quantity"
+        else f'f[{index + 1}] AS "{name}"'
+        for index, name in enumerate(FIELDS)
+    )
     return f"""
         SELECT {source} AS source, line, problem,
                CASE WHEN problem IS NOT NULL THEN text END AS raw_text, {fields}
@@ -96,11 +118,47 @@ def _json_lines_select(table: str, source: int) -> str:
                         WHEN left(ltrim(text), 1) <> '{{' THEN 'not a JSON object' END
                        AS problem
             FROM (
-                SELECT rowid + 1 AS line, text, try(json_extract_string(text, [{paths}])) AS f
-                FROM {table}
-                WHERE text IS NOT NULL AND trim(text) <> ''
+                SELECT n.line, t.text, try(json_extract_string(t.text, [{paths}])) AS f
+                FROM {table} t JOIN {_lines_table(source)} n ON n.ord = t.rowid
+                WHERE t.text IS NOT NULL AND trim(t.text) <> ''
             )
-        )"""
+        )
+        UNION ALL {_rejected_lines_select(source, JSON_LINE_ERRORS)}"""
+
+
+def _lines_table(source: int) -> str:
+    return f"line_numbers_{source}"
+
+
+def _rejects_table(source: int) -> str:
+    return f"rejected_lines_{source}"
+
+
+# What DuckDB's CSV reader says of a line it could not read, said for a user.
+JSON_LINE_ERRORS = {
+    "INVALID ENCODING": "record: not UTF-8 text",
+    "TOO MANY COLUMNS": "record: contains the control character U+001F",
+}
+CSV_LINE_ERRORS = {
+    "INVALID ENCODING": "record: not UTF-8 text",
+    "TOO MANY COLUMNS": "record: more fields than the header names",
+    "MISSING COLUMNS": "record: fewer fields than the header names",
+    "UNQUOTED VALUE": "record: a quote inside an unquoted field",
+    "LINE SIZE OVER MAXIMUM": "record: line too long",
+}
+
+
+def _rejected_lines_select(source: int, reasons: dict[str, str]) -> str:
+    """The lines DuckDB's reader refused, as records with their problem and raw text."""
+    cases = " ".join(f"WHEN {_sql_string(k)} THEN {_sql_string(v)}" for k, v in reasons.items())
+    fields = ", ".join(f'NULL::VARCHAR AS "{name}"' for name in FIELDS)
+    return f"""
+        SELECT {source} AS source, line,
+               CASE error_type {cases} ELSE 'record: malformed: ' || error_message END
+                   AS problem,
+               csv_line AS raw_text, {fields}
+        FROM (SELECT DISTINCT ON (line) line, error_type, error_message, csv_line
+              FROM {_rejects_table(source)} ORDER BY line)"""
 
 
 def _tabular_select(table: str, source: int, line_offset: int, columns: list[str]) -> str:
@@ -116,10 +174,15 @@ def _tabular_select(table: str, source: int, line_offset: int, columns: list[str
         if extra and line_offset
         else "NULL"
     )
+    if not line_offset:  # Parquet: records, not lines
+        return f"""
+            SELECT {source} AS source, rowid + 1 AS line,
+                   {problem} AS problem, NULL AS raw_text, {fields}
+            FROM {table}"""
     return f"""
-        SELECT {source} AS source, rowid + 1 + {line_offset} AS line,
-               {problem} AS problem, NULL AS raw_text, {fields}
-        FROM {table}"""
+        SELECT {source} AS source, n.line, {problem} AS problem, NULL AS raw_text, {fields}
+        FROM {table} t JOIN {_lines_table(source)} n ON n.ord = t.rowid
+        UNION ALL {_rejected_lines_select(source, CSV_LINE_ERRORS)}"""
 
 
 class Check(NamedTuple):
@@ -241,6 +304,12 @@ def _checks(max_duration_seconds: int) -> list[Check]:
             "'quantity: too large'",
             "quantity",
         ),
+        Check(
+            f"{interval} AND try_cast(coalesce({quantity}, '1') AS DECIMAL(38, 6)) "
+            f"* (end_s - start_s) > {MAX_EVENT_UNIT_SECONDS}",
+            f"'quantity: more than {MAX_EVENT_UNIT_SECONDS:.0e} unit-seconds in one event'",
+            f"coalesce({quantity}, '1') || ' for ' || (end_s - start_s) || ' s'",
+        ),
     ]
     return checks
 
@@ -311,15 +380,24 @@ class _Ingestion:
     def load_file(self, path: Path, source: int) -> str:
         quoted = _sql_string(str(path))
         suffix = path.suffix.lower()
+        # A line the reader cannot take (bad UTF-8, ragged row) is kept aside with its
+        # number, to be rejected alone: it never blocks the lines beside it.
+        rejects = (
+            f"store_rejects = true, ignore_errors = true, "
+            f"rejects_table = '{_rejects_table(source)}', rejects_scan = 'rejected_scans_{source}'"
+        )
         if suffix in JSON_SUFFIXES:
             reader = (
                 f"read_csv({quoted}, columns = {{'text': 'VARCHAR'}}, delim = '\x1f', quote = '', "
-                "escape = '', header = false, auto_detect = false)"
+                f"escape = '', header = false, auto_detect = false, {rejects})"
             )
         elif suffix == ".csv":
+            # RFC 4180: a quote inside a quoted field is doubled. A row with more fields
+            # than the header is refused, the millionth as the first (no sniffing sample
+            # decides); a shorter one lacks its last fields, which the checks name.
             reader = (
-                f"read_csv({quoted}, all_varchar = true, header = true, null_padding = true, "
-                "strict_mode = false)"
+                f"read_csv({quoted}, all_varchar = true, header = true, quote = '\"', "
+                f"escape = '\"', null_padding = true, {rejects})"
             )
         elif suffix == ".parquet":
             reader = f"read_parquet({quoted})"
@@ -330,10 +408,31 @@ class _Ingestion:
             self.sql(f"CREATE TEMP TABLE {table} AS SELECT * FROM {reader}")
         except duckdb.Error as error:
             raise IngestError(f"{path}: cannot be read: {error}") from error
+        if suffix in JSON_SUFFIXES or suffix == ".csv":
+            self.number_lines(table, source, first_line=1 if suffix in JSON_SUFFIXES else 2)
         if suffix in JSON_SUFFIXES:
             return _json_lines_select(table, source)
         columns = [str(row[0]) for row in self.sql(f"DESCRIBE {table}").fetchall()]
         return _tabular_select(table, source, 1 if suffix == ".csv" else 0, columns)
+
+    def number_lines(self, table: str, source: int, first_line: int) -> None:
+        """The file line of each row read: the lines left once the refused ones are taken out.
+
+        (One record a line: a quoted CSV field holding a newline shifts later numbers.)
+        """
+        rejected = _rejects_table(source)
+        if not self._count(f"duckdb_tables() WHERE table_name = '{rejected}'"):
+            self.sql(f"CREATE TEMP TABLE {rejected} (line BIGINT, error_type VARCHAR, "
+                     "error_message VARCHAR, csv_line VARCHAR)")  # fmt: skip
+        self.sql(f"""
+            CREATE TEMP TABLE {_lines_table(source)} AS
+            WITH refused AS (SELECT DISTINCT line FROM {rejected}),
+            candidates AS (
+                SELECT range + {first_line} AS line
+                FROM range((SELECT count(*) FROM {table}) + (SELECT count(*) FROM refused))
+            )
+            SELECT row_number() OVER (ORDER BY line) - 1 AS ord, line
+            FROM candidates ANTI JOIN refused USING (line)""")
 
     def prepared(self, relation: str) -> str:
         """``relation`` (shaped like ``raw``) with references resolved and fields parsed once."""

@@ -49,7 +49,7 @@ class Month(NamedTuple):
 
     @classmethod
     def parse(cls, text: str) -> Month:
-        match = MONTH_PATTERN.match(text.strip())
+        match = MONTH_PATTERN.fullmatch(text.strip())
         if match is None or not 1 <= int(match.group(2)) <= 12:
             raise PeriodError(f"{text!r} is not a month: write YYYY-MM, e.g. 2026-11")
         return cls(int(match.group(1)), int(match.group(2)))

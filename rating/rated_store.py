@@ -150,7 +150,7 @@ class RatedStore:
         """Month keys (YYYY-MM) with rated lines, up to and including ``up_to``."""
         months = []
         for folder in sorted(self.workspace.rated_dir.glob("month=*")):
-            match = MONTH_FOLDER.match(folder.name)
+            match = MONTH_FOLDER.fullmatch(folder.name)
             if match and match.group(1) <= up_to.key and (folder / LINES_FILE).is_file():
                 months.append(match.group(1))
         return months
@@ -180,7 +180,7 @@ class RatedStore:
     def resolve(self, rated_file: str) -> Path:
         """A rated-lines path read back from the ledger, checked to be one of ours."""
         path = (self.workspace.root / rated_file).resolve()
-        if not RATED_FILE.match(rated_file) or path.parent.parent != self.workspace.rated_dir:
+        if not RATED_FILE.fullmatch(rated_file) or path.parent.parent != self.workspace.rated_dir:
             raise RatingError(f"{rated_file!r} is not a rated-lines file of this workspace")
         if not path.is_file():
             raise RatingError(f"{rated_file} is missing: rate its month again")

@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import TypeAdapter, ValidationError
 
 from beanbill.ledger.invoicing.vat import VatBreakdown, VatLine, VatTreatment, breakdown
+from beanbill.rating.characters import REFUSED_CHARACTERS
 from beanbill.rating.errors import BeanbillError
 
 
@@ -88,6 +89,27 @@ class InvoiceDocument:
     @property
     def due_minor(self) -> int:
         return self.gross_minor - self.paid_minor
+
+
+def _texts(document: InvoiceDocument) -> list[tuple[str, str]]:
+    texts = []
+    for role, party in (("seller", document.seller), ("buyer", document.buyer)):
+        texts += [(f"{role} name", party.name)]
+        texts += [(f"{role} address", line) for line in party.address]
+    texts += [(f"line {line.line_id}", line.description) for line in document.lines]
+    texts += [(f"note {code}", text) for code, text in document.notes]
+    return texts
+
+
+def check_renderable(document: InvoiceDocument) -> None:
+    """Refuse, before a number is spent on it, a document its renderers could not write."""
+    for where, text in _texts(document):
+        found = REFUSED_CHARACTERS.search(text)
+        if found:
+            raise DocumentError(
+                f"{document.buyer_reference}: {where} holds U+{ord(found.group()):04X}, which "
+                f"an XML 1.0 invoice and its PDF cannot carry: {text[:80]!r}"
+            )
 
 
 _SNAPSHOT = TypeAdapter(InvoiceDocument)

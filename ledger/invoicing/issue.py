@@ -21,7 +21,7 @@ from beanbill.ledger.books import load_books
 from beanbill.ledger.entries import Entry
 from beanbill.ledger.invoicing import InvoicingError
 from beanbill.ledger.invoicing.derive import Derived, InvoiceTerms, derive
-from beanbill.ledger.invoicing.documents import InvoiceDocument
+from beanbill.ledger.invoicing.documents import DocumentError, InvoiceDocument, check_renderable
 from beanbill.ledger.invoicing.due import DueInvoice, due_invoices, issued_keys
 from beanbill.ledger.invoicing.files import relative_to_ledger_file, render_all
 from beanbill.ledger.invoicing.issuance import issuance_entries, ledger_file
@@ -73,6 +73,7 @@ def derive_due(
 class IssueSummary:
     issued: tuple[str, ...]
     files: tuple[Path, ...]
+    refused: tuple[tuple[str, str], ...] = ()  # (invoice key, why): not numbered, reported
 
 
 def issue(
@@ -85,6 +86,7 @@ def issue(
     currency = workspace.settings.billing.currency
     issued: list[str] = []
     files: list[Path] = []
+    refused: list[tuple[str, str]] = []
     with workspace.writing(), RatedStore(workspace) as store:
         writer = LedgerWriter(workspace.ledger_path)
         books = load_books(workspace.ledger_path, currency)
@@ -117,10 +119,20 @@ def issue(
         series = series_name(workspace.settings.invoicing.invoice_series, issue_date)
         # Derive everything before numbering anything: an invoice that cannot be derived
         # (its rated detail drifted, say) must not hold a number while it waits.
-        drafts = {
-            item.key: derive_due(workspace, store, item, DRAFT_NUMBER, issue_date)
-            for item in ordered
-        }
+        # One that cannot (or that its renderers could not write) is refused alone and
+        # reported; the others are issued.
+        drafts: dict[str, Derived] = {}
+        for item in ordered:
+            try:
+                draft = derive_due(workspace, store, item, DRAFT_NUMBER, issue_date)
+                check_renderable(draft.document)
+            except (InvoicingError, DocumentError) as error:
+                if item.key in pending:
+                    raise  # a number waits on it: never skipped, the run stops to be fixed
+                refused.append((item.key, str(error)))
+                continue
+            drafts[item.key] = draft
+        ordered = [item for item in ordered if item.key in drafts]
         numbered = [(item, numbers.assign(series, item.key, issue_date)) for item in ordered]
         crash_point("assign")
         derived_all = [
@@ -151,7 +163,7 @@ def issue(
             numbers.mark_issued(assigned.number)
             issued.append(assigned.number)
             files.append(workspace.invoices_dir / f"{assigned.number}.pdf")
-    return IssueSummary(tuple(issued), tuple(files))
+    return IssueSummary(tuple(issued), tuple(files), tuple(refused))
 
 
 def _numbered(draft: Derived, assigned: Assigned) -> Derived:

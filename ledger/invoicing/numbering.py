@@ -70,7 +70,7 @@ class InvoiceNumbers:
         The issue date is stored with the number, so a document finished after a crash
         carries the date it was first issued with.
         """
-        if not SERIES_PATTERN.match(series):
+        if not SERIES_PATTERN.fullmatch(series):
             raise NumberingError(f"series {series!r}: use capitals, digits and '-', e.g. INV-2026")
         with self._connection() as connection:
             connection.execute("BEGIN IMMEDIATE")
@@ -185,7 +185,7 @@ class InvoiceNumbers:
 def parse_number(number: str) -> tuple[str, int]:
     """(series, value) of a number written by ``format_number``."""
     series, _, digits = number.rpartition("-")
-    if not SERIES_PATTERN.match(series) or not digits.isdigit() or len(digits) != NUMBER_DIGITS:
+    if not SERIES_PATTERN.fullmatch(series) or not digits.isdigit() or len(digits) != NUMBER_DIGITS:
         raise NumberingError(f"{number!r} is not a number of a beanbill series")
     return series, int(digits)
 
