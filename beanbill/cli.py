@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -31,6 +32,9 @@ from beanbill.exits import (
 from beanbill.ledger.books import ledger_errors, load_books
 from beanbill.ledger.entries import format_minor
 from beanbill.ledger.invoicing.due import issued_numbers_of
+
+if TYPE_CHECKING:
+    from beanbill.ledger.invoicing.issue import IssueSummary
 from beanbill.ledger.post import balance, post, record_credit
 from beanbill.progress import ProgressBar, on_terminal
 from beanbill.rating.errors import WorkspaceError
@@ -360,14 +364,20 @@ def invoice_group(
     click.echo(f"{len(summary.issued):,} invoices issued")
     if summary.issued:
         click.echo(f"  {summary.issued[0]} … {summary.issued[-1]} in {loaded.invoices_dir}")
-    _print_refused(summary.refused)
-    if summary.refused:
+    _print_refused(summary)
+    if summary.refused or summary.stale:
         sys.exit(EXIT_ATTENTION)
 
 
-def _print_refused(refused: tuple[tuple[str, str], ...]) -> None:
-    for key, reason in refused:
+def _print_refused(summary: IssueSummary) -> None:
+    for key, reason in summary.refused:
         click.echo(f"  not issued: {key}: {reason}")
+    for stale in summary.stale:
+        click.echo(
+            f"  re-rated after issue: {stale.number} moved {stale.moved_minor}, its period now "
+            f"holds {stale.now_minor} (minor units): `beanbill invoice credit {stale.number}` "
+            "cancels it and the next run invoices the period again, late usage included"
+        )
 
 
 @invoice_group.command(name="draft")
@@ -591,8 +601,8 @@ def run_command(workspace: Path, period: str | None, as_of: datetime | None) -> 
     with ProgressBar("rendering invoices") as bar:
         issued = issue(loaded, month, day, bar)
     click.echo(f"invoice: {len(issued.issued):,} issued")
-    _print_refused(issued.refused)
-    attention |= bool(issued.refused)
+    _print_refused(issued)
+    attention |= bool(issued.refused or issued.stale)
     pushed = run_push(loaded)
     reports = run_reconcile(loaded, month.first_day - timedelta(days=DEFAULT_RECONCILE_DAYS))
     attention |= pushed.needs_attention or any(report.discrepancies for report in reports)

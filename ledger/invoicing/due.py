@@ -13,13 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from typing import NamedTuple
 
 from beanbill.ledger import keys
-from beanbill.ledger.accounts import UNBILLED_ROOT, family_of, is_income, under
+from beanbill.ledger.accounts import CREDITS_ROOT, UNBILLED_ROOT, family_of, is_income, under
 from beanbill.ledger.books import Books
 from beanbill.ledger.entries import Transaction
 from beanbill.ledger.invoicing import InvoicingError
-from beanbill.rating.config import Customer
+from beanbill.rating.config import BillingMode, Customer
 from beanbill.rating.money import AMOUNT_SCALE
 from beanbill.rating.periods import Month
 
@@ -181,6 +182,46 @@ def due_invoices(customers: Mapping[str, Customer], books: Books, up_to: Month) 
             )
         )
     return due
+
+
+class StaleInvoice(NamedTuple):
+    number: str
+    key: str
+    moved_minor: int  # what the issuance took out of unbilled and credits, per its postings
+    now_minor: int  # what the period's consumption in force leaves there
+
+
+def stale_invoices(customers: Mapping[str, Customer], books: Books) -> list[StaleInvoice]:
+    """Invoices in force whose period was re-rated after they were issued (``post --correct``).
+
+    The correction's difference sits in unbilled (or credits) with no invoice to take it:
+    the invoice must be cancelled by a credit note so that the period is invoiced again,
+    late usage included. Only periods with a corrected consumption are compared.
+    """
+    corrected = {
+        (customers[c.org].parent or c.org, c.period)
+        for c in consumptions(books)
+        if c.txn_id != keys.usage_txn_id(c.org, c.period, c.day)
+    }
+    stale = []
+    for key, number in sorted(issued_keys(books).items()):
+        parsed = keys.InvoiceKey.parse(key)
+        if (parsed.payer, parsed.period) not in corrected:
+            continue
+        due = due_for_issued(customers, books, key, customers[parsed.payer])
+        now = sum(c.unbilled() + c.over_consumption() for c in due.consumptions)
+        if customers[parsed.payer].billing_mode is BillingMode.PROVISIONED:
+            now = sum(sum(c.income_by_family().values()) + c.over_consumption()
+                      for c in due.consumptions)  # fmt: skip
+        issuance = books.transaction(keys.invoice_txn_id(number))
+        moved = -sum(
+            p.amount_minor
+            for p in issuance.postings
+            if under(p.account, UNBILLED_ROOT) or under(p.account, CREDITS_ROOT)
+        )
+        if moved != now:
+            stale.append(StaleInvoice(number, key, moved, now))
+    return stale
 
 
 def due_for_issued(

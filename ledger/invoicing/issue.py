@@ -22,7 +22,13 @@ from beanbill.ledger.entries import Entry
 from beanbill.ledger.invoicing import InvoicingError
 from beanbill.ledger.invoicing.derive import Derived, InvoiceTerms, derive
 from beanbill.ledger.invoicing.documents import DocumentError, InvoiceDocument, check_renderable
-from beanbill.ledger.invoicing.due import DueInvoice, due_invoices, issued_keys
+from beanbill.ledger.invoicing.due import (
+    DueInvoice,
+    StaleInvoice,
+    due_invoices,
+    issued_keys,
+    stale_invoices,
+)
 from beanbill.ledger.invoicing.files import relative_to_ledger_file, render_all
 from beanbill.ledger.invoicing.issuance import issuance_entries, ledger_file
 from beanbill.ledger.invoicing.numbering import Assigned
@@ -74,6 +80,7 @@ class IssueSummary:
     issued: tuple[str, ...]
     files: tuple[Path, ...]
     refused: tuple[tuple[str, str], ...] = ()  # (invoice key, why): not numbered, reported
+    stale: tuple[StaleInvoice, ...] = ()  # re-rated after issue: to cancel and issue again
 
 
 def issue(
@@ -93,6 +100,7 @@ def issue(
         numbers = numbering_state(workspace, books)
         accounts = organization_accounts(workspace.customers.customer)
         due = due_invoices(workspace.customers.by_id(), books, up_to)
+        stale = stale_invoices(workspace.customers.by_id(), books)
         by_key = {item.key: item for item in due}
         pending = {assigned.document_key: assigned for assigned in numbers.pending()}
         in_ledger = issued_keys(books)
@@ -163,7 +171,7 @@ def issue(
             numbers.mark_issued(assigned.number)
             issued.append(assigned.number)
             files.append(workspace.invoices_dir / f"{assigned.number}.pdf")
-    return IssueSummary(tuple(issued), tuple(files), tuple(refused))
+    return IssueSummary(tuple(issued), tuple(files), tuple(refused), tuple(stale))
 
 
 def _numbered(draft: Derived, assigned: Assigned) -> Derived:
