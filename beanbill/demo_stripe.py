@@ -1,14 +1,15 @@
 """The demo's last act: push to a local Stripe peer, get paid by webhook, reconcile, show balances.
 
-The peer is localstripe started by the repository's test launcher (tests/peers), which
-exists in a source checkout with the dev dependencies (what `make demo` installs). Where
-it is missing, the demo says how to point beanbill at a Stripe instead. Keys here are
-throwaway test values for the local peer, set in this process's environment only.
+The peer is localstripe, patched and started by ``beanbill.stripe_peer`` (part of the
+package, so an installed wheel runs it too). localstripe is optional: the ``demo`` extra
+(``pip install 'beanbill[demo]'``) or a dev install (what `make demo` installs) brings it.
+Where it is missing, the demo says so in one line, with how to point beanbill at Stripe
+test mode instead, and ends normally. Keys here are throwaway test values for the local
+peer, set in this process's environment only.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import secrets
 import signal
@@ -20,36 +21,31 @@ from pathlib import Path
 
 import click
 
+from beanbill import stripe_peer
+from beanbill.connectors.stripe import ACCOUNTS
+from beanbill.ledger.accounts import BANK, RECEIVABLE_ROOT
 from beanbill.ledger.books import ledger_errors, load_books
 from beanbill.ledger.entries import format_minor
 from beanbill.rating.workspace import SETTINGS_FILE, Workspace
 from beanbill.sync_commands import run_push, run_reconcile
 
-ROOT = Path(__file__).resolve().parent.parent
-LAUNCHER = ROOT / "tests" / "peers" / "localstripe_launcher.py"
 SETTLE_SECONDS = 30
-SHOWN_ACCOUNTS = (
-    "Assets:Stripe:Balance",
-    "Expenses:Fees:Stripe",
-    "Assets:Bank:Operating",
-)
+SHOWN_ACCOUNTS = (ACCOUNTS.clearing, ACCOUNTS.fees, BANK)  # names from the chart, not here
 
 
-def peer_available() -> bool:
-    return LAUNCHER.exists() and importlib.util.find_spec("localstripe") is not None
+def skipped_message(workspace: Workspace) -> str:
+    """One line: the Stripe part is skipped, what to install, and the Stripe test mode way."""
+    return (
+        "Stripe: skipped (localstripe is not installed; pip install 'beanbill[demo]' to run "
+        f"it locally); for Stripe test mode instead, add [sync.stripe] to "
+        f"{workspace.root / SETTINGS_FILE}, export STRIPE_SECRET_KEY and run `beanbill sync push`."
+    )
 
 
 def run(workspace: Workspace) -> None:
-    if not peer_available():
-        click.echo(
-            "\nStripe: no local peer here (localstripe and tests/peers come with a source "
-            "checkout's dev install).\n  To push to Stripe test mode: add [sync.stripe] to "
-            f"{workspace.root / SETTINGS_FILE}, export STRIPE_SECRET_KEY, run `beanbill sync push`."
-        )
+    if not stripe_peer.localstripe_installed():
+        click.echo("\n" + skipped_message(workspace))  # a blank line, like every section
         return
-    sys.path.insert(0, str(ROOT))
-    stripe_peer = importlib.import_module("tests.peers.stripe_peer")
-
     with stripe_peer.running_localstripe() as url:
         os.environ["STRIPE_SECRET_KEY"] = stripe_peer.API_KEY
         os.environ["STRIPE_WEBHOOK_SECRET"] = "whsec_" + secrets.token_hex(16)
@@ -103,7 +99,7 @@ def _print_money(workspace: Workspace) -> None:
             posting.account
             for entry in books.entries
             for posting in getattr(entry, "postings", ())
-            if posting.account.startswith("Assets:Receivable:")
+            if posting.account.startswith(f"{RECEIVABLE_ROOT}:")
         }
     )
     balances = books.balances([*SHOWN_ACCOUNTS, *receivables])

@@ -13,13 +13,12 @@ Factur-X, UBL, ledger) with one worker per core — wall time and CPU per invoic
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import random
 import resource
 import sys
 import time
 import tomllib
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -31,10 +30,10 @@ import weasyprint  # noqa: E402
 
 from beanbill.examples import german_vat_id, write_toml  # noqa: E402
 from beanbill.ledger.invoicing.derive import seller_legal_line  # noqa: E402
-from beanbill.ledger.invoicing.einvoice import cii_xml, validate_cii  # noqa: E402
+from beanbill.ledger.invoicing.einvoice import cii_xml  # noqa: E402
 from beanbill.ledger.invoicing.issue import issue, preview  # noqa: E402
 from beanbill.ledger.invoicing.render import invoice_html  # noqa: E402
-from beanbill.ledger.invoicing.ubl import ubl_xml, validate_ubl  # noqa: E402
+from beanbill.ledger.invoicing.ubl import ubl_xml  # noqa: E402
 from beanbill.ledger.post import post, record_credit  # noqa: E402
 from beanbill.rating.config import BillingMode  # noqa: E402
 from beanbill.rating.ingest import ingest  # noqa: E402
@@ -42,6 +41,8 @@ from beanbill.rating.periods import Month  # noqa: E402
 from beanbill.rating.rate import rate_months  # noqa: E402
 from beanbill.rating.workspace import CUSTOMERS_FILE, Workspace  # noqa: E402
 from bench.bench_ledger import make_workspace  # noqa: E402
+from tests.einvoice_validation import validate_cii, validate_ubl  # noqa: E402
+from tests.support import write_jsonl  # noqa: E402
 
 ORGANIZATIONS = 1_000
 SAMPLE = 100
@@ -58,36 +59,7 @@ def build(root: Path) -> Workspace:
             record["vat_id"] = german_vat_id(rng)
     write_toml(root / CUSTOMERS_FILE, {"customer": customers})
     workspace = Workspace.load(root)
-    events = io.StringIO()
-    for index, customer in enumerate(workspace.customers.customer):
-        for resource_index in range(3):
-            day = 1 + (index + resource_index) % 28
-            record = {
-                "id": f"{customer.id}-{resource_index}",
-                "org": customer.id,
-                "resource": f"{customer.id}/app-{resource_index}",
-                "meter": "cpu",
-                "start": f"2026-10-{day:02d}T08:00:00Z",
-                "end": f"2026-10-{day + 1:02d}T20:00:00Z",
-                "quantity": str(1 + resource_index),
-            }
-            events.write(json.dumps(record) + "\n")
-        events.write(
-            json.dumps(
-                {
-                    "id": f"{customer.id}-egress",
-                    "org": customer.id,
-                    "resource": f"{customer.id}/lb",
-                    "meter": "egress",
-                    "at": "2026-10-15T12:00:00Z",
-                    "quantity": "345.678",
-                }
-            )
-            + "\n"
-        )
-    usage = root / "usage.jsonl"
-    usage.write_text(events.getvalue())
-    ingest(workspace, [usage])
+    ingest(workspace, [write_jsonl(root / "usage.jsonl", usage(workspace))])
     rate_months(workspace, [MONTH])
     for customer in workspace.customers.customer:
         if customer.billing_mode is not BillingMode.POSTPAID:
@@ -96,6 +68,30 @@ def build(root: Path) -> Workspace:
             )
     post(workspace, MONTH, date(2026, 11, 2))
     return workspace
+
+
+def usage(workspace: Workspace) -> Iterator[dict[str, str]]:
+    """Three vCPU runs and one egress counter per organization, spread over October."""
+    for index, customer in enumerate(workspace.customers.customer):
+        for resource_index in range(3):
+            day = 1 + (index + resource_index) % 28
+            yield {
+                "id": f"{customer.id}-{resource_index}",
+                "org": customer.id,
+                "resource": f"{customer.id}/app-{resource_index}",
+                "meter": "cpu",
+                "start": f"2026-10-{day:02d}T08:00:00Z",
+                "end": f"2026-10-{day + 1:02d}T20:00:00Z",
+                "quantity": str(1 + resource_index),
+            }
+        yield {
+            "id": f"{customer.id}-egress",
+            "org": customer.id,
+            "resource": f"{customer.id}/lb",
+            "meter": "egress",
+            "at": "2026-10-15T12:00:00Z",
+            "quantity": "345.678",
+        }
 
 
 def cpu_seconds() -> float:

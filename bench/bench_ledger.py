@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -26,13 +25,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from beanbill.examples import CATALOG, SETTINGS, write_toml  # noqa: E402
-from beanbill.ledger.main_file import main_ledger_text  # noqa: E402
+from beanbill.examples import CATALOG, SETTINGS  # noqa: E402
 from beanbill.ledger.post import post, record_credit  # noqa: E402
 from beanbill.rating.ingest import ingest  # noqa: E402
 from beanbill.rating.periods import Month, parse_month_range  # noqa: E402
 from beanbill.rating.rate import rate_months  # noqa: E402
-from beanbill.rating.workspace import CATALOG_FILE, CUSTOMERS_FILE, SETTINGS_FILE, Workspace  # noqa: E402
+from beanbill.rating.workspace import Workspace  # noqa: E402
+from tests.support import write_jsonl, write_workspace  # noqa: E402
 
 MODES = ("postpaid", "prepaid", "provisioned")
 
@@ -40,8 +39,6 @@ MODES = ("postpaid", "prepaid", "provisioned")
 def make_workspace(root: Path, organizations: int, periods: tuple[str, ...]) -> Workspace:
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    write_toml(root / SETTINGS_FILE, SETTINGS)
-    write_toml(root / CATALOG_FILE, CATALOG)
     customers = [
         {
             "id": f"org-{index:05d}",
@@ -54,29 +51,24 @@ def make_workspace(root: Path, organizations: int, periods: tuple[str, ...]) -> 
         }
         for index in range(organizations)
     ]
-    write_toml(root / CUSTOMERS_FILE, {"customer": customers})
-    workspace = Workspace.load(root)
-    workspace.ledger_path.write_text(main_ledger_text(workspace.settings, workspace.catalog))
-    return workspace
+    return write_workspace(root, SETTINGS, CATALOG, customers)
 
 
 def daily_usage(workspace: Workspace, first: date, days: int) -> Path:
     """One vCPU-hour per organization per day, as JSON Lines."""
-    path = workspace.root / "usage.jsonl"
-    with path.open("w") as handle:
-        for customer in workspace.customers.customer:
-            for offset in range(days):
-                day = date.fromordinal(first.toordinal() + offset)
-                record = {
-                    "id": f"{customer.id}-{day}",
-                    "org": customer.id,
-                    "resource": "app",
-                    "meter": "cpu",
-                    "start": f"{day}T10:00:00Z",
-                    "end": f"{day}T11:00:00Z",
-                }
-                handle.write(json.dumps(record) + "\n")
-    return path
+    records = (
+        {
+            "id": f"{customer.id}-{day}",
+            "org": customer.id,
+            "resource": "app",
+            "meter": "cpu",
+            "start": f"{day}T10:00:00Z",
+            "end": f"{day}T11:00:00Z",
+        }
+        for customer in workspace.customers.customer
+        for day in (date.fromordinal(first.toordinal() + offset) for offset in range(days))
+    )
+    return write_jsonl(workspace.root / "usage.jsonl", records)
 
 
 def posting_throughput(data: Path) -> list[tuple[str, str]]:

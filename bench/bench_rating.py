@@ -27,43 +27,24 @@ import duckdb
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from beanbill.examples import SETTINGS, write_toml  # noqa: E402
-from beanbill.rating.workspace import CATALOG_FILE, CUSTOMERS_FILE, SETTINGS_FILE  # noqa: E402
+from beanbill.examples import SETTINGS  # noqa: E402
 
 ORGANIZATIONS = 10_000
 RESOURCES_PER_ORGANIZATION = 20
 MONTH_START_EPOCH = 1_793_491_200  # 2026-11-01T00:00:00Z
 DAYS = 30
-CATALOG: dict[str, Any] = {
-    "meter": [
-        {
-            "id": "cpu",
-            "name": "vCPU",
-            "unit": "vCPU",
-            "kind": "interval",
-            "family": "Compute",
-            "price": [
-                {
-                    "effective": date(2026, 1, 1),
-                    "free": "3600",
-                    "tiers": [
-                        {"up_to": "2592000", "price": "0.0000069444"},
-                        {"price": "0.0000050001"},
-                    ],
-                },
-                {"effective": date(2026, 11, 15), "price": "0.0000063889"},
-            ],
-        },
-        {
-            "id": "memory",
-            "name": "Memory",
-            "unit": "GB",
-            "kind": "interval",
-            "family": "Compute",
-            "price": [{"effective": date(2026, 1, 1), "price": "0.0000009722"}],
-        },
-    ]
-}
+CPU_PRICES: list[dict[str, Any]] = [
+    {
+        "effective": date(2026, 1, 1),
+        "free": "3600",
+        "tiers": [
+            {"up_to": "2592000", "price": "0.0000069444"},
+            {"price": "0.0000050001"},
+        ],
+    },
+    {"effective": date(2026, 11, 15), "price": "0.0000063889"},
+]
+MEMORY_PRICES: list[dict[str, Any]] = [{"effective": date(2026, 1, 1), "price": "0.0000009722"}]
 
 
 def generate(size: int, folder: Path) -> tuple[Path, Path]:
@@ -111,10 +92,12 @@ def generate(size: int, folder: Path) -> tuple[Path, Path]:
 
 
 def make_workspace(root: Path) -> Path:
+    # Imported here, not at the top: every measured step re-imports this file, and the
+    # builders' imports (the whole pipeline) would add to the steps' peak RSS.
+    from tests.support import example_meter, write_configuration_files
+
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    write_toml(root / SETTINGS_FILE, SETTINGS)
-    write_toml(root / CATALOG_FILE, CATALOG)
     customers = [
         {
             "id": f"org-{index:05d}",
@@ -126,7 +109,8 @@ def make_workspace(root: Path) -> Path:
         }
         for index in range(ORGANIZATIONS)
     ]
-    write_toml(root / CUSTOMERS_FILE, {"customer": customers})
+    catalog = {"meter": [example_meter("cpu", CPU_PRICES), example_meter("memory", MEMORY_PRICES)]}
+    write_configuration_files(root, SETTINGS, catalog, customers)
     return root
 
 

@@ -19,8 +19,6 @@ took after the last answer to have posted everything. The floor is the same serv
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
 import json
 import os
 import statistics
@@ -44,11 +42,12 @@ from beanbill.connectors.stripe import StripeConnector  # noqa: E402
 from beanbill.ledger.invoicing.documents import DocumentType, InvoiceDocument, InvoiceLine, Party  # noqa: E402
 from beanbill.ledger.invoicing.vat import VatCategory, VatTreatment  # noqa: E402
 from beanbill.rating.config import StripeSettings  # noqa: E402
+from beanbill.stripe_peer import API_KEY, free_port, running_localstripe  # noqa: E402
 from beanbill.sync.push import push_all  # noqa: E402
 from beanbill.sync.retry import RetryPolicy  # noqa: E402
 from beanbill.sync.state import SqliteSyncState  # noqa: E402
 from tests.peers.fault_proxy import Fault, fault_proxy  # noqa: E402
-from tests.peers.stripe_peer import API_KEY, free_port, running_localstripe  # noqa: E402
+from tests.support import BEANBILL, stripe_signature  # noqa: E402
 
 LIMIT_PER_SECOND = 25
 SECRET = "whsec_bench"
@@ -119,7 +118,7 @@ def push_bench(url: str, count: int, per_second: int, label: str, limited: bool)
 
 def workspace_for_serve(folder: Path) -> Path:
     root = folder / "ws"
-    subprocess.run([str(ROOT / ".venv/bin/beanbill"), "init", str(root)], check=True,
+    subprocess.run([BEANBILL, "init", str(root)], check=True,
                    capture_output=True)  # fmt: skip
     with (root / "beanbill.toml").open("a") as settings:
         settings.write('\n[sync.stripe]\napi_base = "http://127.0.0.1:9"\n')
@@ -134,12 +133,6 @@ def event(index: int) -> bytes:
     return json.dumps(body).encode()
 
 
-def signed(body: bytes) -> dict[str, str]:
-    timestamp = int(time.time())
-    digest = hmac.new(SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return {"Stripe-Signature": f"t={timestamp},v1={digest.hexdigest()}"}
-
-
 def load(url: str, bodies: list[bytes | None]) -> tuple[float, list[float]]:
     """Send every body (None: GET /health) from SENDERS threads; wall time and latencies."""
     local = threading.local()
@@ -151,7 +144,8 @@ def load(url: str, bodies: list[bytes | None]) -> tuple[float, list[float]]:
         if body is None:
             answer = local.client.get(f"{url}/health")
         else:
-            answer = local.client.post(f"{url}/webhooks/stripe", content=body, headers=signed(body))
+            headers = stripe_signature(body, SECRET)
+            answer = local.client.post(f"{url}/webhooks/stripe", content=body, headers=headers)
         answer.raise_for_status()
         return time.perf_counter() - started
 
@@ -172,7 +166,7 @@ def webhook_bench(count: int) -> list[list[str]]:
         port = free_port()
         environment = {**os.environ, "STRIPE_SECRET_KEY": API_KEY, "STRIPE_WEBHOOK_SECRET": SECRET}
         server = subprocess.Popen(
-            [str(ROOT / ".venv/bin/beanbill"), "serve", "-w", str(root), "--port", str(port)],
+            [BEANBILL, "serve", "-w", str(root), "--port", str(port)],
             env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"

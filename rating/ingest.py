@@ -44,10 +44,10 @@ MAX_FILES_PER_INGEST = 1_000
 MAX_ID_LENGTH = 128
 MAX_RESOURCE_LENGTH = 256
 MAX_QUANTITY_INTEGER_DIGITS = 12
-# One interval event uses at most this many unit-seconds (quantity × seconds): rating sums
-# usage per organization, period and meter in int64 micro units (9.2e12 unit-seconds), so
-# no single event can make a month unrateable.
-MAX_EVENT_UNIT_SECONDS = 10**12
+# One interval event uses at most this many unit-seconds (quantity × seconds): rating counts
+# usage in int64 micro units (9.2e12 unit-seconds), so no single event can make a month
+# unrateable (many large ones still can, and rating then stops with that error).
+MAX_EVENT_UNIT_SECONDS = (2**63 - 1) // 10**QUANTITY_SCALE
 EARLIEST_YEAR = 2000
 LATEST_YEAR = 2100
 REASONS_SHOWN = 10
@@ -307,7 +307,7 @@ def _checks(max_duration_seconds: int) -> list[Check]:
         Check(
             f"{interval} AND try_cast(coalesce({quantity}, '1') AS DECIMAL(38, 6)) "
             f"* (end_s - start_s) > {MAX_EVENT_UNIT_SECONDS}",
-            f"'quantity: more than {MAX_EVENT_UNIT_SECONDS:.0e} unit-seconds in one event'",
+            f"'quantity: more than {MAX_EVENT_UNIT_SECONDS:,} unit-seconds in one event'",
             f"coalesce({quantity}, '1') || ' for ' || (end_s - start_s) || ' s'",
         ),
     ]

@@ -1,67 +1,37 @@
-"""Shared fixtures: real workspaces on disk, real DuckDB, real Ibis; no mocks."""
+"""Shared fixtures: real workspaces on disk, real DuckDB, real Ibis, a real Stripe peer; no mocks.
+
+The builders they use are in tests/support.py (the benchmarks use them too).
+"""
 
 from __future__ import annotations
 
 import copy
-import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from beanbill.examples import SETTINGS, write_toml
-from beanbill.ledger.main_file import main_ledger_text
-from beanbill.rating.workspace import CATALOG_FILE, CUSTOMERS_FILE, SETTINGS_FILE, Workspace
+from beanbill.examples import SETTINGS
+from beanbill.ledger.invoicing.issue import issue
+from beanbill.ledger.post import post, record_credit
+from beanbill.rating.ingest import ingest
+from beanbill.rating.periods import Month
+from beanbill.rating.rate import rate_months
+from beanbill.rating.workspace import Workspace
+from beanbill.stripe_peer import API_KEY, reset, running_localstripe
+from tests.support import (
+    SMALL_CATALOG,
+    Issued,
+    customer,
+    october_usage,
+    write_jsonl,
+    write_workspace,
+)
 
-JANUARY = date(2026, 1, 1)
-SMALL_CATALOG: dict[str, Any] = {
-    "meter": [
-        {
-            "id": "cpu",
-            "name": "vCPU",
-            "unit": "vCPU",
-            "kind": "interval",
-            "family": "Compute",
-            "price": [{"effective": JANUARY, "price": "0.0000069444"}],
-        },
-        {
-            "id": "egress",
-            "name": "Egress",
-            "unit": "GB",
-            "kind": "counter",
-            "family": "Network",
-            "price": [
-                {
-                    "effective": JANUARY,
-                    "free": "100",
-                    "tiers": [{"up_to": "1000", "price": "0.01"}, {"price": "0.008"}],
-                }
-            ],
-        },
-    ],
-    "addon": [
-        {
-            "id": "backup",
-            "name": "Backup",
-            "price": {"monthly": "9.90", "weekly": "2.50", "daily": "0.40"},
-        }
-    ],
-    "service": [{"id": "migration", "name": "Migration", "price": "49.00"}],
-}
-
-
-def customer(org: str, period: str = "monthly", **extra: Any) -> dict[str, Any]:
-    return {
-        "id": org,
-        "name": f"{org} Ltd",
-        "address": ["1 Main Street", "Paris"],
-        "country": "FR",
-        "email": f"billing@{org}.example",
-        "billing_period": period,
-        **extra,
-    }
+OCTOBER = Month(2026, 10)
+ISSUE_DAY = date(2026, 11, 5)
 
 
 @pytest.fixture
@@ -75,29 +45,61 @@ def make_workspace(tmp_path: Path) -> Callable[..., Workspace]:
         name: str = "ws",
         sync: dict[str, Any] | None = None,
     ) -> Workspace:
-        root = tmp_path / name
         settings = copy.deepcopy(SETTINGS)
         settings["billing"]["timezone"] = timezone
         if sync is not None:
             settings["sync"] = sync
-        write_toml(root / SETTINGS_FILE, settings)
-        write_toml(root / CATALOG_FILE, catalog or SMALL_CATALOG)
-        write_toml(root / CUSTOMERS_FILE, {"customer": customers or [customer("acme")]})
-        workspace = Workspace.load(root)
-        text = main_ledger_text(workspace.settings, workspace.catalog)
-        workspace.ledger_path.write_text(text)
-        return workspace
+        return write_workspace(
+            tmp_path / name, settings, catalog or SMALL_CATALOG, customers or [customer("acme")]
+        )
 
     return make
 
 
-def write_jsonl(path: Path, records: Iterable[dict[str, Any] | str]) -> Path:
-    lines = [r if isinstance(r, str) else json.dumps(r) for r in records]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(line + "\n" for line in lines))
-    return path
+@pytest.fixture(scope="module")
+def localstripe() -> Iterator[str]:
+    """localstripe on loopback, one per test module (tests reset it when they need it empty)."""
+    with running_localstripe() as url:
+        yield url
 
 
-def read_rejects(path: Path | None) -> list[dict[str, Any]]:
-    assert path is not None, "expected a rejects file"
-    return [json.loads(line) for line in path.read_text().splitlines()]
+@pytest.fixture
+def issued(
+    make_workspace: Callable[..., Workspace],
+    tmp_path: Path,
+    localstripe: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Issued:
+    """A workspace with October invoiced (postpaid, prepaid, provisioned, central)."""
+    reset(localstripe)
+    monkeypatch.setenv("STRIPE_SECRET_KEY", API_KEY)
+
+    def make(**sync: Any) -> Workspace:
+        settings = {
+            "attempts": 8,
+            "concurrency": 2,
+            "max_wait_seconds": 1,
+            **sync,
+            "stripe": {"api_base": localstripe, "timeout_seconds": 1, "requests_per_second": 100},
+        }
+        workspace = make_workspace(
+            customers=[
+                customer("fr-post", billing_mode="postpaid", vat_id="FR44732829320"),
+                customer("team-a", billing_mode="postpaid", parent="fr-post"),
+                customer("de-pre", billing_mode="prepaid", country="DE", vat_id="DE123456788"),
+                customer("us-prov", billing_mode="provisioned", country="US"),
+                customer("fr-small", billing_mode="postpaid"),
+            ],
+            sync=settings,
+        )  # fmt: skip
+        orgs = [("fr-post", 10), ("team-a", 3), ("de-pre", 20), ("us-prov", 8), ("fr-small", 5)]
+        records = [record for org, hours in orgs for record in october_usage(org, hours)]
+        ingest(workspace, [write_jsonl(tmp_path / "u.jsonl", records)])
+        rate_months(workspace, [OCTOBER])
+        record_credit(workspace, "de-pre", "purchase", "1.00", date(2026, 10, 1), None, 100, "d1")
+        record_credit(workspace, "us-prov", "purchase", "0.50", date(2026, 10, 1), None, 100, "u1")
+        post(workspace, OCTOBER, date(2026, 11, 2))
+        issue(workspace, OCTOBER, ISSUE_DAY)
+        return workspace
+
+    return make

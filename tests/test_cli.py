@@ -6,12 +6,9 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import write_jsonl
-
-BEANBILL = str(Path(sys.executable).with_name("beanbill"))
+from tests.support import BEAN_CHECK, BEANBILL, write_jsonl
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -50,9 +47,8 @@ def test_demo_is_deterministic_and_prints_where_results_are(tmp_path: Path) -> N
     assert "bean-check: no errors" in first.stdout and "(provisioned): credits -" in first.stdout
     assert "0 dead letters" in first.stdout and "0 discrepancies" in first.stdout
     assert "payments posted by `beanbill serve`" in first.stdout
-    bean_check = str(Path(sys.executable).with_name("bean-check"))
     ledger = str(tmp_path / "a" / "ledger.beancount")
-    checked = subprocess.run([bean_check, ledger], capture_output=True, text=True, timeout=120)
+    checked = subprocess.run([BEAN_CHECK, ledger], capture_output=True, text=True, timeout=120)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     second = run("demo", "--workspace", str(tmp_path / "b"), "--customers", "10", "--seed", "5")
     folders = ("inbox", "rated", "books")

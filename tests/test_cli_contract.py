@@ -4,6 +4,7 @@ and every failure is one line with exit code 2."""
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 
 from beanbill.cli import main
 from beanbill.exits import EXIT_ERROR
+from tests.support import BEANBILL
 
 # The arguments each command needs besides --workspace (none of them is ever used:
 # the workspace they point at does not exist).
@@ -82,3 +84,19 @@ def test_ingest_honours_the_workspace_too(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["ingest", "-w", str(tmp_path / "nowhere"), str(usage)])
     assert result.exit_code == EXIT_ERROR
     assert f"{tmp_path / 'nowhere'} is not a beanbill workspace" in result.output
+
+
+def test_a_machine_refusal_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    created = subprocess.run([BEANBILL, "init", str(workspace)], capture_output=True, text=True)
+    assert created.returncode == 0, created.stderr
+    (workspace / "state").write_text("a file where the state folder should be")
+    result = subprocess.run(
+        [BEANBILL, "post", "-w", str(workspace), "--period", "2026-10"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == EXIT_ERROR
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert not list(workspace.rglob(".*.tmp-*"))  # no temporary file left behind

@@ -11,7 +11,7 @@ import pytest
 from beanbill.rating.config import Catalog, Settings, load_model
 from beanbill.rating.errors import ConfigError, WorkspaceError
 from beanbill.rating.workspace import CATALOG_FILE, CUSTOMERS_FILE, Workspace
-from tests.conftest import customer
+from tests.support import customer
 
 
 def write(path: Path, text: str) -> Path:

@@ -28,6 +28,7 @@ from beanbill.rating.config import (
     parse_model,
 )
 from beanbill.rating.rated_store import RatedGroup
+from tests.support import egress_meter, example_meter
 
 OCTOBER = date(2026, 10, 1)
 NOVEMBER = date(2026, 11, 1)
@@ -35,22 +36,8 @@ CATALOG = parse_model(
     Catalog,
     {
         "meter": [
-            {
-                "id": "cpu",
-                "name": "vCPU",
-                "unit": "vCPU",
-                "kind": "interval",
-                "family": "Compute",
-                "price": [{"effective": OCTOBER, "price": "0.00001"}],
-            },
-            {
-                "id": "egress",
-                "name": "Egress",
-                "unit": "GB",
-                "kind": "counter",
-                "family": "Network",
-                "price": [{"effective": OCTOBER, "price": "0.01"}],
-            },
+            example_meter("cpu", [{"effective": OCTOBER, "price": "0.00001"}]),
+            egress_meter([{"effective": OCTOBER, "price": "0.01"}]),
         ]
     },
     "catalog",

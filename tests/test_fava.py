@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from datetime import date
@@ -12,30 +10,17 @@ from pathlib import Path
 
 from fava.core import FavaLedger
 
-from beanbill.demo import write_usage
-from beanbill.examples import write_configuration
 from beanbill.ledger.post import post, record_credit
-from beanbill.rating.ingest import ingest
 from beanbill.rating.periods import Month
-from beanbill.rating.rate import rate_months
 from beanbill.rating.workspace import Workspace
+from beanbill.stripe_peer import free_port
+from tests.support import BEANBILL, rated_demo
 
-BEANBILL = str(Path(sys.executable).with_name("beanbill"))
 STARTUP_SECONDS = 60
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def posted_demo(root: Path) -> Workspace:
-    write_configuration(root, 8, seed=11)
-    workspace = Workspace.load(root)
-    files = write_usage(root / "inbox", [c.id for c in workspace.customers.customer], seed=11)
-    ingest(workspace, files)
-    rate_months(workspace, [Month(2026, 10)])
+    workspace, _ = rated_demo(root, 8, seed=11)
     record_credit(workspace, "org-0003", "purchase", "50.00", date(2026, 10, 1), None, 100, None)
     post(workspace, Month(2026, 10), date(2026, 11, 22))
     return workspace

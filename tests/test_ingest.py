@@ -12,7 +12,7 @@ from beanbill.rating.closures import ClosedPeriods
 from beanbill.rating.errors import IngestError
 from beanbill.rating.ingest import ingest
 from beanbill.rating.workspace import Workspace
-from tests.conftest import customer, read_rejects, write_jsonl
+from tests.support import customer, read_rejects, write_jsonl
 
 GOOD = {
     "id": "e1",
@@ -235,6 +235,8 @@ def test_the_largest_quantity_is_stored_exactly(
     make_workspace: Callable[..., Workspace], tmp_path: Path
 ) -> None:
     workspace = make_workspace()
-    source = write_jsonl(tmp_path / "in.jsonl", [with_fields(quantity="999999999999.999999")])
+    counter = with_fields(start=None, end=None, meter="egress", at="2026-11-03T23:59:59Z")
+    largest = {**counter, "quantity": "999999999999.999999"}  # on an interval, beyond rating
+    source = write_jsonl(tmp_path / "in.jsonl", [largest])
     assert ingest(workspace, [source]).accepted == 1
     assert stored(workspace)[0][3] == 999_999_999_999_999_999

@@ -17,6 +17,7 @@ from beanbill.examples import example_ledger_text
 from beanbill.ledger.entries import Open, Posting, Transaction
 from beanbill.ledger.text import LedgerTextError
 from beanbill.ledger.writer import LedgerConflictError, LedgerWriter
+from tests.support import BEAN_CHECK, beancount_snapshot
 
 HOSTILE = [
     'Evil" \n2026-01-01 open Assets:Stolen EUR',
@@ -54,10 +55,6 @@ def load_clean(path: Path) -> list[object]:
     return list(entries)
 
 
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.beancount"))}
-
-
 def test_append_round_trips_includes_and_loads(tmp_path: Path) -> None:
     path = main_file(tmp_path)
     result = LedgerWriter(path).append(
@@ -74,23 +71,23 @@ def test_writing_the_same_thing_twice_changes_no_byte(tmp_path: Path) -> None:
     path = main_file(tmp_path)
     writer = LedgerWriter(path)
     writer.append("books/2026-10/usage.beancount", [usage("a", 1234)])
-    before = snapshot(tmp_path)
+    before = beancount_snapshot(tmp_path)
     result = writer.append("books/2026-10/usage.beancount", [usage("a", 1234)])
     assert (result.written, result.unchanged) == (0, 1)
-    assert snapshot(tmp_path) == before
+    assert beancount_snapshot(tmp_path) == before
 
 
 def test_same_txn_id_with_other_content_is_a_hard_error_naming_both(tmp_path: Path) -> None:
     path = main_file(tmp_path)
     writer = LedgerWriter(path)
     writer.append("books/2026-10/usage.beancount", [usage("a", 1234)])
-    before = snapshot(tmp_path)
+    before = beancount_snapshot(tmp_path)
     with pytest.raises(LedgerConflictError) as raised:
         writer.append("books/2026-10/usage.beancount", [usage("a", 1235)])
     message = str(raised.value)
     assert "usage:a:2026-10" in message and "usage.beancount:" in message
     assert "12.34 EUR" in message and "12.35 EUR" in message
-    assert snapshot(tmp_path) == before
+    assert beancount_snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("text", HOSTILE)
@@ -129,8 +126,7 @@ def test_plugin_catches_a_hand_made_duplicate(tmp_path: Path) -> None:
     generated.write_text(generated.read_text() + "\n" + generated.read_text().split("\n", 1)[1])
     _, errors, _ = loader.load_file(str(path))
     assert any("used twice" in error.message for error in errors)
-    check = subprocess.run([str(Path(sys.executable).with_name("bean-check")), str(path)],
-                           capture_output=True, text=True)  # fmt: skip
+    check = subprocess.run([BEAN_CHECK, str(path)], capture_output=True, text=True)
     assert check.returncode != 0 and "used twice" in check.stdout + check.stderr
 
 
@@ -182,4 +178,4 @@ def test_killed_writers_leave_a_loadable_ledger_and_a_rerun_completes(tmp_path: 
     subprocess.run([*command, str(crashed_dir / "ledger.beancount")], check=True)
     entries = load_clean(crashed_dir / "ledger.beancount")
     assert sum(1 for e in entries if hasattr(e, "postings")) == 150 * 100
-    assert snapshot(crashed_dir) == snapshot(reference_dir)
+    assert beancount_snapshot(crashed_dir) == beancount_snapshot(reference_dir)

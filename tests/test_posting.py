@@ -19,7 +19,7 @@ from beanbill.rating.ingest import ingest
 from beanbill.rating.periods import Month
 from beanbill.rating.rate import rate_months
 from beanbill.rating.workspace import Workspace
-from tests.conftest import customer, write_jsonl
+from tests.support import beancount_snapshot, customer, write_jsonl
 
 NOVEMBER = Month(2026, 11)
 AS_OF = date(2026, 12, 5)
@@ -53,10 +53,6 @@ def books(make_workspace: Callable[..., Workspace], tmp_path: Path) -> Workspace
     return workspace
 
 
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.beancount"))}
-
-
 def test_consumption_draws_credits_in_order_and_books_the_rest_by_mode(books: Workspace) -> None:
     summary = post(books, NOVEMBER, AS_OF)
     assert (summary.periods, summary.expiries) == (3, 1)
@@ -76,10 +72,10 @@ def test_consumption_draws_credits_in_order_and_books_the_rest_by_mode(books: Wo
 
 def test_posting_twice_changes_no_byte_and_closes_the_periods(books: Workspace) -> None:
     post(books, NOVEMBER, AS_OF)
-    before = snapshot(books.root)
+    before = beancount_snapshot(books.root)
     again = post(books, NOVEMBER, AS_OF)
     assert again.written == 0
-    assert snapshot(books.root) == before
+    assert beancount_snapshot(books.root) == before
     assert ("post", "2026-11") in ClosedPeriods(books.state_dir).all_keys()
 
 
@@ -108,9 +104,9 @@ def test_a_re_rated_closed_period_is_corrected_by_new_entries_only(
     prov = balance(books, "prov")
     assert prov.credits_minor == 150 - 500  # the reversal gave the credits back, drawn again
     assert {lot.lot_id: left for lot, left in prov.lots} == {"p1": 0, "g1": 0}
-    before = snapshot(books.root)
+    before = beancount_snapshot(books.root)
     assert post(books, NOVEMBER, date(2026, 12, 20), correct=True).written == 0
-    assert snapshot(books.root) == before
+    assert beancount_snapshot(books.root) == before
 
 
 def test_a_credit_id_cannot_smuggle_ledger_syntax(books: Workspace) -> None:
@@ -121,12 +117,12 @@ def test_a_credit_id_cannot_smuggle_ledger_syntax(books: Workspace) -> None:
 
 
 def test_credit_commands_are_idempotent(books: Workspace) -> None:
-    before = snapshot(books.root)
+    before = beancount_snapshot(books.root)
     _, written = record_credit(
         books, "prov", "purchase", "1.00", date(2026, 10, 1), None, 100, "p1"
     )
     assert not written
-    assert snapshot(books.root) == before
+    assert beancount_snapshot(books.root) == before
 
 
 @given(

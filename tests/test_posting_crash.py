@@ -6,38 +6,31 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from beancount import loader
 
-from beanbill.examples import CATALOG, SETTINGS, write_toml
-from beanbill.ledger.main_file import main_ledger_text
+from beanbill.examples import CATALOG, SETTINGS
 from beanbill.rating.ingest import ingest
 from beanbill.rating.periods import Month
 from beanbill.rating.rate import rate_months
-from beanbill.rating.workspace import CATALOG_FILE, CUSTOMERS_FILE, SETTINGS_FILE, Workspace
-from tests.conftest import write_jsonl
+from beanbill.rating.workspace import Workspace
+from tests.support import BEAN_CHECK, BEANBILL, write_jsonl, write_workspace
 
-BEANBILL = str(Path(sys.executable).with_name("beanbill"))
 ORGANIZATIONS = 3_000
 HOSTILE_NAME = 'Evil "Corp" \\ ; 2026-01-01 open Assets:Stolen EUR ^link #tag'
 
 
 def build(root: Path) -> Workspace:
     root.mkdir(parents=True)
-    write_toml(root / SETTINGS_FILE, SETTINGS)
-    write_toml(root / CATALOG_FILE, CATALOG)
     customers = [
         {"id": f"org-{i:05d}", "name": f"{HOSTILE_NAME} {i}", "address": ["x"], "country": "FR",
          "email": f"b@o{i}.example", "billing_mode": ("postpaid", "prepaid", "provisioned")[i % 3],
          "billing_period": ("monthly", "weekly", "daily")[i % 3]}
         for i in range(ORGANIZATIONS)
     ]  # fmt: skip
-    write_toml(root / CUSTOMERS_FILE, {"customer": customers})
-    workspace = Workspace.load(root)
-    workspace.ledger_path.write_text(main_ledger_text(workspace.settings, workspace.catalog))
+    workspace = write_workspace(root, SETTINGS, CATALOG, customers)
     events = [
         {"id": f"e{i}-{d}", "org": f"org-{i:05d}", "resource": "app", "meter": "cpu",
          "start": f"2026-10-{d:02d}T22:00:00Z", "end": f"2026-10-{d + 1:02d}T03:00:00Z"}
@@ -81,9 +74,8 @@ def test_killing_post_mid_run_loses_and_duplicates_nothing(tmp_path: Path) -> No
     assert partial[0] < final_count, partial  # the first kill left work undone
     subprocess.run(post_command(crashed), check=True, capture_output=True)
     assert ledger_files(crashed) == ledger_files(reference)
-    bean_check = str(Path(sys.executable).with_name("bean-check"))
     ledger = str(crashed / "ledger.beancount")
-    check = subprocess.run([bean_check, ledger], capture_output=True, text=True)
+    check = subprocess.run([BEAN_CHECK, ledger], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     entries, _, _ = loader.load_file(str(crashed / "ledger.beancount"))
     names = {e.meta["org-name"] for e in entries if "org-name" in e.meta}

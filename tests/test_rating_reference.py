@@ -18,19 +18,17 @@ from beanbill.rating.money import AMOUNT_SCALE, QUANTITY_SCALE, from_scaled_inte
 from beanbill.rating.periods import Month
 from beanbill.rating.rate import EVENT_SCHEMA
 from tests.reference import Event, rate_reference
+from tests.support import egress_meter, example_meter
 
 JANUARY = date(2026, 1, 1)
 CATALOG = parse_model(
     Catalog,
     {
         "meter": [
-            {  # graduated with a free allowance and a price change on the 15th
-                "id": "cpu",
-                "name": "vCPU",
-                "unit": "vCPU",
-                "kind": "interval",
-                "family": "Compute",
-                "price": [
+            # graduated with a free allowance and a price change on the 15th
+            example_meter(
+                "cpu",
+                [
                     {
                         "effective": JANUARY,
                         "free": Decimal(3600),
@@ -48,7 +46,7 @@ CATALOG = parse_model(
                         ],
                     },
                 ],
-            },
+            ),
             {  # volume tiers: the period's total picks one price for all units
                 "id": "disk",
                 "name": "Disk",
@@ -68,13 +66,8 @@ CATALOG = parse_model(
                     }
                 ],
             },
-            {
-                "id": "egress",
-                "name": "Egress",
-                "unit": "GB",
-                "kind": "counter",
-                "family": "Network",
-                "price": [
+            egress_meter(
+                [
                     {
                         "effective": JANUARY,
                         "free": Decimal(10),
@@ -83,8 +76,8 @@ CATALOG = parse_model(
                             {"price": Decimal("0.008")},
                         ],
                     }
-                ],
-            },
+                ]
+            ),
         ],
         "addon": [
             {

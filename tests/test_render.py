@@ -8,9 +8,9 @@ from dataclasses import replace
 import facturx
 import pypdf
 
-from beanbill.ledger.invoicing.einvoice import validate_cii
 from beanbill.ledger.invoicing.render import invoice_html, invoice_pdf
-from tests.test_einvoice import FRENCH_BUYER, GERMAN_BUYER, invoice
+from tests.einvoice_validation import validate_cii
+from tests.support import FRENCH_BUYER, GERMAN_BUYER, invoice
 
 
 def test_html_escapes_customer_text_and_shows_what_an_invoice_must() -> None:

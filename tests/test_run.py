@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 from beanbill.ledger.books import ledger_errors
-from tests.peers.stripe_peer import API_KEY
-from tests.test_sync_stripe import Issued, issued, localstripe  # noqa: F401 (fixtures)
-
-BEANBILL = str(Path(sys.executable).with_name("beanbill"))
+from beanbill.stripe_peer import API_KEY
+from tests.support import BEANBILL, Issued
 
 
 def test_the_nightly_run_pushes_and_reconciles_and_repeats_as_a_no_op(
-    issued: Issued,  # noqa: F811
-    localstripe: str,  # noqa: F811
+    issued: Issued,
+    localstripe: str,
 ) -> None:
     workspace = issued()
     command = [BEANBILL, "run", "-w", str(workspace.root), "-p", "2026-10", "--as-of", "2026-11-05"]

@@ -3,18 +3,8 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
-import pytest
 import stripe
-
-from tests.peers.stripe_peer import running_localstripe
-
-
-@pytest.fixture(scope="module")
-def localstripe() -> Iterator[str]:
-    with running_localstripe() as url:
-        yield url
 
 
 def test_the_stripe_sdk_creates_and_finds_a_customer_on_localstripe(localstripe: str) -> None:

@@ -3,99 +3,26 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
 from datetime import date
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from beanbill.ledger.books import ledger_errors, load_books
 from beanbill.ledger.invoicing.corrections import credit_note
 from beanbill.ledger.invoicing.documents import DocumentType
 from beanbill.ledger.invoicing.issue import issue
-from beanbill.ledger.post import balance, post, record_credit
-from beanbill.rating.ingest import ingest
+from beanbill.ledger.post import balance
 from beanbill.rating.periods import Month
-from beanbill.rating.rate import rate_months
 from beanbill.rating.workspace import Workspace
+from beanbill.stripe_peer import beanbill_invoices, client, dispute, pay
 from beanbill.sync.push import issued_documents, push_all
 from beanbill.sync.reconcile import reconcile
 from beanbill.sync.state import PushStatus, SqliteSyncState
 from beanbill.targets import connectors, retry_policy
-from tests.conftest import customer, write_jsonl
 from tests.peers.fault_proxy import Fault, fault_proxy
-from tests.peers.stripe_peer import (
-    API_KEY,
-    beanbill_invoices,
-    client,
-    dispute,
-    pay,
-    reset,
-    running_localstripe,
-)
+from tests.support import Issued, push
 
 OCTOBER = Month(2026, 10)
 ISSUE_DAY = date(2026, 11, 5)
-Issued = Callable[..., Workspace]
-
-
-@pytest.fixture(scope="module")
-def localstripe() -> Iterator[str]:
-    with running_localstripe() as url:
-        yield url
-
-
-def usage(org: str, hours: int) -> list[dict[str, object]]:
-    return [
-        {"id": f"{org}-cpu", "org": org, "resource": f"{org}/app", "meter": "cpu",
-         "start": "2026-10-05T00:00:00Z", "end": f"2026-10-05T{hours:02d}:00:00Z",
-         "quantity": "2"},
-        {"id": f"{org}-egress", "org": org, "resource": f"{org}/lb", "meter": "egress",
-         "at": "2026-10-05T12:00:00Z", "quantity": "250.5"},
-    ]  # fmt: skip
-
-
-@pytest.fixture
-def issued(
-    make_workspace: Callable[..., Workspace],
-    tmp_path: Path,
-    localstripe: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Issued:
-    """A workspace with October invoiced (postpaid, prepaid, provisioned, central)."""
-    reset(localstripe)
-    monkeypatch.setenv("STRIPE_SECRET_KEY", API_KEY)
-
-    def make(**sync: Any) -> Workspace:
-        settings = {
-            "attempts": 8,
-            "concurrency": 2,
-            "max_wait_seconds": 1,
-            **sync,
-            "stripe": {"api_base": localstripe, "timeout_seconds": 1, "requests_per_second": 100},
-        }
-        workspace = make_workspace(
-            customers=[
-                customer("fr-post", billing_mode="postpaid", vat_id="FR44732829320"),
-                customer("team-a", billing_mode="postpaid", parent="fr-post"),
-                customer("de-pre", billing_mode="prepaid", country="DE", vat_id="DE123456788"),
-                customer("us-prov", billing_mode="provisioned", country="US"),
-                customer("fr-small", billing_mode="postpaid"),
-            ],
-            sync=settings,
-        )  # fmt: skip
-        orgs = [("fr-post", 10), ("team-a", 3), ("de-pre", 20), ("us-prov", 8), ("fr-small", 5)]
-        records = [record for org, hours in orgs for record in usage(org, hours)]
-        ingest(workspace, [write_jsonl(tmp_path / "u.jsonl", records)])
-        rate_months(workspace, [OCTOBER])
-        record_credit(workspace, "de-pre", "purchase", "1.00", date(2026, 10, 1), None, 100, "d1")
-        record_credit(workspace, "us-prov", "purchase", "0.50", date(2026, 10, 1), None, 100, "u1")
-        post(workspace, OCTOBER, date(2026, 11, 2))
-        issue(workspace, OCTOBER, ISSUE_DAY)
-        return workspace
-
-    return make
 
 
 def retarget(workspace: Workspace, api_base: str) -> Workspace:
@@ -106,12 +33,6 @@ def retarget(workspace: Workspace, api_base: str) -> Workspace:
     old = workspace.settings.sync.stripe.api_base if workspace.settings.sync.stripe else None
     settings.write_text(text.replace(f'"{old}"', f'"{api_base}"'))
     return Workspace.load(workspace.root)
-
-
-def push(workspace: Workspace) -> Any:
-    state = SqliteSyncState(workspace.state_dir)
-    documents = issued_documents(workspace)
-    return push_all(documents, connectors(workspace), state, retry_policy(workspace), 2)
 
 
 def remote_by_number(url: str) -> dict[str, list[Any]]:

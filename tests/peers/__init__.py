@@ -1,1 +1,1 @@
-"""Launchers for the real test peers (localstripe, ...), kept small and documented."""
+"""Test-only peers: a loopback proxy that injects faults (the Stripe peer: beanbill.stripe_peer)."""

@@ -23,7 +23,10 @@ like Stripe's documentation says, never by mocking the stripe SDK:
   retried on failure like Stripe does, and ``POST /_beanbill/redeliver`` sends every
   event again (Stripe's "resend").
 
-    python -m tests.peers.localstripe_launcher PORT
+    python -m beanbill.stripe_peer.launcher PORT
+
+It runs only in its own process (started by ``beanbill.stripe_peer.running_localstripe``):
+importing it patches localstripe's classes, which must never happen in beanbill's process.
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ async def redeliver(request: web.Request) -> web.Response:
 # --- objects localstripe does not have --------------------------------------------------------
 
 
-class CreditNote(StripeObject):
+class CreditNote(StripeObject):  # type: ignore[misc]  # localstripe is untyped
     object = "credit_note"
     _id_prefix = "cn_"
 
@@ -156,7 +159,7 @@ class CreditNote(StripeObject):
         return li
 
 
-class Dispute(StripeObject):
+class Dispute(StripeObject):  # type: ignore[misc]  # localstripe is untyped
     object = "dispute"
     _id_prefix = "dp_"
 
@@ -222,7 +225,7 @@ def finalize(invoice_id: str) -> Invoice:
 
 
 def _amount_due(invoice: Invoice) -> int:
-    return max(0, invoice.total - getattr(invoice, "_credited", 0))
+    return int(max(0, invoice.total - getattr(invoice, "_credited", 0)))
 
 
 def _amount_paid(invoice: Invoice) -> int:
@@ -351,15 +354,16 @@ async def extensions(request: web.Request, handler: Handler) -> web.StreamRespon
 
 
 def install() -> None:
-    resources.store.dump_to_disk = lambda: None  # type: ignore[method-assign]
+    """Fill localstripe's gaps (module docstring) in this process, before it serves a request."""
+    resources.store.dump_to_disk = lambda: None
     resources.schedule_webhook = schedule_webhook
-    Invoice.amount_due = property(_amount_due)  # type: ignore[assignment]
-    Invoice.amount_remaining = property(_amount_due)  # type: ignore[attr-defined]
-    Invoice.amount_paid = property(_amount_paid)  # type: ignore[assignment]
-    Invoice.status = property(_status)  # type: ignore[assignment]
-    Invoice._on_payment_success = _on_payment_success  # type: ignore[method-assign]
-    BalanceTransaction.__init__ = _balance_init  # type: ignore[method-assign]
-    Refund.__init__ = _refund_init  # type: ignore[method-assign]
+    Invoice.amount_due = property(_amount_due)
+    Invoice.amount_remaining = property(_amount_due)
+    Invoice.amount_paid = property(_amount_paid)
+    Invoice.status = property(_status)
+    Invoice._on_payment_success = _on_payment_success
+    BalanceTransaction.__init__ = _balance_init
+    Refund.__init__ = _refund_init
     app = server.app
     app.middlewares.insert(2, idempotency)
     app.middlewares.insert(3, extensions)
@@ -376,6 +380,7 @@ def install() -> None:
 
 
 def main() -> None:
+    """Serve on 127.0.0.1:PORT only: the peer accepts any key, so it must not be reachable."""
     port = int(sys.argv[1])
     install()
     web.run_app(server.app, host="127.0.0.1", port=port, access_log=None, print=None)
