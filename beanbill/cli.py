@@ -13,6 +13,7 @@ import re
 import shutil
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -337,15 +338,26 @@ def _print_balances(workspace: Workspace) -> None:
     default=None,
     help="Issue date (default: today, UTC).",
 )
+@click.option(
+    "--correct",
+    is_flag=True,
+    help="For invoices whose period was re-rated after issue: cancel each with a credit note "
+    "and issue the period again, late usage included.",
+)
 @click.pass_context
 @reports_errors
 def invoice_group(
-    context: click.Context, workspace: Path, period: str | None, issue_day: datetime | None
+    context: click.Context,
+    workspace: Path,
+    period: str | None,
+    issue_day: datetime | None,
+    correct: bool,
 ) -> None:
     """Issue invoices from the ledger: numbered, rendered (HTML, PDF/A-3 Factur-X, UBL), posted.
 
     \b
       beanbill invoice --period 2026-10      issue every invoice due up to October 2026
+      beanbill invoice --period 2026-10 --correct   and correct those re-rated since
       beanbill invoice draft --period 2026-10 preview them without numbers
       beanbill invoice show INV-2026-000001   what an issued invoice says
       beanbill invoice credit INV-2026-000001 cancel it with a credit note
@@ -355,12 +367,20 @@ def invoice_group(
         return  # the subcommand takes this --workspace unless it is given its own
     if period is None:
         raise click.UsageError("give --period, or a subcommand (draft, show, credit)")
-    from beanbill.ledger.invoicing.issue import issue  # the PDF stack loads only here
+    from beanbill.ledger.invoicing.corrections import credit_note  # the PDF stack loads here
+    from beanbill.ledger.invoicing.issue import issue
 
     loaded = load_workspace(workspace)
     day = issue_day.date() if issue_day else datetime.now(UTC).date()
     with ProgressBar("rendering invoices") as bar:
         summary = issue(loaded, Month.parse(period), day, bar)
+    if correct and summary.stale:
+        for stale in summary.stale:
+            note, _ = credit_note(loaded, stale.number, day)
+            click.echo(f"credit note {note} cancels {stale.number} (re-rated after issue)")
+        with ProgressBar("rendering invoices") as bar:
+            again = issue(loaded, Month.parse(period), day, bar)
+        summary = replace(again, issued=summary.issued + again.issued)
     click.echo(f"{len(summary.issued):,} invoices issued")
     if summary.issued:
         click.echo(f"  {summary.issued[0]} … {summary.issued[-1]} in {loaded.invoices_dir}")

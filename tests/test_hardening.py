@@ -335,3 +335,32 @@ def test_late_usage_after_an_invoice_ends_on_an_invoice(
     assert len(again.issued) == 1 and again.stale == ()
     assert balance(workspace, "acme").unbilled_minor == 0  # every posted amount invoiced
     assert loader.load_file(str(workspace.ledger_path))[1] == []
+
+
+def test_invoice_correct_cancels_and_reissues_a_re_rated_period(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from beanbill.cli import main
+    from beanbill.ledger.invoicing.issue import issue
+    from beanbill.ledger.post import balance
+
+    workspace = make_workspace(customers=[customer("acme")])
+    ingest(workspace, [write_jsonl(tmp_path / "u.jsonl", october_usage("acme", 10))])
+    rate_months(workspace, [OCTOBER])
+    post(workspace, OCTOBER, date(2026, 11, 2))
+    issue(workspace, OCTOBER, date(2026, 11, 5))
+    late = {**october_usage("acme", 7, day=20)[0], "id": "late-1"}
+    ingest(workspace, [write_jsonl(tmp_path / "late.jsonl", [late])])
+    rate_months(workspace, [OCTOBER])
+    post(workspace, OCTOBER, date(2026, 11, 8), correct=True)
+    line = ["invoice", "-w", str(workspace.root), "--period", "2026-10", "--date", "2026-11-09"]
+    reported = CliRunner().invoke(main, line)
+    assert reported.exit_code == 1 and "re-rated after issue: INV-2026-000001" in reported.output
+    corrected = CliRunner().invoke(main, [*line, "--correct"])
+    assert corrected.exit_code == 0, corrected.output
+    assert "credit note CN-2026-000001 cancels INV-2026-000001" in corrected.output
+    assert "INV-2026-000002" in corrected.output
+    assert balance(workspace, "acme").unbilled_minor == 0
+    assert loader.load_file(str(workspace.ledger_path))[1] == []

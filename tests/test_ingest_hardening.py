@@ -172,3 +172,8 @@ def test_an_id_with_a_trailing_newline_is_refused_by_check(
 ) -> None:
     with pytest.raises(ConfigError, match="not a valid id"):
         make_workspace(customers=[customer("acme\n")])
+
+
+def test_names_are_bounded_at_check(make_workspace: Callable[..., Workspace]) -> None:
+    with pytest.raises(ConfigError, match="990 characters long; at most 200"):
+        make_workspace(customers=[{**customer("acme"), "name": "N" * 990}])
