@@ -308,10 +308,10 @@ def test_the_writer_refuses_what_bean_check_would_reject(
     assert loader.load_file(str(workspace.ledger_path))[1] == []
 
 
-def test_late_usage_after_an_invoice_ends_on_an_invoice(
+def invoiced_then_late_usage(
     make_workspace: Callable[..., Workspace], tmp_path: Path
-) -> None:
-    from beanbill.ledger.invoicing.corrections import credit_note
+) -> tuple[Workspace, str]:
+    """October invoiced for acme, then a late October event posted with ``--correct``."""
     from beanbill.ledger.invoicing.issue import issue
     from beanbill.ledger.post import balance
 
@@ -325,6 +325,17 @@ def test_late_usage_after_an_invoice_ends_on_an_invoice(
     ingest(workspace, [write_jsonl(tmp_path / "late.jsonl", [late])])
     rate_months(workspace, [OCTOBER])
     post(workspace, OCTOBER, date(2026, 11, 8), correct=True)
+    return workspace, first
+
+
+def test_late_usage_after_an_invoice_ends_on_an_invoice(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    from beanbill.ledger.invoicing.corrections import credit_note
+    from beanbill.ledger.invoicing.issue import issue
+    from beanbill.ledger.post import balance
+
+    workspace, first = invoiced_then_late_usage(make_workspace, tmp_path)
     left = balance(workspace, "acme").unbilled_minor
     assert left > 0  # the late usage, posted but on no invoice yet
     summary = issue(workspace, OCTOBER, date(2026, 11, 9))
@@ -343,18 +354,9 @@ def test_invoice_correct_cancels_and_reissues_a_re_rated_period(
     from click.testing import CliRunner
 
     from beanbill.cli import main
-    from beanbill.ledger.invoicing.issue import issue
     from beanbill.ledger.post import balance
 
-    workspace = make_workspace(customers=[customer("acme")])
-    ingest(workspace, [write_jsonl(tmp_path / "u.jsonl", october_usage("acme", 10))])
-    rate_months(workspace, [OCTOBER])
-    post(workspace, OCTOBER, date(2026, 11, 2))
-    issue(workspace, OCTOBER, date(2026, 11, 5))
-    late = {**october_usage("acme", 7, day=20)[0], "id": "late-1"}
-    ingest(workspace, [write_jsonl(tmp_path / "late.jsonl", [late])])
-    rate_months(workspace, [OCTOBER])
-    post(workspace, OCTOBER, date(2026, 11, 8), correct=True)
+    workspace, _ = invoiced_then_late_usage(make_workspace, tmp_path)
     line = ["invoice", "-w", str(workspace.root), "--period", "2026-10", "--date", "2026-11-09"]
     reported = CliRunner().invoke(main, line)
     assert reported.exit_code == 1 and "re-rated after issue: INV-2026-000001" in reported.output
