@@ -17,7 +17,7 @@ from pathlib import Path
 
 from beanbill.ledger import keys
 from beanbill.ledger.accounts import organization_accounts
-from beanbill.ledger.books import load_books
+from beanbill.ledger.books import Books, load_books
 from beanbill.ledger.entries import Entry
 from beanbill.ledger.invoicing import InvoicingError
 from beanbill.ledger.invoicing.derive import Derived, InvoiceTerms, derive
@@ -31,7 +31,7 @@ from beanbill.ledger.invoicing.due import (
 )
 from beanbill.ledger.invoicing.files import relative_to_ledger_file, render_all
 from beanbill.ledger.invoicing.issuance import issuance_entries, ledger_file
-from beanbill.ledger.invoicing.numbering import Assigned
+from beanbill.ledger.invoicing.numbering import Assigned, InvoiceNumbers
 from beanbill.ledger.invoicing.recovery import numbering_state
 from beanbill.ledger.writer import LedgerWriter
 from beanbill.rating.config import BillingMode
@@ -91,56 +91,19 @@ def issue(
     ``progress`` hears of each document rendered.
     """
     currency = workspace.settings.billing.currency
-    issued: list[str] = []
-    files: list[Path] = []
-    refused: list[tuple[str, str]] = []
     with workspace.writing(), RatedStore(workspace) as store:
-        writer = LedgerWriter(workspace.ledger_path)
         books = load_books(workspace.ledger_path, currency)
         numbers = numbering_state(workspace, books)
-        accounts = organization_accounts(workspace.customers.customer)
-        due = due_invoices(workspace.customers.by_id(), books, up_to)
-        stale = stale_invoices(workspace.customers.by_id(), books)
-        by_key = {item.key: item for item in due}
+        customers = workspace.customers.by_id()
+        due = due_invoices(customers, books, up_to)
+        stale = stale_invoices(customers, books)
         pending = {assigned.document_key: assigned for assigned in numbers.pending()}
-        in_ledger = issued_keys(books)
-        posted = books.txn_ids()
-        for key, assigned in pending.items():
-            credit_note_posted = keys.credit_note_txn_id(assigned.number) in posted
-            if key in in_ledger or credit_note_posted:
-                # Posted before the crash: only the bookkeeping is left.
-                numbers.mark_issued(assigned.number)
-                issued.append(assigned.number)
-            elif key not in by_key and not keys.is_credit_note_key(key):
-                raise InvoicingError(
-                    f"number {assigned.number} was assigned to {key}, which is no longer due"
-                )
-        if len(due) > MAX_INVOICES_PER_RUN:
-            raise InvoicingError(f"{len(due)} invoices due: at most {MAX_INVOICES_PER_RUN} per run")
-        for item in due:
-            if item.key not in pending and issue_date < item.period_end - timedelta(days=1):
-                raise InvoicingError(
-                    f"{item.key}: an invoice dated {issue_date} would precede the end of the "
-                    f"period it bills ({item.period_end - timedelta(days=1)})"
-                )
+        issued = _finish_interrupted(numbers, pending, books, {item.key for item in due})
+        _check_dates(due, pending, issue_date)
         ordered = sorted(due, key=lambda item: (item.key not in pending, item.key))
-        series = series_name(workspace.settings.invoicing.invoice_series, issue_date)
-        # Derive everything before numbering anything: an invoice that cannot be derived
-        # (its rated detail drifted, say) must not hold a number while it waits.
-        # One that cannot (or that its renderers could not write) is refused alone and
-        # reported; the others are issued.
-        drafts: dict[str, Derived] = {}
-        for item in ordered:
-            try:
-                draft = derive_due(workspace, store, item, DRAFT_NUMBER, issue_date)
-                check_renderable(draft.document)
-            except (InvoicingError, DocumentError) as error:
-                if item.key in pending:
-                    raise  # a number waits on it: never skipped, the run stops to be fixed
-                refused.append((item.key, str(error)))
-                continue
-            drafts[item.key] = draft
+        drafts, refused = _drafts(workspace, store, ordered, pending, issue_date)
         ordered = [item for item in ordered if item.key in drafts]
+        series = series_name(workspace.settings.invoicing.invoice_series, issue_date)
         numbered = [(item, numbers.assign(series, item.key, issue_date)) for item in ordered]
         crash_point("assign")
         derived_all = [
@@ -149,29 +112,95 @@ def issue(
             else derive_due(workspace, store, item, assigned.number, assigned.issue_date)
             for item, assigned in numbered
         ]
-        rendered_count = [0]
+        done = [0]
 
         def one_rendered() -> None:
-            rendered_count[0] += 1
-            progress(rendered_count[0], len(derived_all))
+            done[0] += 1
+            progress(done[0], len(derived_all))
 
         rendered = render_all(workspace, derived_all, one_rendered)
         crash_point("render")
-        by_file: dict[str, list[Entry]] = defaultdict(list)
-        for (item, assigned), (derived, paths) in zip(numbered, rendered, strict=True):
-            target = ledger_file(assigned.issue_date)
-            relative = relative_to_ledger_file(workspace, target, paths)
-            by_file[target] += issuance_entries(
-                derived, accounts, item.customer.id, item.key, relative
-            )
-        for target, entries in sorted(by_file.items()):
-            writer.append(target, entries)
+        _post_issuances(workspace, numbered, rendered)
         crash_point("ledger")
         for _, assigned in numbered:
             numbers.mark_issued(assigned.number)
             issued.append(assigned.number)
-            files.append(workspace.invoices_dir / f"{assigned.number}.pdf")
-    return IssueSummary(tuple(issued), tuple(files), tuple(refused), tuple(stale))
+    files = tuple(workspace.invoices_dir / f"{assigned.number}.pdf" for _, assigned in numbered)
+    return IssueSummary(tuple(issued), files, tuple(refused), tuple(stale))
+
+
+def _finish_interrupted(
+    numbers: InvoiceNumbers, pending: dict[str, Assigned], books: Books, due_keys: set[str]
+) -> list[str]:
+    """Numbers a crash left between the ledger and the numbering state: mark them issued."""
+    in_ledger = issued_keys(books)
+    posted = books.txn_ids()
+    finished = []
+    for key, assigned in pending.items():
+        if key in in_ledger or keys.credit_note_txn_id(assigned.number) in posted:
+            numbers.mark_issued(assigned.number)  # posted before the crash: bookkeeping left
+            finished.append(assigned.number)
+        elif key not in due_keys and not keys.is_credit_note_key(key):
+            raise InvoicingError(
+                f"number {assigned.number} was assigned to {key}, which is no longer due"
+            )
+    return finished
+
+
+def _check_dates(due: list[DueInvoice], pending: dict[str, Assigned], issue_date: date) -> None:
+    if len(due) > MAX_INVOICES_PER_RUN:
+        raise InvoicingError(f"{len(due)} invoices due: at most {MAX_INVOICES_PER_RUN} per run")
+    for item in due:
+        last_day = item.period_end - timedelta(days=1)
+        if item.key not in pending and issue_date < last_day:
+            raise InvoicingError(
+                f"{item.key}: an invoice dated {issue_date} would precede the end of the "
+                f"period it bills ({last_day})"
+            )
+
+
+def _drafts(
+    workspace: Workspace,
+    store: RatedStore,
+    ordered: list[DueInvoice],
+    pending: dict[str, Assigned],
+    issue_date: date,
+) -> tuple[dict[str, Derived], list[tuple[str, str]]]:
+    """Every due invoice derived before any is numbered, and those refused, with why.
+
+    An invoice that cannot be derived (its rated detail drifted, say), or that its
+    renderers could not write, is refused alone and holds no number; the others go on.
+    """
+    drafts: dict[str, Derived] = {}
+    refused: list[tuple[str, str]] = []
+    for item in ordered:
+        try:
+            draft = derive_due(workspace, store, item, DRAFT_NUMBER, issue_date)
+            check_renderable(draft.document)
+        except (InvoicingError, DocumentError) as error:
+            if item.key in pending:
+                raise  # a number waits on it: never skipped, the run stops to be fixed
+            refused.append((item.key, str(error)))
+            continue
+        drafts[item.key] = draft
+    return drafts, refused
+
+
+def _post_issuances(
+    workspace: Workspace,
+    numbered: list[tuple[DueInvoice, Assigned]],
+    rendered: list[tuple[Derived, dict[str, str]]],
+) -> None:
+    """The issuance transactions and document entries, one batch per month file."""
+    accounts = organization_accounts(workspace.customers.customer)
+    by_file: dict[str, list[Entry]] = defaultdict(list)
+    for (item, assigned), (derived, paths) in zip(numbered, rendered, strict=True):
+        target = ledger_file(assigned.issue_date)
+        relative = relative_to_ledger_file(workspace, target, paths)
+        by_file[target] += issuance_entries(derived, accounts, item.customer.id, item.key, relative)
+    writer = LedgerWriter(workspace.ledger_path)
+    for target, entries in sorted(by_file.items()):
+        writer.append(target, entries)
 
 
 def _numbered(draft: Derived, assigned: Assigned) -> Derived:
