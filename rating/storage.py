@@ -60,9 +60,14 @@ def temporary_sibling(path: Path) -> Path:
 
 @contextlib.contextmanager
 def exclusive_lock(
-    lock_path: Path, timeout_seconds: float = LOCK_TIMEOUT_SECONDS
+    lock_path: Path,
+    timeout_seconds: float = LOCK_TIMEOUT_SECONDS,
+    holder: str = "another beanbill command is writing this workspace",
 ) -> Iterator[None]:
-    """Serialize the commands that write a workspace (ingest, rate, post, ...)."""
+    """Serialize the commands that write a workspace (ingest, rate, post, ...).
+
+    ``holder`` says, when the lock stays taken, who has it.
+    """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with lock_path.open("a") as handle:
         deadline = time.monotonic() + timeout_seconds
@@ -72,9 +77,7 @@ def exclusive_lock(
                 break
             except BlockingIOError as error:
                 if time.monotonic() >= deadline:
-                    raise WorkspaceError(
-                        f"{lock_path}: another beanbill command is writing this workspace"
-                    ) from error
+                    raise WorkspaceError(f"{lock_path}: {holder}") from error
                 time.sleep(LOCK_POLL_SECONDS)
         try:
             yield

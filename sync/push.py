@@ -39,7 +39,11 @@ PUSH_LOCK_WAIT_SECONDS = 5.0
 
 def one_push_at_a_time(workspace: Workspace) -> contextlib.AbstractContextManager[None]:
     """Two pushes at once would race on the same documents: the second one is refused."""
-    return exclusive_lock(workspace.state_dir / PUSH_LOCK_FILE, PUSH_LOCK_WAIT_SECONDS)
+    return exclusive_lock(
+        workspace.state_dir / PUSH_LOCK_FILE,
+        PUSH_LOCK_WAIT_SECONDS,
+        "another beanbill sync push is running on this workspace; try again when it ends",
+    )
 
 
 CUSTOMER = "customer"

@@ -366,3 +366,30 @@ def test_invoice_correct_cancels_and_reissues_a_re_rated_period(
     assert "INV-2026-000002" in corrected.output
     assert balance(workspace, "acme").unbilled_minor == 0
     assert loader.load_file(str(workspace.ledger_path))[1] == []
+
+
+def test_reconcile_reads_each_remote_object_alone() -> None:
+    from beanbill.connectors.stripe import StripeConnector, _each
+    from beanbill.rating.config import StripeSettings
+    from beanbill.sync.interface import Malformed, Movement
+
+    connector = StripeConnector(StripeSettings(), "sk_test_offline", WEBHOOK_SECRET, 30, "UTC")
+    created = int(datetime(2026, 11, 3, tzinfo=UTC).timestamp())
+    transactions = [
+        {"id": "txn_float", "fee": 1e30, "currency": "eur", "created": created},
+        {"id": "txn_epoch", "fee": 30, "currency": "eur", "created": 0},
+        {"id": "txn_text", "fee": "30", "currency": "eur", "created": created},
+        {"id": "txn_good", "fee": 30, "currency": "eur", "created": created},
+    ]
+    read = _each(transactions, connector._fee_of)
+    assert [type(item).__name__ for item in read] == ["Malformed"] * 3 + ["Movement"]
+    assert [item.remote_id for item in read if isinstance(item, Malformed)] == [
+        "txn_float",
+        "txn_epoch",
+        "txn_text",
+    ]
+    good = read[-1]
+    assert isinstance(good, Movement) and good.amount_minor == 30
+    invoice = {"id": "in_1", "total": 12.5, "amount_paid": 0, "status": "open"}
+    [bad] = _each([invoice], lambda item: [connector._remote_invoice(item)])
+    assert isinstance(bad, Malformed) and "total" in bad.reason

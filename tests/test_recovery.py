@@ -152,6 +152,6 @@ def test_a_credit_note_killed_at_any_step_is_finished_under_its_number(
 
 
 def test_one_push_at_a_time(issued: Workspace) -> None:
-    refused = pytest.raises(WorkspaceError, match="another beanbill")
+    refused = pytest.raises(WorkspaceError, match="another beanbill sync push is running")
     with one_push_at_a_time(issued), refused, one_push_at_a_time(issued):
         pass
