@@ -16,7 +16,7 @@ from beanbill.ledger.accounts import organization_accounts
 from beanbill.ledger.books import load_books
 from beanbill.ledger.invoicing import InvoicingError
 from beanbill.ledger.invoicing.documents import DocumentType
-from beanbill.ledger.invoicing.due import due_for_issued, issued_keys
+from beanbill.ledger.invoicing.due import consumptions, due_for_issued, issued_keys
 from beanbill.ledger.invoicing.files import relative_to_ledger_file, write_documents
 from beanbill.ledger.invoicing.issuance import credit_note_entries, ledger_file
 from beanbill.ledger.invoicing.issue import crash_point, derive_due, series_name
@@ -48,7 +48,7 @@ def credit_note(workspace: Workspace, number: str, issue_date: date) -> tuple[st
             raise InvoicingError(f"invoice {number} is already cancelled")
         customers = workspace.customers.by_id()
         customer = customers[str(meta[keys.ORG])]
-        due = due_for_issued(customers, books, key, customer)
+        due = due_for_issued(customers, consumptions(books), key, customer)
         derived = derive_due(workspace, store, due, number, original.issue_date)
         series = series_name(workspace.settings.invoicing.credit_note_series, issue_date)
         assigned = numbers.assign(series, keys.credit_note_key(number), issue_date)

@@ -9,7 +9,7 @@ its issuance; the period is then due again, under the next revision of its key.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -149,8 +149,16 @@ def _ordered(items: list[Consumption]) -> tuple[Consumption, ...]:
     return tuple(sorted(items, key=lambda c: (c.org, c.day or date.min)))
 
 
-def due_invoices(customers: Mapping[str, Customer], books: Books, up_to: Month) -> list[DueInvoice]:
-    """Posted periods ending by the end of ``up_to`` that no invoice in force covers yet."""
+def due_invoices(
+    customers: Mapping[str, Customer],
+    books: Books,
+    active: Sequence[Consumption],
+    up_to: Month,
+) -> list[DueInvoice]:
+    """Posted periods ending by the end of ``up_to`` that no invoice in force covers yet.
+
+    ``active`` is ``consumptions(books)``, read once by the caller for every question.
+    """
     issued = issued_keys(books)
     every_key = {
         keys.InvoiceKey.parse(str(dict(t.meta)[keys.INVOICE_KEY]))
@@ -158,7 +166,7 @@ def due_invoices(customers: Mapping[str, Customer], books: Books, up_to: Month) 
         if keys.INVOICE_KEY in dict(t.meta)
     }
     groups: dict[tuple[str, str], list[Consumption]] = defaultdict(list)
-    for consumption in consumptions(books):
+    for consumption in active:
         if consumption.period_end > up_to.next().first_day:
             continue
         payer = customers[consumption.org].parent or consumption.org
@@ -191,7 +199,9 @@ class StaleInvoice(NamedTuple):
     now_minor: int  # what the period's consumption in force leaves there
 
 
-def stale_invoices(customers: Mapping[str, Customer], books: Books) -> list[StaleInvoice]:
+def stale_invoices(
+    customers: Mapping[str, Customer], books: Books, active: Sequence[Consumption]
+) -> list[StaleInvoice]:
     """Invoices in force whose period was re-rated after they were issued (``post --correct``).
 
     The correction's difference sits in unbilled (or credits) with no invoice to take it:
@@ -200,7 +210,7 @@ def stale_invoices(customers: Mapping[str, Customer], books: Books) -> list[Stal
     """
     corrected = {
         (customers[c.org].parent or c.org, c.period)
-        for c in consumptions(books)
+        for c in active
         if c.txn_id != keys.usage_txn_id(c.org, c.period, c.day)
     }
     stale = []
@@ -208,7 +218,7 @@ def stale_invoices(customers: Mapping[str, Customer], books: Books) -> list[Stal
         parsed = keys.InvoiceKey.parse(key)
         if (parsed.payer, parsed.period) not in corrected:
             continue
-        due = due_for_issued(customers, books, key, customers[parsed.payer])
+        due = due_for_issued(customers, active, key, customers[parsed.payer])
         now = sum(c.unbilled() + c.over_consumption() for c in due.consumptions)
         if customers[parsed.payer].billing_mode is BillingMode.PROVISIONED:
             now = sum(sum(c.income_by_family().values()) + c.over_consumption()
@@ -225,13 +235,16 @@ def stale_invoices(customers: Mapping[str, Customer], books: Books) -> list[Stal
 
 
 def due_for_issued(
-    customers: Mapping[str, Customer], books: Books, key: str, customer: Customer
+    customers: Mapping[str, Customer],
+    active: Sequence[Consumption],
+    key: str,
+    customer: Customer,
 ) -> DueInvoice:
     """What an issued invoice was derived from, to derive it again (for its credit note)."""
     period = keys.InvoiceKey.parse(key).period
     items = [
         c
-        for c in consumptions(books)
+        for c in active
         if c.period == period and (customers[c.org].parent or c.org) == customer.id
     ]
     if not items:

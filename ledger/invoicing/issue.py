@@ -25,6 +25,7 @@ from beanbill.ledger.invoicing.documents import DocumentError, InvoiceDocument, 
 from beanbill.ledger.invoicing.due import (
     DueInvoice,
     StaleInvoice,
+    consumptions,
     due_invoices,
     issued_keys,
     stale_invoices,
@@ -95,8 +96,9 @@ def issue(
         books = load_books(workspace.ledger_path, currency)
         numbers = numbering_state(workspace, books)
         customers = workspace.customers.by_id()
-        due = due_invoices(customers, books, up_to)
-        stale = stale_invoices(customers, books)
+        active = consumptions(books)
+        due = due_invoices(customers, books, active, up_to)
+        stale = stale_invoices(customers, books, active)
         pending = {assigned.document_key: assigned for assigned in numbers.pending()}
         issued = _finish_interrupted(numbers, pending, books, {item.key for item in due})
         _check_dates(due, pending, issue_date)
@@ -216,5 +218,5 @@ def preview(workspace: Workspace, up_to: Month, issue_date: date) -> list[Invoic
             derive_due(
                 workspace, store, item, f"DRAFT-{item.customer.id}-{item.period}", issue_date
             ).document
-            for item in due_invoices(workspace.customers.by_id(), books, up_to)
+            for item in due_invoices(workspace.customers.by_id(), books, consumptions(books), up_to)
         ]

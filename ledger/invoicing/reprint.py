@@ -13,11 +13,11 @@ from pathlib import Path
 
 from beanbill.ledger import keys
 from beanbill.ledger.accounts import RECEIVABLE_ROOT, under
-from beanbill.ledger.books import load_books
+from beanbill.ledger.books import Books, load_books
 from beanbill.ledger.entries import minor_digits
 from beanbill.ledger.invoicing import InvoicingError
 from beanbill.ledger.invoicing.documents import InvoiceDocument, load_document
-from beanbill.ledger.invoicing.due import due_for_issued
+from beanbill.ledger.invoicing.due import consumptions, due_for_issued
 from beanbill.ledger.invoicing.files import file_names, write_documents
 from beanbill.ledger.invoicing.issue import derive_due
 from beanbill.ledger.invoicing.recovery import numbering_state
@@ -43,20 +43,19 @@ def render_issued(workspace: Workspace, number: str) -> list[Path]:
                 "from a backup, then run `beanbill invoice render` again"
             )
         else:
-            document = _derive_again(workspace, number, assigned.issue_date.isoformat())
-        before = {name for name in file_names(document).values()}
-        missing = [name for name in before if not (workspace.invoices_dir / name).exists()]
+            document = _derive_again(workspace, books, number)
+        names = file_names(document).values()
+        missing = [name for name in names if not (workspace.invoices_dir / name).exists()]
         write_documents(workspace, document, checked_against_ledger=checked)
     return [workspace.invoices_dir / name for name in sorted(missing)]
 
 
-def _derive_again(workspace: Workspace, number: str, issued_on: str) -> InvoiceDocument:
-    books = load_books(workspace.ledger_path, workspace.settings.billing.currency)
+def _derive_again(workspace: Workspace, books: Books, number: str) -> InvoiceDocument:
     issuance = books.transaction(keys.invoice_txn_id(number))
     meta = dict(issuance.meta)
     customers = workspace.customers.by_id()
     customer = customers[str(meta[keys.ORG])]
-    due = due_for_issued(customers, books, str(meta[keys.INVOICE_KEY]), customer)
+    due = due_for_issued(customers, consumptions(books), str(meta[keys.INVOICE_KEY]), customer)
     with RatedStore(workspace) as store:
         document = derive_due(workspace, store, due, number, issuance.date).document
     due_minor = sum(p.amount_minor for p in issuance.postings if under(p.account, RECEIVABLE_ROOT))
@@ -64,7 +63,7 @@ def _derive_again(workspace: Workspace, number: str, issued_on: str) -> InvoiceD
     digits = minor_digits(document.currency)
     if document.due_minor != due_minor or net != Decimal(document.net_minor).scaleb(-digits):
         raise InvoicingError(
-            f"{number} (issued {issued_on}) derived again moves {document.due_minor} minor "
+            f"{number} (issued {issuance.date}) derived again moves {document.due_minor} minor "
             f"units, its issuance {due_minor}: the books changed since; restore "
             f"invoices/{number}.json from a backup"
         )
