@@ -20,9 +20,11 @@ from datetime import date
 from pathlib import Path
 
 import click
+from beancount.core import data
 
 from beanbill import stripe_peer
 from beanbill.connectors.stripe import ACCOUNTS
+from beanbill.ledger import keys
 from beanbill.ledger.accounts import BANK, RECEIVABLE_ROOT
 from beanbill.ledger.books import ledger_errors, load_books
 from beanbill.ledger.entries import format_minor
@@ -53,6 +55,10 @@ def run(workspace: Workspace) -> None:
             settings.write(f'\n[sync.stripe]\napi_base = "{url}"\n')
         loaded = Workspace.load(workspace.root)
         click.echo(f"\nStripe (localstripe on {url}):")
+        purchases = _credit_purchases(loaded)
+        for amount in purchases:  # bought by card at checkout, into the Stripe balance
+            stripe_peer.card_payment(url, amount)
+        click.echo(f"  {len(purchases)} credit purchases paid by card at checkout")
         run_push(loaded)
         port = stripe_peer.free_port()
         serve = subprocess.Popen(
@@ -73,8 +79,45 @@ def run(workspace: Workspace) -> None:
         finally:
             serve.send_signal(signal.SIGTERM)
             serve.wait(timeout=30)
+        currency = loaded.settings.billing.currency
+        available = stripe_peer.balance_minor(url, currency.lower())
+        stripe_peer.payout(url, available, currency.lower())  # the balance, to the bank
+        click.echo(f"  payout of {format_minor(available, currency)} {currency} to the bank")
         run_reconcile(loaded, date(2000, 1, 1))
         _print_money(loaded)
+        _compare_with_stripe(loaded, url)
+
+
+def _credit_purchases(workspace: Workspace) -> list[int]:
+    """The amounts (minor units) of the credit purchases paid into the Stripe balance."""
+    currency = workspace.settings.billing.currency
+    books = load_books(workspace.ledger_path, currency)
+    return [
+        books.minor(posting.units.number)
+        for entry in books.entries
+        if isinstance(entry, data.Transaction) and entry.meta.get(keys.CREDIT_KIND) == "purchase"
+        for posting in entry.postings
+        if posting.account == ACCOUNTS.clearing and posting.units and posting.units.number
+    ]
+
+
+def _compare_with_stripe(workspace: Workspace, url: str) -> None:
+    """What a user checks first: the two systems agree on money and on numbers."""
+    currency = workspace.settings.billing.currency
+    books = load_books(workspace.ledger_path, currency)
+    ledger = books.balances([ACCOUNTS.clearing])[ACCOUNTS.clearing]
+    remote = stripe_peer.balance_minor(url, currency.lower())
+    verdict = "equal" if ledger == remote else "DIFFERENT"
+    click.echo(
+        f"Stripe balance {format_minor(remote, currency)} {currency}, "
+        f"{ACCOUNTS.clearing} {format_minor(ledger, currency)} {currency}: {verdict}"
+    )
+    invoices = stripe_peer.beanbill_invoices(url)
+    same = sum(1 for i in invoices if i.metadata and i.number == i.metadata["beanbill_number"])
+    unpaid = sum(1 for i in invoices if i.status != "paid")
+    click.echo(
+        f"Stripe invoices: {len(invoices)}, {same} with beanbill's number, {unpaid} not paid"
+    )
 
 
 def _wait_for_payments(workspace: Workspace, count: int) -> None:

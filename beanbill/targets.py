@@ -35,6 +35,7 @@ def connectors(workspace: Workspace) -> list[Connector]:
                 os.environ.get(stripe.webhook_secret_env) or None,
                 settings.invoicing.payment_days,
                 settings.billing.timezone,
+                settings.sync.workspace_id_of(settings.seller),
             )
         )
     return result

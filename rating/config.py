@@ -7,6 +7,7 @@ number is still exact. Every problem is reported with the file and the field pat
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 import zoneinfo
@@ -254,7 +255,17 @@ class SyncSettings(StrictModel):
     attempts: int = Field(default=6, ge=1, le=12)
     concurrency: int = Field(default=4, ge=1, le=16)
     max_wait_seconds: int = Field(default=30, ge=1, le=300)
+    # Names this workspace in remote systems (idempotency keys, metadata): two workspaces
+    # sharing one Stripe account must have different ids. Unset: derived from the seller.
+    workspace_id: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
     stripe: StripeSettings | None = None
+
+    def workspace_id_of(self, seller: Seller) -> str:
+        """This workspace's id in remote systems: the configured one, else the seller's."""
+        if self.workspace_id:
+            return self.workspace_id
+        identity = seller.vat_id or seller.siren or seller.legal_name
+        return "ws-" + hashlib.sha256(identity.encode()).hexdigest()[:12]
 
 
 class Paths(StrictModel):

@@ -60,6 +60,11 @@ class MovementKind(StrEnum):
     DISPUTE_HOLD = "dispute-hold"  # disputed ← clearing
     DISPUTE_WON = "dispute-won"  # clearing ← disputed
     DISPUTE_LOST = "dispute-lost"  # receivable ← disputed: the customer owes it again
+    REFUND_FAILED = "refund-failed"  # clearing ← receivable: the refund came back
+    # The remote system keeps a balance per customer (Stripe's customer balance), mirrored
+    # per organization by its unapplied account (negative: credit held for the customer).
+    BALANCE_SETTLED = "balance-settled"  # unapplied ← receivable: invoice settled from it
+    BALANCE_CHARGED = "balance-charged"  # receivable ← unapplied: carried into an invoice
 
 
 class Movement(NamedTuple):
@@ -74,6 +79,9 @@ class Movement(NamedTuple):
     document: str | None = None  # our invoice number, when the remote object carries it
     org: str | None = None  # our organization, when the remote object carries it
     remote_customer: str | None = None  # resolved to an organization by the sync state
+    # A payment only: how much of its invoice the remote customer balance settled (> 0) or
+    # added to it (< 0), so the amount expected is the amount due minus this.
+    balance_applied_minor: int = 0
 
 
 class StatusChange(NamedTuple):
@@ -100,6 +108,7 @@ class RemoteInvoice(NamedTuple):
     total_minor: int
     paid_minor: int
     payment: Movement | None
+    balance_applied_minor: int = 0  # settled from (> 0) or added by (< 0) the customer balance
 
 
 class Connector(Protocol):
@@ -134,10 +143,19 @@ class Connector(Protocol):
         """
         ...
 
+    def clearing_balance_minor(self, currency: str) -> int:
+        """What the remote system holds for us now (its balance), to check the clearing
+        account against: any difference is drift a human must look at."""
+        ...
 
-def idempotency_key(target: str, document_number: str, operation: str) -> str:
-    """Stable across retries and runs: the same operation always carries the same key."""
-    key = f"beanbill:{target}:{document_number}:{operation}"
+
+def idempotency_key(workspace_id: str, target: str, document_number: str, operation: str) -> str:
+    """Stable across retries and runs: the same operation always carries the same key.
+
+    The workspace id keeps two workspaces that share one remote account apart: the same
+    invoice number in both never replays the other's answer.
+    """
+    key = f"beanbill:{workspace_id}:{target}:{document_number}:{operation}"
     if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
         raise ValueError(f"idempotency key over {MAX_IDEMPOTENCY_KEY_LENGTH} characters: {key}")
     return key

@@ -36,6 +36,7 @@ from beanbill.sync.interface import (
     MovementKind,
     WebhookEvent,
 )
+from beanbill.sync.retry import PermanentError, TransientError
 from beanbill.sync.state import SyncState
 
 MAX_EVENTS_PER_BATCH = 500
@@ -50,7 +51,13 @@ NARRATIONS = {
     MovementKind.DISPUTE_HOLD: "dispute opened, funds held",
     MovementKind.DISPUTE_WON: "dispute won, funds released",
     MovementKind.DISPUTE_LOST: "dispute lost, amount due again",
+    MovementKind.REFUND_FAILED: "refund failed, amount returned",
+    MovementKind.BALANCE_SETTLED: "customer balance settled",
+    MovementKind.BALANCE_CHARGED: "customer balance credited or carried",
 }
+# Movements between an organization's receivable and its unapplied account (the mirror of
+# the remote customer balance): both must be known.
+BALANCE_KINDS = frozenset({MovementKind.BALANCE_SETTLED, MovementKind.BALANCE_CHARGED})
 
 
 class Unmatched(BeanbillError):
@@ -69,7 +76,10 @@ class MovementsPosted:
 
 
 def _accounts(
-    kind: MovementKind, processor: ProcessorAccounts, receivable: str | None
+    kind: MovementKind,
+    processor: ProcessorAccounts,
+    receivable: str | None,
+    unapplied: str | None = None,
 ) -> tuple[str, str]:
     """(debited, credited) accounts of a movement."""
     clearing, disputed, fees = processor.all()
@@ -77,9 +87,13 @@ def _accounts(
         MovementKind.PAYMENT,
         MovementKind.REFUND,
         MovementKind.DISPUTE_LOST,
+        MovementKind.REFUND_FAILED,
+        *BALANCE_KINDS,
     )
     if needs_receivable and receivable is None:
         raise Unmatched("no organization known for it")
+    if kind in BALANCE_KINDS and unapplied is None:
+        raise Unmatched("no unapplied account known for it")
     pairs = {
         MovementKind.PAYMENT: (clearing, receivable),
         MovementKind.REFUND: (receivable, clearing),
@@ -88,6 +102,9 @@ def _accounts(
         MovementKind.DISPUTE_HOLD: (disputed, clearing),
         MovementKind.DISPUTE_WON: (clearing, disputed),
         MovementKind.DISPUTE_LOST: (receivable, disputed),
+        MovementKind.REFUND_FAILED: (clearing, receivable),
+        MovementKind.BALANCE_SETTLED: (unapplied, receivable),
+        MovementKind.BALANCE_CHARGED: (receivable, unapplied),
     }
     debit, credit = pairs[kind]
     return str(debit), str(credit)
@@ -101,6 +118,7 @@ def movement_entry(
     receivable: str | None,
     currency: str,
     overpaid: tuple[str, int] | None = None,
+    unapplied: str | None = None,
 ) -> Transaction:
     """The transaction for one movement; raises Unmatched when the books cannot take it.
 
@@ -114,7 +132,7 @@ def movement_entry(
         raise Unmatched(f"amount {movement.amount_minor} is not in (0, {MAX_MOVEMENT_MINOR}]")
     if not BOOKS_OPEN_DATE <= movement.day <= LAST_DAY:
         raise Unmatched(f"day {movement.day} is outside the books ({BOOKS_OPEN_DATE}..{LAST_DAY})")
-    debit, credit = _accounts(movement.kind, processor, receivable)
+    debit, credit = _accounts(movement.kind, processor, receivable, unapplied)
     about = f" of invoice {movement.document}" if movement.document else ""
     meta: list[tuple[str, str | date]] = [("remote-id", movement.remote_id)]
     if org:
@@ -185,6 +203,8 @@ def post_movements(
         try:
             if movement.kind is MovementKind.PAYMENT:
                 org, due = invoices.payer_and_due(movement, org)
+                # The remote customer balance settled part of it, or added to it.
+                due -= movement.balance_applied_minor
                 if org in accounts and movement.amount_minor > due:
                     overpaid = (accounts[org].unapplied, movement.amount_minor - due)
                     opens[overpaid[0]] = Open(BOOKS_OPEN_DATE, overpaid[0], currency)
@@ -193,9 +213,13 @@ def post_movements(
                         f"{overpaid[1]} held in {overpaid[0]}"
                     )
             receivable = accounts[org].receivable if org in accounts else None
+            unapplied = accounts[org].unapplied if org in accounts else None
+            if movement.kind in BALANCE_KINDS and unapplied is not None:
+                opens[unapplied] = Open(BOOKS_OPEN_DATE, unapplied, currency)
             entry = movement_entry(
-                movement, target, connector.accounts, org, receivable, currency, overpaid
-            )
+                movement, target, connector.accounts, org, receivable, currency, overpaid,
+                unapplied,
+            )  # fmt: skip
         except Unmatched as error:
             summary.problems[movement.txn_id] = str(error)
             continue
@@ -243,7 +267,8 @@ def apply_events(
     state: SyncState,
     limit: int = MAX_EVENTS_PER_BATCH,
 ) -> int:
-    """Post one batch of waiting events; how many events were closed."""
+    """Post one batch of waiting events; how many events were closed (an event whose
+    meaning needs the remote system while it cannot be reached waits for the next batch)."""
     events = state.unprocessed_events(connector.name, limit)
     if not events:
         return 0
@@ -256,6 +281,11 @@ def apply_events(
                 WebhookEvent(event.event_id, event.event_type, event.payload)
             )
         except MalformedEvent as error:  # kept in the inbox with why; the rest go on
+            outcomes[event.event_id] = f"{QUARANTINED}: {error}"
+            continue
+        except TransientError:
+            continue  # the remote system could not be asked now: the event waits, unclosed
+        except PermanentError as error:
             outcomes[event.event_id] = f"{QUARANTINED}: {error}"
             continue
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
@@ -279,4 +309,4 @@ def apply_events(
         for event_id in owners[txn_id]:
             outcomes[event_id] = f"posted: {txn_id}: {notice}"
     state.mark_processed(connector.name, outcomes)
-    return len(events)
+    return len(outcomes)  # events left waiting (remote unreachable) are not counted

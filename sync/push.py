@@ -5,7 +5,9 @@ written at issuance, so a push sends exactly what was issued. Each document × t
 tried under the retry policy; the connector looks before it creates on every try, so a
 timed-out create is found rather than repeated. A document that keeps failing, or fails in
 a way retrying cannot fix, is dead-lettered with the reason; `sync retry` re-queues it.
-Credit notes go after invoices, and wait while the invoice they correct is not synced.
+A credit note goes before the invoices when the invoice it corrects is synced (so its
+credit is in the remote customer balance when the replacement is finalized), else after
+them; it waits while the invoice it corrects is not synced.
 """
 
 from __future__ import annotations
@@ -155,17 +157,29 @@ def push_all(
                 todo.append(document)
         invoices = [d for d in todo if d.type is DocumentType.INVOICE]
         notes = [d for d in todo if d.type is DocumentType.CREDIT_NOTE]
-        _run(connector, state, policy, concurrency, invoices, summary, on_done)
-        ready = []
-        for note in notes:
-            invoice = state.get(note.preceding_number or "", target)
-            if invoice is None or invoice.status is not PushStatus.SYNCED:
-                summary.waiting.append(note.number)
-                on_done(1)
-            else:
-                ready.append(note)
+        # Corrections first: a credit note's credit is then in the customer's remote balance
+        # when the corrected invoice is finalized, which consumes it (Stripe does so).
+        ready, notes = _corrections_ready(state, target, notes)
         _run(connector, state, policy, concurrency, ready, summary, on_done)
+        _run(connector, state, policy, concurrency, invoices, summary, on_done)
+        ready, notes = _corrections_ready(state, target, notes)
+        _run(connector, state, policy, concurrency, ready, summary, on_done)
+        summary.waiting.extend(note.number for note in notes)
+        on_done(len(notes))
     return summary
+
+
+def _corrections_ready(
+    state: SyncState, target: str, notes: list[InvoiceDocument]
+) -> tuple[list[InvoiceDocument], list[InvoiceDocument]]:
+    """(credit notes whose invoice is synced, the others)."""
+    ready: list[InvoiceDocument] = []
+    waiting: list[InvoiceDocument] = []
+    for note in notes:
+        invoice = state.get(note.preceding_number or "", target)
+        synced = invoice is not None and invoice.status is PushStatus.SYNCED
+        (ready if synced else waiting).append(note)
+    return ready, waiting
 
 
 def _run(

@@ -77,12 +77,32 @@ def reconcile(
                 f"{where}: amount mismatch for {invoice.number}: remote {invoice.total_minor}, "
                 f"ledger {due} (minor units)"
             )
-        if invoice.payment is not None and invoice.payment.amount_minor != due:
+        expected = due - invoice.balance_applied_minor  # less what the customer balance took
+        if invoice.payment is not None and invoice.payment.amount_minor != expected:
             report.discrepancies.append(
-                f"{where}: {invoice.number} paid {invoice.payment.amount_minor}, due {due}"
+                f"{where}: {invoice.number} paid {invoice.payment.amount_minor}, due {expected}"
             )
         if invoice.payment is not None and invoice.payment.txn_id in report.posted.problems:
             report.discrepancies.append(
                 f"{where}: {invoice.number} paid remotely but open in the ledger"
             )
+    drift = clearing_drift(workspace, connector)
+    if drift:
+        report.discrepancies.append(drift)
     return report
+
+
+def clearing_drift(workspace: Workspace, connector: Connector) -> str | None:
+    """The clearing account must hold what the remote system holds: fees, refunds,
+    disputes and payouts all booked. Any difference is reported, never adjusted."""
+    currency = workspace.settings.billing.currency
+    remote = connector.clearing_balance_minor(currency)
+    books = load_books(workspace.ledger_path, currency)
+    clearing = connector.accounts.clearing
+    ledger = books.balances([clearing]).get(clearing, 0)
+    if remote == ledger:
+        return None
+    return (
+        f"{connector.accounts.clearing} is {ledger} in the ledger, {connector.name} holds "
+        f"{remote} (minor units): a movement is missing or was booked elsewhere"
+    )

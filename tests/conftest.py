@@ -21,6 +21,7 @@ from beanbill.rating.periods import Month
 from beanbill.rating.rate import rate_months
 from beanbill.rating.workspace import Workspace
 from beanbill.stripe_peer import API_KEY, reset, running_localstripe
+from tests.stripe_contract_check import log_problems
 from tests.support import (
     SMALL_CATALOG,
     Issued,
@@ -44,11 +45,17 @@ def make_workspace(tmp_path: Path) -> Callable[..., Workspace]:
         timezone: str = "UTC",
         name: str = "ws",
         sync: dict[str, Any] | None = None,
+        ledger: dict[str, Any] | None = None,
+        invoicing: dict[str, Any] | None = None,
     ) -> Workspace:
         settings = copy.deepcopy(SETTINGS)
         settings["billing"]["timezone"] = timezone
         if sync is not None:
             settings["sync"] = sync
+        if ledger is not None:
+            settings["ledger"] = ledger
+        if invoicing is not None:
+            settings["invoicing"] = {**settings.get("invoicing", {}), **invoicing}
         return write_workspace(
             tmp_path / name, settings, catalog or SMALL_CATALOG, customers or [customer("acme")]
         )
@@ -57,10 +64,18 @@ def make_workspace(tmp_path: Path) -> Callable[..., Workspace]:
 
 
 @pytest.fixture(scope="module")
-def localstripe() -> Iterator[str]:
-    """localstripe on loopback, one per test module (tests reset it when they need it empty)."""
-    with running_localstripe() as url:
+def localstripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """localstripe on loopback, one per test module (tests reset it when they need it empty).
+
+    The peer logs every request beanbill made (the test driver's own are not logged); at
+    the end of the module each is checked against the stripe SDK's parameter types for the
+    pinned API version: a parameter Stripe does not have fails the suite.
+    """
+    log = tmp_path_factory.mktemp("stripe-requests") / "requests.jsonl"
+    with running_localstripe(request_log=log) as url:
         yield url
+    problems = log_problems(log)
+    assert problems == [], "requests Stripe would refuse:\n" + "\n".join(problems)
 
 
 @pytest.fixture
@@ -74,15 +89,23 @@ def issued(
     reset(localstripe)
     monkeypatch.setenv("STRIPE_SECRET_KEY", API_KEY)
 
-    def make(**sync: Any) -> Workspace:
+    def make(
+        stripe: dict[str, Any] | None = None,
+        name: str = "ws",
+        invoicing: dict[str, Any] | None = None,
+        **sync: Any,
+    ) -> Workspace:
+        peer = {"api_base": localstripe, "timeout_seconds": 1, "requests_per_second": 100}
         settings = {
             "attempts": 8,
             "concurrency": 2,
             "max_wait_seconds": 1,
             **sync,
-            "stripe": {"api_base": localstripe, "timeout_seconds": 1, "requests_per_second": 100},
+            "stripe": {**peer, **(stripe or {})},
         }
         workspace = make_workspace(
+            name=name,
+            invoicing=invoicing,
             customers=[
                 customer("fr-post", billing_mode="postpaid", vat_id="FR44732829320"),
                 customer("team-a", billing_mode="postpaid", parent="fr-post"),
@@ -91,10 +114,13 @@ def issued(
                 customer("fr-small", billing_mode="postpaid"),
             ],
             sync=settings,
+            # Credits are bought by bank transfer here, so that the Stripe balance holds
+            # exactly what Stripe moved and reconciliation can compare the two.
+            ledger={"credit_purchase_account": "Assets:Bank:Operating"},
         )  # fmt: skip
         orgs = [("fr-post", 10), ("team-a", 3), ("de-pre", 20), ("us-prov", 8), ("fr-small", 5)]
         records = [record for org, hours in orgs for record in october_usage(org, hours)]
-        ingest(workspace, [write_jsonl(tmp_path / "u.jsonl", records)])
+        ingest(workspace, [write_jsonl(tmp_path / f"{name}.jsonl", records)])
         rate_months(workspace, [OCTOBER])
         record_credit(workspace, "de-pre", "purchase", "1.00", date(2026, 10, 1), None, 100, "d1")
         record_credit(workspace, "us-prov", "purchase", "0.50", date(2026, 10, 1), None, 100, "u1")

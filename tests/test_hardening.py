@@ -112,6 +112,7 @@ def test_a_killed_invoice_run_leaves_no_render_process_behind(
 
 
 WEBHOOK_SECRET = "whsec_hardening"
+STRIPE_API_VERSION = "2026-10-28.endive"
 
 
 def webhook_app(workspace: Workspace) -> TestClient:
@@ -120,7 +121,9 @@ def webhook_app(workspace: Workspace) -> TestClient:
     from beanbill.sync.serve import create_app
     from beanbill.targets import sync_state
 
-    connector = StripeConnector(StripeSettings(), "sk_test_offline", WEBHOOK_SECRET, 30, "UTC")
+    connector = StripeConnector(
+        StripeSettings(), "sk_test_offline", WEBHOOK_SECRET, 30, "UTC", "ws-t"
+    )
     return TestClient(create_app(workspace, [connector], sync_state(workspace)))
 
 
@@ -135,7 +138,8 @@ def post_signed(client: TestClient, event: dict[str, object], at: int | None = N
 def payout(event_id: str, amount: object, arrival_date: object) -> dict[str, object]:
     data = {"id": f"po_{event_id}", "object": "payout", "amount": amount, "currency": "eur",
             "arrival_date": arrival_date, "created": 1_790_000_000, "status": "paid"}  # fmt: skip
-    return {"id": event_id, "type": "payout.paid", "data": {"object": data}}
+    return {"id": event_id, "type": "payout.paid", "api_version": STRIPE_API_VERSION,
+            "data": {"object": data}}  # fmt: skip
 
 
 def test_poisoned_webhooks_are_quarantined_and_the_rest_are_posted(
@@ -210,7 +214,8 @@ def paid_invoice(event_id: str, number: str, amount: int, org: str = "acme") -> 
         "metadata": {"beanbill_number": number, "beanbill_org": org},
         "customer": "cus_acme",
     }
-    return {"id": event_id, "type": "invoice.paid", "data": {"object": invoice}}
+    return {"id": event_id, "type": "invoice.paid", "api_version": STRIPE_API_VERSION,
+            "data": {"object": invoice}}  # fmt: skip
 
 
 def test_payments_of_unknown_invoices_are_refused_and_overpayments_held(
@@ -369,11 +374,15 @@ def test_invoice_correct_cancels_and_reissues_a_re_rated_period(
 
 
 def test_reconcile_reads_each_remote_object_alone() -> None:
+    import stripe
+
     from beanbill.connectors.stripe import StripeConnector, _each
     from beanbill.rating.config import StripeSettings
     from beanbill.sync.interface import Malformed, Movement
 
-    connector = StripeConnector(StripeSettings(), "sk_test_offline", WEBHOOK_SECRET, 30, "UTC")
+    connector = StripeConnector(
+        StripeSettings(), "sk_test_offline", WEBHOOK_SECRET, 30, "UTC", "ws-t"
+    )
     created = int(datetime(2026, 11, 3, tzinfo=UTC).timestamp())
     transactions = [
         {"id": "txn_float", "fee": 1e30, "currency": "eur", "created": created},
@@ -381,7 +390,7 @@ def test_reconcile_reads_each_remote_object_alone() -> None:
         {"id": "txn_text", "fee": "30", "currency": "eur", "created": created},
         {"id": "txn_good", "fee": 30, "currency": "eur", "created": created},
     ]
-    read = _each(transactions, connector._fee_of)
+    read = _each(transactions, stripe.BalanceTransaction, connector.fee_of)
     assert [type(item).__name__ for item in read] == ["Malformed"] * 3 + ["Movement"]
     assert [item.remote_id for item in read if isinstance(item, Malformed)] == [
         "txn_float",
@@ -391,5 +400,5 @@ def test_reconcile_reads_each_remote_object_alone() -> None:
     good = read[-1]
     assert isinstance(good, Movement) and good.amount_minor == 30
     invoice = {"id": "in_1", "total": 12.5, "amount_paid": 0, "status": "open"}
-    [bad] = _each([invoice], lambda item: [connector._remote_invoice(item)])
+    [bad] = _each([invoice], stripe.Invoice, lambda item: [connector._remote_invoice(item)])
     assert isinstance(bad, Malformed) and "total" in bad.reason

@@ -58,6 +58,10 @@ def test_waits_grow_with_jitter_honour_retry_after_and_stop() -> None:
 
 
 def test_idempotency_keys_are_stable_and_short_enough() -> None:
-    key = idempotency_key("stripe", "INV-2026-000001", "create-invoice")
-    assert key == idempotency_key("stripe", "INV-2026-000001", "create-invoice")
+    key = idempotency_key("ws-a", "stripe", "INV-2026-000001", "create-invoice")
+    assert key == idempotency_key("ws-a", "stripe", "INV-2026-000001", "create-invoice")
     assert len(key) <= 255  # Stripe's limit
+    # Two workspaces sharing one Stripe account never replay each other's answers.
+    assert key != idempotency_key("ws-b", "stripe", "INV-2026-000001", "create-invoice")
+    with pytest.raises(ValueError, match="over 255"):
+        idempotency_key("ws-a", "stripe", "N" * 250, "create-invoice")

@@ -1,7 +1,8 @@
 """Credit notes: an issued invoice is never changed, only cancelled by a document of its own.
 
-The credit note (type 381) is the invoice derived again under its original number and
-date, re-typed and numbered in the credit-note series; its transaction reverses the
+The credit note (type 381) is the invoice as issued (its snapshot; derived again under its
+original number and date if the snapshot is lost and nothing was re-rated since), re-typed
+and numbered in the credit-note series; its transaction reverses the
 issuance, so the period is due again and the next ``invoice`` run issues it anew.
 """
 
@@ -15,7 +16,7 @@ from beanbill.ledger import keys
 from beanbill.ledger.accounts import organization_accounts
 from beanbill.ledger.books import load_books
 from beanbill.ledger.invoicing import InvoicingError
-from beanbill.ledger.invoicing.documents import DocumentType
+from beanbill.ledger.invoicing.documents import DocumentError, DocumentType, load_document
 from beanbill.ledger.invoicing.due import consumptions, due_for_issued, issued_keys
 from beanbill.ledger.invoicing.files import relative_to_ledger_file, write_documents
 from beanbill.ledger.invoicing.issuance import credit_note_entries, ledger_file
@@ -48,13 +49,24 @@ def credit_note(workspace: Workspace, number: str, issue_date: date) -> tuple[st
             raise InvoicingError(f"invoice {number} is already cancelled")
         customers = workspace.customers.by_id()
         customer = customers[str(meta[keys.ORG])]
-        due = due_for_issued(customers, consumptions(books), key, customer)
-        derived = derive_due(workspace, store, due, number, original.issue_date)
+        receivable = organization_accounts([customer])[customer.id].receivable
+        issued_minor = sum(p.amount_minor for p in issuance.postings if p.account == receivable)
+        try:  # what was issued, exactly: the snapshot written at issuance
+            cancelled = load_document(workspace.invoices_dir / f"{number}.json")
+        except DocumentError:  # lost: derived again, which holds while nothing was re-rated
+            due = due_for_issued(customers, consumptions(books), key, customer)
+            cancelled = derive_due(workspace, store, due, number, original.issue_date).document
+        if cancelled.due_minor != issued_minor:
+            raise InvoicingError(
+                f"{number} was issued for {issued_minor} (minor units) but its document now "
+                f"says {cancelled.due_minor}: its snapshot {number}.json is lost and the "
+                "period was re-rated since; restore the snapshot from a backup"
+            )
         series = series_name(workspace.settings.invoicing.credit_note_series, issue_date)
         assigned = numbers.assign(series, keys.credit_note_key(number), issue_date)
         crash_point("credit-assign")
         note = replace(
-            derived.document,
+            cancelled,
             number=assigned.number,
             type=DocumentType.CREDIT_NOTE,
             issue_date=assigned.issue_date,
@@ -64,7 +76,6 @@ def credit_note(workspace: Workspace, number: str, issue_date: date) -> tuple[st
         target = ledger_file(assigned.issue_date)
         paths = relative_to_ledger_file(workspace, target, write_documents(workspace, note))
         crash_point("credit-render")
-        receivable = organization_accounts([customer])[customer.id].receivable
         entries = credit_note_entries(
             issuance, number, assigned.number, assigned.issue_date, receivable, paths
         )
