@@ -706,6 +706,8 @@ class StripeConnector:
 
     def _invoice_event(self, invoice: Any) -> Interpretation:
         read = Fields(stripe.Invoice, invoice)
+        if not self._ours(read.metadata()):
+            return Interpretation((), ())  # another workspace's, on the same account
         movements = [m for m in (self.balance_of(read), self.payment_of(read)) if m]
         return Interpretation(tuple(movements), ())
 
@@ -851,7 +853,8 @@ class StripeConnector:
         return Fields(stripe.Charge, found).reference("customer")
 
     def _credit_note_event(self, credit_note: Any) -> Interpretation:
-        movement = self.credit_balance_of(Fields(stripe.CreditNote, credit_note))
+        read = Fields(stripe.CreditNote, credit_note)
+        movement = self.credit_balance_of(read) if self._ours(read.metadata()) else None
         return Interpretation((movement,) if movement else (), ())
 
     def credit_balance_of(self, credit_note: Fields) -> Movement | None:
@@ -907,22 +910,25 @@ class StripeConnector:
             )
         )
         result: list[RemoteInvoice | Malformed] = []
-        result.extend(_each(invoices, stripe.Invoice, lambda read: [self._remote_invoice(read)]))
+        result.extend(_each(invoices, stripe.Invoice, self._remote_invoice))
         return result
 
-    def _remote_invoice(self, invoice: Fields) -> RemoteInvoice:
+    def _remote_invoice(self, invoice: Fields) -> list[RemoteInvoice]:
+        """The invoice as reconciliation compares it; none for another workspace's."""
         metadata = invoice.metadata()
-        ours = self._ours(metadata)
-        return RemoteInvoice(
+        if not self._ours(metadata):
+            return []
+        remote = RemoteInvoice(
             invoice.text("id"),
-            metadata.get(NUMBER_KEY) if ours else None,
-            metadata.get(ORG_KEY) if ours else None,
+            metadata.get(NUMBER_KEY),
+            metadata.get(ORG_KEY),
             str(invoice.get("status")),
             invoice.amount("total"),
             invoice.amount("amount_paid"),
             self.payment_of(invoice),
             self.balance_applied(invoice),
         )
+        return [remote]
 
     def movements_since(self, since: date) -> list[Movement | Malformed]:
         """Balance changes of invoices, refunds, payouts, disputes, credit notes and fees
@@ -942,11 +948,11 @@ class StripeConnector:
             return [self.payout_of(item)] if item.get("status") == "paid" else []
 
         def balance(item: Fields) -> list[Movement]:
-            movement = self.balance_of(item)
+            movement = self.balance_of(item) if self._ours(item.metadata()) else None
             return [movement] if movement else []
 
         def credit(item: Fields) -> list[Movement]:
-            movement = self.credit_balance_of(item)
+            movement = self.credit_balance_of(item) if self._ours(item.metadata()) else None
             return [movement] if movement else []
 
         invoices = self._list(lambda: v1.invoices.list(params=created))  # type: ignore[arg-type]

@@ -400,5 +400,5 @@ def test_reconcile_reads_each_remote_object_alone() -> None:
     good = read[-1]
     assert isinstance(good, Movement) and good.amount_minor == 30
     invoice = {"id": "in_1", "total": 12.5, "amount_paid": 0, "status": "open"}
-    [bad] = _each([invoice], stripe.Invoice, lambda item: [connector._remote_invoice(item)])
+    [bad] = _each([invoice], stripe.Invoice, connector._remote_invoice)
     assert isinstance(bad, Malformed) and "total" in bad.reason

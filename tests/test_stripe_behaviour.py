@@ -33,6 +33,7 @@ from beanbill.rating.periods import Month
 from beanbill.rating.rate import rate_months
 from beanbill.rating.workspace import Workspace
 from beanbill.stripe_peer import (
+    API_KEY,
     DRIVER_KEY,
     balance_minor,
     beanbill_invoices,
@@ -44,12 +45,14 @@ from beanbill.stripe_peer import (
     dispute,
     fail_next,
     pay,
+    running_localstripe,
 )
 from beanbill.sync.payments import apply_events
 from beanbill.sync.push import issued_documents
 from beanbill.sync.reconcile import reconcile
 from beanbill.sync.state import PushStatus
 from beanbill.targets import connectors, sync_state
+from tests.stripe_contract_check import log_problems
 from tests.support import Issued, customer, october_usage, push, write_jsonl
 from tests.test_sync_stripe import assert_each_invoice_once_with_our_totals
 
@@ -305,7 +308,7 @@ def test_an_invoice_under_the_minimum_charge_is_carried_to_the_next_one(
     localstripe: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from beanbill.stripe_peer import API_KEY, reset
+    from beanbill.stripe_peer import reset
 
     reset(localstripe)
     monkeypatch.setenv("STRIPE_SECRET_KEY", API_KEY)
@@ -424,6 +427,19 @@ def test_two_workspaces_on_one_stripe_account_never_share_keys_or_customers(
     assert set(per_org.values()) == {2}  # one per organization in each workspace
     numbers = Counter(i.number for i in beanbill_invoices(localstripe))
     assert len(numbers) == 8 and set(numbers.values()) == {1}
+    paid = pay(
+        localstripe, str(remote_invoice(localstripe, documents_by_org(first)["fr-post"].number).id)
+    )
+    deliver(localstripe, second)  # the other workspace's events: none of its business
+    assert txn_kinds(second) == {}
+    deliver(localstripe, first)
+    assert txn_kinds(first) == {"stripe-payment": 1}
+    report = reconcile(second, stripe_connector(second), sync_state(second), SINCE)
+    # Invoices, payments, refunds and disputes are told apart; balance transactions (fees,
+    # payouts) and the balance belong to the account: README's limitation, shown here.
+    assert set(txn_kinds(second)) == {"stripe-fee"}
+    assert [d for d in report.discrepancies if "Assets:Stripe:Balance" not in d] == []
+    assert paid.status == "paid"
 
 
 def test_the_sdk_and_the_peer_are_pinned_to_what_the_connector_is_written_for() -> None:
@@ -467,3 +483,21 @@ def test_under_search_lag_a_lost_answer_never_makes_a_second_customer(
     assert sync_state(workspace).requeue_dead() == 1
     assert push(workspace).dead == []
     assert_each_invoice_once_with_our_totals(workspace, localstripe)
+
+
+def test_the_request_contract_check_sees_what_beanbill_sends_and_catches_a_stray(
+    tmp_path: Path,
+) -> None:
+    """The check the peer fixture runs at the end of every module, end to end: beanbill's
+    requests are logged (the test driver's are not) and one Stripe lacks is reported."""
+    log = tmp_path / "requests.jsonl"
+    with running_localstripe(request_log=log) as url:
+        api = stripe.StripeClient(API_KEY, base_addresses={"api": url}).v1
+        created = api.customers.create(params={"name": "Acme"})
+        stray: Any = {"customer": created.id, "days_until_duee": 3}
+        with pytest.raises(stripe.InvalidRequestError):
+            api.invoices.create(params=stray)
+        client(url).v1.customers.create(params={"name": "the driver's own"})
+    assert len(log.read_text().splitlines()) == 2
+    [problem] = log_problems(log)
+    assert problem.startswith("POST /v1/invoices") and "days_until_duee" in problem
