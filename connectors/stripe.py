@@ -86,6 +86,10 @@ ORG_KEY = "beanbill_org"
 WORKSPACE_KEY = "beanbill_workspace"
 LINE_KEY = "beanbill_line"
 CUSTOMER_OPERATION = "create-customer"
+SEND_OPERATION = "send"
+# Operations whose key survives a server error: a customer search that lags writes, and a
+# send that nothing can look up first, must not be repeated under another key.
+KEPT_KEYS = frozenset({CUSTOMER_OPERATION, SEND_OPERATION})
 # Refund statuses in which the money has left (or is leaving) the Stripe balance; a
 # refund that fails later comes back (Stripe books a ``refund_failure`` transaction).
 REFUND_MOVED = frozenset({"pending", "requires_action", "succeeded"})
@@ -362,7 +366,7 @@ def credit_note_split(amount_minor: int, invoice: Fields) -> tuple[int, int]:
             f"credit note of {amount_minor} on Stripe invoice {invoice.id}: only "
             f"{total - credited} is left to credit (minor units)"
         )
-    remaining = invoice.amount("amount_remaining") if invoice.get("status") == "open" else 0
+    remaining = invoice.amount("amount_remaining") if invoice.get("status") != "paid" else 0
     pre_payment = min(amount_minor, remaining)
     return pre_payment, amount_minor - pre_payment
 
@@ -425,7 +429,7 @@ class StripeConnector:
         except TransientError as error:
             cause = error.__cause__
             server_error = isinstance(cause, stripe.StripeError) and (cause.http_status or 0) >= 500
-            if server_error and operation != CUSTOMER_OPERATION:
+            if server_error and operation not in KEPT_KEYS:
                 base = idempotency_key(self.workspace_id, TARGET, number, operation)
                 self._generations[base] = self._generations.get(base, 0) + 1
             raise
@@ -458,7 +462,8 @@ class StripeConnector:
                 "finalize",
                 lambda key: self.client.v1.invoices.finalize_invoice(
                     str(invoice.id),
-                    params={"auto_advance": False},
+                    # Stripe collects a charge_automatically invoice only if it advances.
+                    params={"auto_advance": self.settings.collection_method != "send_invoice"},
                     options={"idempotency_key": key},
                 ),
             )
@@ -472,7 +477,7 @@ class StripeConnector:
         if self.settings.send_invoices and invoice.status == "open":
             self._mutate(
                 document.number,
-                "send",
+                SEND_OPERATION,
                 lambda key: self.client.v1.invoices.send_invoice(
                     str(invoice.id), options={"idempotency_key": key}
                 ),
@@ -554,6 +559,8 @@ class StripeConnector:
             "currency": document.currency.lower(),
             "collection_method": self.settings.collection_method,
             "auto_advance": False,
+            # Our tax amounts, never Stripe Tax: Stripe refuses tax_amounts with it on.
+            "automatic_tax": {"enabled": False},
             "pending_invoice_items_behavior": "exclude",
             "description": f"Invoice {document.number}",
             "metadata": {
@@ -699,7 +706,8 @@ class StripeConnector:
             raise MalformedEvent(
                 f"event {event.event_id} is API version {version!r}, beanbill reads "
                 f"{STRIPE_API_VERSION}: create the webhook endpoint with "
-                f"api_version={STRIPE_API_VERSION} and resend the event"
+                f"api_version={STRIPE_API_VERSION}; `beanbill sync reconcile` books what the "
+                "event said"
             )
         data = read.nested("data", stripe.Event.Data)
         return handler(self, data.get("object"))
@@ -751,8 +759,13 @@ class StripeConnector:
     def payment_of(self, invoice: Fields) -> Movement | None:
         if invoice.get("status") != "paid":
             return None
-        paid = invoice.amount("amount_paid")
-        if paid == 0:  # settled by the balance or a credit note: no money moved
+        # Paid outside Stripe (marked paid by hand): not in the Stripe balance; the bank's
+        # own import books it.
+        off_stripe = (
+            invoice.amount("amount_paid_off_stripe") if invoice.get("amount_paid_off_stripe") else 0
+        )
+        paid = invoice.amount("amount_paid") - off_stripe
+        if paid <= 0:  # settled by the balance, a credit note or off Stripe
             return None
         transitions = invoice.nested("status_transitions", stripe.Invoice.StatusTransitions)
         at = transitions if transitions.get("paid_at") is not None else invoice
@@ -769,7 +782,11 @@ class StripeConnector:
         return Interpretation((), (change,))
 
     def _refund_event(self, refund: Any) -> Interpretation:
-        return Interpretation(tuple(self.refund_movements(Fields(stripe.Refund, refund))), ())
+        read = Fields(stripe.Refund, refund)
+        customer = None
+        if read.get("customer") is None:  # a refund may name no customer: its charge does
+            customer = self._customer_of_charge(read.reference("charge"))
+        return Interpretation(tuple(self.refund_movements(read, customer)), ())
 
     def refund_movements(self, refund: Fields, customer: str | None = None) -> list[Movement]:
         """A refund moved money out unless it failed; one that failed after moving comes
@@ -814,15 +831,20 @@ class StripeConnector:
         status = dispute.get("status")
         if status in INQUIRY_STATUSES:
             return []  # an inquiry moves no money
+        # Ids by dispute (a dispute has at most one withdrawal and one reinstatement, and
+        # the books of earlier versions name them so); fees by balance transaction, as
+        # the listing of balance transactions names them.
         result: list[Movement] = []
+        withdrawn = 0
         for transaction in dispute.each("balance_transactions", stripe.BalanceTransaction):
             amount = transaction.signed_amount("amount")
+            withdrawn += -amount if amount < 0 else 0
             kind = MovementKind.DISPUTE_HOLD if amount < 0 else MovementKind.DISPUTE_WON
             prefix = "stripe-dispute" if amount < 0 else "stripe-dispute-won"
             if amount:
                 result.append(
                     Movement(
-                        f"{prefix}:{transaction.text('id')}",
+                        f"{prefix}:{identifier}",
                         kind,
                         transaction.day("created", self.timezone),
                         abs(amount),
@@ -832,12 +854,12 @@ class StripeConnector:
                 )
             result.extend(self.fee_of(transaction))
         if status == "lost":
-            result.append(
+            result.append(  # what was withdrawn (in the balance's currency) is owed again
                 Movement(
                     f"stripe-dispute-lost:{identifier}",
                     MovementKind.DISPUTE_LOST,
                     dispute.day("created", self.timezone),
-                    dispute.amount("amount"),
+                    withdrawn or dispute.amount("amount"),
                     dispute.currency(),
                     identifier,
                     remote_customer=self._customer_of_charge(dispute.reference("charge")),
@@ -975,27 +997,35 @@ class StripeConnector:
     def fee_of(self, transaction: Fields) -> list[Movement]:
         """The fee a balance transaction bears: its ``fee``, or, for Stripe's own charges
         (``stripe_fee`` and the like, ``fee = 0``), its amount."""
-        fee = transaction.amount("fee")
+        fee = transaction.signed_amount("fee")  # negative when returned (a dispute won)
         if transaction.get("type") in STRIPE_FEE_TYPES:
             fee += -transaction.signed_amount("amount")
         if fee == 0:
             return []
-        if fee < 0:
-            raise MalformedEvent(f"{transaction.id}: a Stripe fee of {fee}")
         identifier = transaction.text("id")
         return [
             Movement(
                 f"stripe-fee:{identifier}",
-                MovementKind.FEE,
+                MovementKind.FEE if fee > 0 else MovementKind.FEE_RETURNED,
                 transaction.day("created", self.timezone),
-                fee,
+                abs(fee),
                 transaction.currency(),
                 identifier,
             )
         ]
 
     def clearing_balance_minor(self, currency: str) -> int:
-        """Stripe's balance in ``currency``: available + pending (+ the connect reserve)."""
+        """What the clearing account should hold: Stripe's balance in ``currency``
+        (available + pending) plus payouts on their way to the bank, which Stripe took
+        from the balance at creation and the books move to the bank when paid."""
+        in_transit = sum(
+            Fields(stripe.Payout, payout).amount("amount")
+            for payout in self._list(
+                lambda: self.client.v1.payouts.list(params={"limit": PAGE_SIZE})
+            )
+            if payout.status in ("pending", "in_transit")
+            and str(payout.currency).upper() == currency.upper()
+        )
         found = self._call(lambda: self.client.v1.balance.retrieve())
         read = Fields(stripe.Balance, found)
         total = 0
@@ -1007,7 +1037,7 @@ class StripeConnector:
             for funds in read.each(part, resource):
                 if funds.currency() == currency.upper():
                     total += funds.signed_amount("amount")
-        return total
+        return total + in_transit
 
 
 EVENT_HANDLERS: dict[str, Callable[[StripeConnector, Any], Interpretation]] = {

@@ -14,9 +14,8 @@ from typing import Any, NamedTuple
 
 from beanbill.ledger import keys
 from beanbill.ledger.text import LedgerTextError, check_metadata_key, quoted
+from beanbill.rating.money import currency_digits
 
-MINOR_DIGITS = {"JPY": 0, "KRW": 0, "BHD": 3, "KWD": 3, "TND": 3}
-DEFAULT_MINOR_DIGITS = 2
 TXN_ID_KEY = keys.TXN_ID
 
 MetaValue = str | Decimal | date | bool
@@ -29,7 +28,9 @@ def user_meta(meta: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def minor_digits(currency: str) -> int:
-    return MINOR_DIGITS.get(currency, DEFAULT_MINOR_DIGITS)
+    """The currency's minor units (ISO 4217, from Babel's CLDR data: JPY 0, EUR 2, KWD 3);
+    ``rating.config`` refuses codes that are not a currency one can invoice in."""
+    return currency_digits(currency)
 
 
 def format_minor(amount_minor: int, currency: str) -> str:

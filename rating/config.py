@@ -12,14 +12,16 @@ import re
 import tomllib
 import zoneinfo
 from collections.abc import Mapping
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -32,7 +34,12 @@ from stdnum.fr import siren as fr_siren
 
 from beanbill.rating.characters import REFUSED_CHARACTERS
 from beanbill.rating.errors import ConfigError
-from beanbill.rating.money import MAX_PRICE_DECIMALS, QUANTITY_SCALE, decimal_places
+from beanbill.rating.money import (
+    MAX_PRICE_DECIMALS,
+    QUANTITY_SCALE,
+    decimal_places,
+    is_invoiceable_currency,
+)
 
 IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 FAMILY_PATTERN = re.compile(r"^[A-Z][A-Za-z0-9]{0,31}$")
@@ -101,6 +108,15 @@ def _name(value: str) -> str:
     return _plain_text(value)
 
 
+def _currency(value: str) -> str:
+    if not is_invoiceable_currency(value):
+        raise ValueError(
+            f"{value!r} is not an ISO 4217 currency code beanbill can invoice in "
+            "(three capital letters, e.g. EUR, USD, JPY)"
+        )
+    return value
+
+
 def _price(value: Decimal) -> Decimal:
     if not value.is_finite() or value < 0:
         raise ValueError(f"price {value} must be a finite number >= 0")
@@ -129,6 +145,7 @@ Name = Annotated[str, AfterValidator(_name)]
 Price = Annotated[Decimal, AfterValidator(_price)]
 UsageQuantity = Annotated[Decimal, AfterValidator(_usage_quantity)]
 Country = Annotated[str, AfterValidator(_country)]
+CurrencyCode = Annotated[str, AfterValidator(_currency)]
 
 
 class StrictModel(BaseModel):
@@ -181,7 +198,7 @@ class Seller(StrictModel):
 
 
 class BillingSettings(StrictModel):
-    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+    currency: CurrencyCode = "EUR"
     timezone: str = "UTC"
     max_event_duration_days: int = Field(default=31, ge=1, le=92)
 
@@ -247,6 +264,15 @@ class StripeSettings(StrictModel):
     timeout_seconds: int = Field(default=30, ge=1, le=120)
     requests_per_second: int = Field(default=20, ge=1, le=100)  # test mode allows 25
     webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
+
+    @model_validator(mode="after")
+    def _sends_only_what_stripe_sends(self) -> Self:
+        if self.send_invoices and self.collection_method != "send_invoice":
+            raise ValueError(
+                "send_invoices needs collection_method = 'send_invoice' (Stripe sends only "
+                "those; it charges the others)"
+            )
+        return self
 
 
 class SyncSettings(StrictModel):
@@ -321,7 +347,9 @@ class Tier(StrictModel):
 
 
 class Band(StrictModel):
-    """One normalized pricing band: usage in [lower, upper) costs ``price`` per unit."""
+    """One normalized pricing band between ``lower`` and ``upper`` at ``price`` per unit:
+    graduated, the units past ``lower`` up to ``upper``; volume, every unit past the free
+    allowance when the period's total is in (lower, upper]."""
 
     index: int
     lower: Decimal
@@ -335,7 +363,9 @@ class PriceVersion(StrictModel):
 
     Usage is counted in the meter's rating unit: unit-seconds for interval meters,
     units for counters. ``free`` units come first in every billing period; tier
-    bounds (``up_to``) count from zero, free units included.
+    bounds (``up_to``) count the period's usage from zero, free units included (as a
+    price page reads: "first 100 GB free, up to 1,000 GB at 0.01, beyond at 0.008"), and
+    are inclusive: a volume total of exactly ``up_to`` is priced by that tier.
     """
 
     effective: date
@@ -379,6 +409,9 @@ class PriceVersion(StrictModel):
         return bands
 
 
+MAX_MINIMUM_SECONDS = 86_400  # a day: events longer than the minimum are never extended
+
+
 class Meter(StrictModel):
     id: Identifier
     name: Name
@@ -386,6 +419,15 @@ class Meter(StrictModel):
     kind: MeterKind
     family: str = Field(description="Product family, an account component such as 'Compute'")
     price: list[PriceVersion] = Field(min_length=1)
+    # Interval meters: each event is billed at least this long (a provider's per-event
+    # minimum, e.g. 60 s); timestamps are whole seconds, so a 0.8 s job is 0 s without it.
+    minimum_seconds: int = Field(default=0, ge=0, le=MAX_MINIMUM_SECONDS)
+
+    @model_validator(mode="after")
+    def _minimum_is_for_intervals(self) -> Self:
+        if self.minimum_seconds and self.kind is not MeterKind.INTERVAL:
+            raise ValueError("minimum_seconds applies to interval meters only")
+        return self
 
     @field_validator("family")
     @classmethod
@@ -404,11 +446,14 @@ class Meter(StrictModel):
 
 
 class Addon(StrictModel):
-    """A fixed price per billing period, charged for every period the subscription touches."""
+    """A price per billing period, prorated per second over the part of the period the
+    subscription covers (``prorate = false``: the whole price for every period it touches).
+    """
 
     id: Identifier
     name: Name
     price: dict[BillingPeriod, Price] = Field(min_length=1)
+    prorate: bool = True
 
 
 class Service(StrictModel):
@@ -461,16 +506,44 @@ class Catalog(StrictModel):
 # --- customers ----------------------------------------------------------------------------
 
 
+UTC_ZONE = ZoneInfo("UTC")
+
+
 class AddonSubscription(StrictModel):
+    """An add-on from ``start`` to ``end``: a day means its local midnight (``end``: the
+    last day included, so up to the next midnight); a TOML offset date-time
+    (``2026-10-31T14:30:00Z``) is that instant (``end`` exclusive)."""
+
     addon: Identifier
-    start: date
-    end: date | None = Field(default=None, description="last day included")
+    start: AwareDatetime | date
+    end: AwareDatetime | date | None = Field(default=None, description="last day included")
 
     @model_validator(mode="after")
     def _end_after_start(self) -> Self:
-        if self.end is not None and self.end < self.start:
+        # Checked in UTC: a day against an instant may differ by the zone's offset, and a
+        # subscription that covers no second of a period bills nothing for it anyway.
+        end = self.end_instant(UTC_ZONE)
+        if end is not None and end <= self.start_instant(UTC_ZONE):
             raise ValueError("add-on subscription ends before it starts")
         return self
+
+    def start_instant(self, zone: ZoneInfo) -> datetime:
+        return _instant(self.start, zone)
+
+    def end_instant(self, zone: ZoneInfo) -> datetime | None:
+        """The first instant after the subscription (None: it has not ended)."""
+        if self.end is None:
+            return None
+        if isinstance(self.end, datetime):
+            return self.end.astimezone(UTC)
+        return _instant(self.end + timedelta(days=1), zone)
+
+
+def _instant(moment: date, zone: ZoneInfo) -> datetime:
+    """A day's local midnight in ``zone``, or an aware instant itself, in UTC."""
+    if isinstance(moment, datetime):
+        return moment.astimezone(UTC)
+    return datetime(moment.year, moment.month, moment.day, tzinfo=zone).astimezone(UTC)
 
 
 class Coupon(StrictModel):
@@ -502,7 +575,7 @@ class Customer(StrictModel):
     country: Country
     vat_id: str | None = None
     email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+    currency: CurrencyCode = "EUR"
     billing_mode: BillingMode = BillingMode.POSTPAID
     billing_period: BillingPeriod = BillingPeriod.MONTHLY
     parent: Identifier | None = None

@@ -34,7 +34,14 @@ import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 import pyarrow as pa
 
-from beanbill.rating.config import BillingPeriod, Catalog, Customers, MeterKind, TierMode
+from beanbill.rating.config import (
+    AddonSubscription,
+    BillingPeriod,
+    Catalog,
+    Customers,
+    MeterKind,
+    TierMode,
+)
 from beanbill.rating.errors import RatingError
 from beanbill.rating.money import (
     PRICE_SCALE,
@@ -46,8 +53,10 @@ from beanbill.rating.money import (
 from beanbill.rating.periods import (
     Month,
     OffsetChange,
+    Period,
     day_index,
     day_rows,
+    local_midnight_epoch,
     offset_changes,
     periods_starting_in,
     rating_window,
@@ -243,8 +252,19 @@ def _local_day(epoch_seconds: ir.IntegerValue, changes: Sequence[OffsetChange]) 
     return (epoch_seconds + offset) // SECONDS_PER_DAY
 
 
+def _with_minimums(events: ir.Table, catalog: Catalog) -> ir.Table:
+    """Interval events shorter than their meter's ``minimum_seconds`` last that long."""
+    minimums = [(m.id, m.minimum_seconds) for m in catalog.meter if m.minimum_seconds]
+    if not minimums:
+        return events
+    minimum = ibis.cases(*[(events.meter == meter, seconds) for meter, seconds in minimums],
+                         else_=0)  # fmt: skip
+    return events.mutate(end_s=ibis.greatest(events.end_s, events.start_s + minimum))
+
+
 def split_lines(events: ir.Table, rating_input: RatingInput) -> ir.Table:
     """Events → usage per organization, period, day, meter and resource (unpriced)."""
+    events = _with_minimums(events, rating_input.catalog)
     days = _days_table(rating_input)
     window_start_s = days.day_start_s.min().as_scalar()
     window_end_s = days.day_end_s.max().as_scalar()
@@ -305,8 +325,10 @@ def _allocate_bands(lines: ir.Table, bands: ir.Table) -> ir.Table:
     positional = (rows.mode == TierMode.GRADUATED.value) | rows.is_free
     band_lower = ibis.ifelse(positional, rows.lower_micro, rows.free_micro)
     band_upper = ibis.ifelse(positional, rows.upper_micro, UNBOUNDED_MICRO)
+    # Volume: the tier whose range holds the period's total, bounds inclusive (``up_to``
+    # = 10000 prices a total of exactly 10000 by that tier, as Stripe and Lago do).
     selected = positional | (
-        (rows.total_usage >= rows.lower_micro) & (rows.total_usage < rows.upper_micro)
+        (rows.total_usage > rows.lower_micro) & (rows.total_usage <= rows.upper_micro)
     )
     overlap = ibis.least(rows.cumulative_after, band_upper) - ibis.greatest(
         rows.cumulative_before, band_lower
@@ -353,17 +375,21 @@ def price_lines(lines: ir.Table, rating_input: RatingInput) -> ir.Table:
 
 
 def addon_lines(rating_input: RatingInput) -> ir.Table:
-    """Add-ons: a fixed price for every billing period a subscription touches."""
+    """Add-ons: each billing period's price, prorated per second over the part of the
+    period the subscription covers (whole periods for ``prorate = false``)."""
     addons = rating_input.catalog.addon_by_id()
+    zone = rating_input.zone
     columns: dict[str, list[Any]] = {name: [] for name in LINE_SCHEMA.names}
     for customer in rating_input.customers.customer:
         for period in periods_starting_in(customer.billing_period, rating_input.month):
             for subscription in customer.addons:
-                ends = subscription.end or date.max
-                if subscription.start >= period.end or ends < period.start:
-                    continue
                 addon = addons[subscription.addon]
                 price_pico = to_scaled_integer(addon.price[customer.billing_period], PRICE_SCALE)
+                share = addon_share(subscription, period, zone, addon.prorate)
+                if share is None:
+                    continue
+                covered, length = share
+                quantity_micro = _rounded(QUANTITY_ONE_MICRO * covered, length)
                 row = {
                     "org": customer.id,
                     "billing_period": customer.billing_period.value,
@@ -378,15 +404,44 @@ def addon_lines(rating_input: RatingInput) -> ir.Table:
                     "band": 0,
                     "is_free": False,
                     "price_pico": Decimal(price_pico),
-                    "quantity_micro": QUANTITY_ONE_MICRO,
-                    "amount_atto": Decimal(price_pico * QUANTITY_ONE_MICRO),
-                    "line_usage_micro": QUANTITY_ONE_MICRO,
-                    "line_seconds": 0,
+                    "quantity_micro": quantity_micro,
+                    "amount_atto": Decimal(
+                        _rounded(price_pico * QUANTITY_ONE_MICRO * covered, length)
+                    ),
+                    "line_usage_micro": quantity_micro,
+                    "line_seconds": covered if addon.prorate else 0,
                     "event_count": 0,
                 }
                 for name, value in row.items():
                     columns[name].append(value)
     return typed_memtable(columns, LINE_SCHEMA)
+
+
+def addon_share(
+    subscription: AddonSubscription, period: Period, zone: zoneinfo.ZoneInfo, prorate: bool
+) -> tuple[int, int] | None:
+    """(seconds covered, seconds in the period) of a period the subscription touches;
+    (1, 1) for a whole period when not prorated; None when it covers none of it."""
+    period_start = local_midnight_epoch(period.start, zone)
+    period_end = local_midnight_epoch(period.end, zone)
+    ends = subscription.end_instant(zone)
+    start = max(int(subscription.start_instant(zone).timestamp()), period_start)
+    end = min(int(ends.timestamp()) if ends else period_end, period_end)
+    covered = end - start
+    if covered <= 0:
+        return None
+    if not prorate:
+        return 1, 1
+    return covered, period_end - period_start
+
+
+def _rounded(numerator: int, denominator: int) -> int:
+    """numerator / denominator rounded half to even: the one rounding point of prorated
+    add-ons (to the atto for amounts, to the micro period for quantities)."""
+    quotient, remainder = divmod(numerator, denominator)
+    if 2 * remainder > denominator or (2 * remainder == denominator and quotient % 2):
+        quotient += 1
+    return quotient
 
 
 LINE_SCHEMA = ibis.schema(

@@ -13,7 +13,10 @@ Rounding to the currency's minor unit happens later, in the ledger, at a named p
 
 from __future__ import annotations
 
+import functools
 from decimal import Decimal
+
+import babel.numbers
 
 QUANTITY_SCALE = 6
 PRICE_SCALE = 12
@@ -42,3 +45,46 @@ def decimal_places(value: Decimal) -> int:
     if not isinstance(exponent, int):
         raise ValueError(f"{value} is not a finite number")
     return max(0, -exponent)
+
+
+# ISO 4217 codes that name no currency an invoice can be paid in: precious metals, bond
+# market units, SDR, settlement and fund codes, testing and "no currency".
+NOT_INVOICEABLE = frozenset(
+    {
+        "XAU",
+        "XAG",
+        "XPD",
+        "XPT",
+        "XBA",
+        "XBB",
+        "XBC",
+        "XBD",
+        "XDR",
+        "XSU",
+        "XUA",
+        "XTS",
+        "XXX",
+        "BOV",
+        "CHE",
+        "CHW",
+        "CLF",
+        "COU",
+        "MXV",
+        "USN",
+        "UYI",
+        "UYW",
+    }
+)
+
+
+def is_invoiceable_currency(code: str) -> bool:
+    """An ISO 4217 currency known to CLDR (through Babel) that money can be paid in."""
+    return babel.numbers.is_currency(code) and code not in NOT_INVOICEABLE
+
+
+@functools.cache
+def currency_digits(code: str) -> int:
+    """Minor units of an ISO 4217 currency (Babel's CLDR data: JPY 0, EUR 2, KWD 3)."""
+    if not is_invoiceable_currency(code):
+        raise ValueError(f"{code} is not an ISO 4217 currency beanbill can invoice in")
+    return int(babel.numbers.get_currency_precision(code))

@@ -61,6 +61,7 @@ class MovementKind(StrEnum):
     DISPUTE_WON = "dispute-won"  # clearing ← disputed
     DISPUTE_LOST = "dispute-lost"  # receivable ← disputed: the customer owes it again
     REFUND_FAILED = "refund-failed"  # clearing ← receivable: the refund came back
+    FEE_RETURNED = "fee-returned"  # clearing ← fees: a fee given back (a dispute won)
     # The remote system keeps a balance per customer (Stripe's customer balance), mirrored
     # per organization by its unapplied account (negative: credit held for the customer).
     BALANCE_SETTLED = "balance-settled"  # unapplied ← receivable: invoice settled from it

@@ -52,6 +52,7 @@ NARRATIONS = {
     MovementKind.DISPUTE_WON: "dispute won, funds released",
     MovementKind.DISPUTE_LOST: "dispute lost, amount due again",
     MovementKind.REFUND_FAILED: "refund failed, amount returned",
+    MovementKind.FEE_RETURNED: "fee returned",
     MovementKind.BALANCE_SETTLED: "customer balance settled",
     MovementKind.BALANCE_CHARGED: "customer balance credited or carried",
 }
@@ -103,6 +104,7 @@ def _accounts(
         MovementKind.DISPUTE_WON: (clearing, disputed),
         MovementKind.DISPUTE_LOST: (receivable, disputed),
         MovementKind.REFUND_FAILED: (clearing, receivable),
+        MovementKind.FEE_RETURNED: (clearing, fees),
         MovementKind.BALANCE_SETTLED: (unapplied, receivable),
         MovementKind.BALANCE_CHARGED: (receivable, unapplied),
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from zoneinfo import ZoneInfo
 
 from beanbill.rating.config import BillingPeriod, Catalog, Customers, MeterKind, TierMode
@@ -47,11 +47,15 @@ def whole_second(moment: datetime) -> datetime:
     return moment.replace(microsecond=0)
 
 
-def split_event(event: Event, zone: ZoneInfo, kind: str) -> list[tuple[date, int]]:
-    """(local day, seconds in that day) for an interval; (day, 0) for a counter."""
+def split_event(
+    event: Event, zone: ZoneInfo, kind: str, minimum_seconds: int = 0
+) -> list[tuple[date, int]]:
+    """(local day, seconds in that day) for an interval, at least ``minimum_seconds`` long;
+    (day, 0) for a counter."""
     start, end = whole_second(event.start), whole_second(event.end)
     if kind == MeterKind.COUNTER:
         return [(start.astimezone(zone).date(), 0)]
+    end = max(end, start + timedelta(seconds=minimum_seconds))
     day = start.astimezone(zone).date()
     last = max(start, end - timedelta(seconds=1)).astimezone(zone).date()
     pieces = []
@@ -84,7 +88,7 @@ def rate_reference(
     usage: dict[LineKey, Decimal] = defaultdict(Decimal)
     for event in deduplicate(events):
         meter = meters[event.meter]
-        for day, seconds in split_event(event, zone, meter.kind):
+        for day, seconds in split_event(event, zone, meter.kind, meter.minimum_seconds):
             period, period_start = billing_period(kinds[event.org], day)
             if (period_start.year, period_start.month) != month:
                 continue
@@ -108,13 +112,13 @@ def rate_reference(
                 upper = band.upper if band.upper is not None else Decimal("Infinity")
                 lower = band.lower
                 if version.mode == TierMode.VOLUME and not band.is_free:
-                    if not (band.lower <= total < upper):
+                    if not (band.lower < total <= upper):  # up_to is inclusive
                         continue
                     lower, upper = version.free, Decimal("Infinity")
                 overlap = min(cumulative, upper) - max(before, lower)
                 if overlap > 0:
                     result[(*key, band.index)] = (overlap, overlap * band.price)
-    add_addons(result, catalog, customers, month)
+    add_addons(result, catalog, customers, month, zone)
     return result
 
 
@@ -123,7 +127,10 @@ def add_addons(
     catalog: Catalog,
     customers: Customers,
     month: tuple[int, int],
+    zone: ZoneInfo,
 ) -> None:
+    """Each period's price × the seconds the subscription covers / the period's seconds,
+    rounded half-even to the atto (the quantity, a fraction of a period, to the micro)."""
     addons = catalog.addon_by_id()
     first = date(month[0], month[1], 1)
     for customer in customers.customer:
@@ -138,16 +145,37 @@ def add_addons(
             )
             if start == day:
                 for subscription in customer.addons:
-                    last = subscription.end or date.max
-                    if subscription.start < end and last >= start:
-                        price = addons[subscription.addon].price[customer.billing_period]
-                        key = (
-                            customer.id,
-                            period,
-                            start,
-                            subscription.addon,
-                            subscription.addon,
-                            0,
-                        )
+                    addon = addons[subscription.addon]
+                    price = addon.price[customer.billing_period]
+                    period_start, period_end = (
+                        local_midnight(start, zone),
+                        local_midnight(end, zone),
+                    )
+                    sub_start = instant(subscription.start, zone)
+                    sub_end = period_end
+                    if isinstance(subscription.end, datetime):
+                        sub_end = subscription.end.astimezone(UTC)
+                    elif subscription.end is not None:
+                        sub_end = local_midnight(subscription.end + timedelta(days=1), zone)
+                    covered = (
+                        min(sub_end, period_end) - max(sub_start, period_start)
+                    ).total_seconds()
+                    if covered <= 0:
+                        continue
+                    key = (customer.id, period, start, addon.id, addon.id, 0)
+                    if not addon.prorate:
                         result[key] = (Decimal(1), price)
+                        continue
+                    whole = Decimal(int((period_end - period_start).total_seconds()))
+                    with localcontext(Context(prec=80)):
+                        share = Decimal(int(covered)) / whole
+                        quantity = share.quantize(Decimal("1e-6"), ROUND_HALF_EVEN)
+                        amount = (price * share).quantize(Decimal("1e-18"), ROUND_HALF_EVEN)
+                    result[key] = (quantity, amount)
             day += timedelta(days=1)
+
+
+def instant(moment: date, zone: ZoneInfo) -> datetime:
+    if isinstance(moment, datetime):
+        return moment.astimezone(UTC)
+    return local_midnight(moment, zone)

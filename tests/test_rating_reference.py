@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from beanbill.rating.config import Catalog, Customers, parse_model
-from beanbill.rating.engine import month_input, rate, typed_memtable
+from beanbill.rating.engine import addon_lines, month_input, rate, typed_memtable
 from beanbill.rating.money import AMOUNT_SCALE, QUANTITY_SCALE, from_scaled_integer
 from beanbill.rating.periods import Month
 from beanbill.rating.rate import EVENT_SCHEMA
@@ -53,6 +53,7 @@ CATALOG = parse_model(
                 "unit": "GB",
                 "kind": "interval",
                 "family": "Storage",
+                "minimum_seconds": 60,  # every disk event bills at least a minute
                 "price": [
                     {
                         "effective": JANUARY,
@@ -88,7 +89,18 @@ CATALOG = parse_model(
                     "weekly": Decimal("2.5"),
                     "daily": Decimal("0.4"),
                 },
-            }
+            },
+            {
+                "id": "support",
+                "name": "Support",
+                "price": {"monthly": Decimal("99"), "weekly": Decimal("25"), "daily": Decimal("4")},
+            },
+            {  # whole periods: any second of a period costs the period
+                "id": "ipv4",
+                "name": "IPv4",
+                "prorate": False,
+                "price": {"monthly": Decimal("3"), "weekly": Decimal("1"), "daily": Decimal("0.1")},
+            },
         ],
         "service": [{"id": "migration", "name": "Migration", "price": Decimal("49.00")}],
     },
@@ -107,7 +119,13 @@ CUSTOMERS = parse_model(
                 "email": f"{org}@x.example",
                 "billing_period": period,
                 "addons": [
-                    {"addon": "backup", "start": date(2026, 10, 20), "end": date(2026, 12, 5)}
+                    {"addon": "backup", "start": date(2026, 10, 20), "end": date(2026, 12, 5)},
+                    {  # instants: from mid-afternoon on Oct 31 to a morning in November
+                        "addon": "support",
+                        "start": datetime(2026, 10, 31, 14, 30, 15, tzinfo=UTC),
+                        "end": datetime(2026, 11, 2, 9, 0, tzinfo=ZoneInfo("Europe/Paris")),
+                    },
+                    {"addon": "ipv4", "start": datetime(2026, 2, 28, 23, 59, tzinfo=UTC)},
                 ],
             }
             for org, period in ORGS.items()
@@ -117,6 +135,17 @@ CUSTOMERS = parse_model(
 )
 METER_KINDS = {"cpu": "interval", "disk": "interval", "egress": "counter", "migration": "counter"}
 MONTHS = [Month(2026, 10), Month(2026, 2), Month(2026, 12)]
+# (meter, quantity, seconds) whose usage is exactly a free allowance or a tier bound.
+EXACT_BOUNDS = [
+    ("egress", Decimal(10), 0),  # the free allowance
+    ("egress", Decimal(100), 0),  # the first tier's up_to
+    ("egress", Decimal(90), 0),  # after the allowance, up to the bound
+    ("disk", Decimal(1), 1000),  # the free allowance
+    ("disk", Decimal(100), 2000),  # 200,000: the first volume tier's up_to
+    ("disk", Decimal(300), 3000),  # 900,000: the second's
+    ("cpu", Decimal(1), 3600),  # the free allowance
+    ("cpu", Decimal(25), 2000),  # 50,000: the first tier's up_to
+]
 
 
 @st.composite
@@ -126,6 +155,13 @@ def events(draw: st.DrawFn, month: Month) -> list[Event]:
     count = draw(st.integers(0, 30))
     result: list[Event] = []
     for index in range(count):
+        if draw(st.integers(0, 3)) == 0:  # usage that lands exactly on a bound
+            meter, quantity, seconds = draw(st.sampled_from(EXACT_BOUNDS))
+            start = base + timedelta(days=draw(st.integers(0, 38)), seconds=3600)
+            org = draw(st.sampled_from(sorted(ORGS)))
+            end = start + timedelta(seconds=seconds)
+            result.append(Event(f"b{index}", org, "r1", meter, start, end, quantity))
+            continue
         meter = draw(st.sampled_from(sorted(METER_KINDS)))
         day = draw(st.integers(0, 38))
         near_midnight = draw(st.booleans())
@@ -219,7 +255,55 @@ def test_reference_sees_tier_boundaries(connection: Any) -> None:
         Decimal(10_000),
         Decimal(10_000) * Decimal("0.0000050001"),
     )
+    # Subscribed from Oct 20: 12 of October's 31 days, prorated per second.
     assert result[("m-org", "2026-10", date(2026, 10, 1), "backup", "backup", 0)] == (
-        Decimal(1),
-        Decimal("9.9"),
+        Decimal("0.387097"),
+        Decimal("3.832258064516129032"),
     )
+
+
+def test_a_volume_total_of_exactly_up_to_is_priced_by_that_tier(connection: Any) -> None:
+    """up_to is inclusive: 100 GB for 2,000 s is 200,000 GB-s, the first tier's bound; all
+    199,000 GB-s past the free 1,000 are priced at the first tier's 0.0000001."""
+    start = datetime(2026, 10, 5, tzinfo=UTC)
+    rows = [Event("v", "m-org", "r1", "disk", start, start + timedelta(seconds=2000), Decimal(100))]
+    result = engine_rate(connection, rows, Month(2026, 10), "UTC")
+    day = date(2026, 10, 5)
+    assert result[("m-org", "2026-10", day, "disk", "r1", 0)] == (Decimal(1000), Decimal(0))
+    assert result[("m-org", "2026-10", day, "disk", "r1", 1)] == (
+        Decimal(199_000),
+        Decimal(199_000) * Decimal("0.0000001"),
+    )
+    one_more = [*rows, Event("w", "m-org", "r2", "disk", start, start + timedelta(seconds=1),
+                             Decimal(1))]  # fmt: skip
+    result = engine_rate(connection, one_more, Month(2026, 10), "UTC")
+    assert result[("m-org", "2026-10", day, "disk", "r1", 2)][1] == Decimal(199_000) * Decimal(
+        "0.00000007"
+    )
+
+
+def test_an_add_on_from_oct_31_to_nov_1_costs_a_day_not_two_months(connection: Any) -> None:
+    """Per-second proration: the subscription covers 1 h of October and 2 h of November."""
+    customers = parse_model(
+        Customers,
+        {
+            "customer": [
+                {"id": "late", "name": "late", "address": ["x"], "country": "FR",
+                 "email": "l@x.example", "billing_period": "monthly",
+                 "addons": [{"addon": "support", "start": datetime(2026, 10, 31, 23, tzinfo=UTC),
+                             "end": datetime(2026, 11, 1, 2, tzinfo=UTC)},
+                            {"addon": "ipv4", "start": datetime(2026, 10, 31, 23, tzinfo=UTC),
+                             "end": datetime(2026, 11, 1, 2, tzinfo=UTC)}]}
+            ]
+        },
+        "customers",
+    )  # fmt: skip
+    october, november = Month(2026, 10), Month(2026, 11)
+    result = {}
+    for month in (october, november):
+        rows = connection.to_pyarrow(addon_lines(month_input(month, "UTC", CATALOG, customers)))
+        result |= {(r["period"], r["meter"]): int(r["amount_atto"]) for r in rows.to_pylist()}
+    atto = 10**18
+    assert result[("2026-10", "support")] == 99 * atto * 3600 // (31 * 86_400)
+    assert result[("2026-11", "support")] == 99 * atto * 7200 // (30 * 86_400)
+    assert result[("2026-10", "ipv4")] == result[("2026-11", "ipv4")] == 3 * atto  # whole

@@ -213,7 +213,22 @@ def test_a_won_dispute_is_reinstated(issued: Issued, localstripe: str) -> None:
     assert disputed["Assets:Stripe:Disputed"] == 0
     assert balance(workspace, "fr-post").receivable_minor == 0
     reconcile(workspace, stripe_connector(workspace), sync_state(workspace), SINCE)
+    # Won: the dispute fee came back (a negative fee), so only the card fee is left.
+    fees = load_books(workspace.ledger_path, "EUR").balances(["Expenses:Fees:Stripe"])
+    assert fees["Expenses:Fees:Stripe"] == invoice.total * 14 // 1000 + 25
     assert_books_agree_with_the_peer(localstripe, workspace)
+
+
+def test_a_payout_on_its_way_to_the_bank_is_not_drift(issued: Issued, localstripe: str) -> None:
+    """Stripe takes a payout from the balance when it is created; the books move it to the
+    bank when it is paid. In between, reconciliation counts it as still ours."""
+    workspace = issued()
+    push(workspace)
+    invoice = remote_invoice(localstripe, documents_by_org(workspace)["fr-post"].number)
+    pay(localstripe, str(invoice.id))
+    client(localstripe).v1.payouts.create(params={"amount": 100, "currency": "eur"})
+    report = reconcile(workspace, stripe_connector(workspace), sync_state(workspace), SINCE)
+    assert report.discrepancies == [] and "stripe-payout" not in txn_kinds(workspace)
 
 
 # --- 3. collection methods ----------------------------------------------------------------
@@ -435,7 +450,7 @@ def test_two_workspaces_on_one_stripe_account_never_share_keys_or_customers(
     deliver(localstripe, first)
     assert txn_kinds(first) == {"stripe-payment": 1}
     report = reconcile(second, stripe_connector(second), sync_state(second), SINCE)
-    # Invoices, payments, refunds and disputes are told apart; balance transactions (fees,
+    # Invoices, payments and credit notes are told apart; disputes, balance transactions (fees,
     # payouts) and the balance belong to the account: README's limitation, shown here.
     assert set(txn_kinds(second)) == {"stripe-fee"}
     assert [d for d in report.discrepancies if "Assets:Stripe:Balance" not in d] == []

@@ -125,8 +125,10 @@ def test_a_card_payment_a_refund_and_a_credit_note_on_the_paid_invoice() -> None
 def test_a_dispute_moves_the_amount_and_its_fee() -> None:
     stripe_connector = connector()
     pushed = stripe_connector.push(document(5000), {})
-    pay_with(pushed.remote_ids["invoice"], "pm_card_createDispute")
-    [event] = events_of("charge.dispute.funds_withdrawn", "")[:1]
+    paid = pay_with(pushed.remote_ids["invoice"], "pm_card_createDispute")
+    payments = api().invoice_payments.list(params={"invoice": str(paid.id)}).data
+    intent = str(payments[0].payment.payment_intent)
+    [event] = events_of("charge.dispute.funds_withdrawn", intent)
     kinds = {m.kind for m in stripe_connector.interpret(event).movements}
     assert kinds == {MovementKind.DISPUTE_HOLD, MovementKind.FEE}
 

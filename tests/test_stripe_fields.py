@@ -57,3 +57,29 @@ def test_a_credit_note_is_split_by_what_remains_due() -> None:
     assert credit_note_split(300, invoice("open", 1000, 400, credited=200)) == (300, 0)
     with pytest.raises(PermanentError, match="only 800 is left to credit"):
         credit_note_split(1000, invoice("open", 1000, 400, credited=200))
+
+
+def test_what_was_paid_outside_stripe_is_not_booked_into_the_stripe_balance() -> None:
+    from datetime import UTC, datetime
+
+    from beanbill.connectors.stripe import StripeConnector
+    from beanbill.rating.config import StripeSettings
+
+    connector = StripeConnector(StripeSettings(), "sk_test_offline", None, 30, "UTC", "ws-t")
+    paid_at = int(datetime(2026, 11, 10, tzinfo=UTC).timestamp())
+    invoice = {"id": "in_1", "status": "paid", "amount_paid": 1000, "currency": "eur",
+               "amount_paid_off_stripe": 400, "created": paid_at, "starting_balance": 0,
+               "ending_balance": 0, "status_transitions": {"paid_at": paid_at}}  # fmt: skip
+    payment = connector.payment_of(Fields(stripe.Invoice, invoice))
+    assert payment is not None and payment.amount_minor == 600
+    by_hand = {**invoice, "amount_paid_off_stripe": 1000}
+    assert connector.payment_of(Fields(stripe.Invoice, by_hand)) is None
+
+
+def test_stripe_sends_only_send_invoice_invoices() -> None:
+    from pydantic import ValidationError
+
+    from beanbill.rating.config import StripeSettings
+
+    with pytest.raises(ValidationError, match="send_invoices needs"):
+        StripeSettings(send_invoices=True, collection_method="charge_automatically")

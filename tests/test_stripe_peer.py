@@ -147,7 +147,7 @@ def test_a_dispute_has_no_customer_withdraws_amount_and_fee_and_a_win_reinstates
     won = client(localstripe).v1.disputes.retrieve(opened).to_dict()
     assert won["status"] == "won"
     reinstated = won["balance_transactions"][1]
-    assert (reinstated["amount"], reinstated["fee"]) == (5000, 0)
+    assert (reinstated["amount"], reinstated["fee"]) == (5000, -2000)  # the fee comes back
     assert reinstated["reporting_category"] == "dispute_reversal"
     assert len(events(localstripe, "charge.dispute.funds_reinstated")) == 1
     (closed,) = events(localstripe, "charge.dispute.closed")

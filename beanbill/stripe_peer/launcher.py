@@ -647,6 +647,11 @@ async def close_dispute(request: web.Request) -> web.Response:
             # "If the dispute is ruled in your favour, the card network returns the dispute
             # amount" (https://support.stripe.com/questions/dispute-fees-faq): a second
             # balance transaction (Dispute.balance_transactions: "zero, one, or two").
+            # "If the dispute is found in your favor, the disputed amount and the dispute
+            # countered fee is returned" (https://support.stripe.com/topics/disputes): the
+            # fee comes back as a negative fee (BalanceTransaction.fee is "positive when
+            # assessed").
+            withdrawal = dispute.balance_transactions[0]
             dispute.balance_transactions.append(
                 book(
                     int(dispute.amount),
@@ -655,6 +660,8 @@ async def close_dispute(request: web.Request) -> web.Response:
                     "dispute_reversal",
                     dispute.id,
                     f"Chargeback reversal for {dispute.charge}",
+                    fee=-int(withdrawal.fee),
+                    fee_description="Dispute fee returned",
                 )
             )
             dispute.status = "won"
@@ -678,8 +685,8 @@ INVOICE_PARAMS = names(
     "subscription transfer_data"
 )
 INVOICE_MODELLED = names(
-    "auto_advance collection_method currency customer days_until_due description due_date expand "
-    "footer metadata number pending_invoice_items_behavior"
+    "auto_advance automatic_tax collection_method currency customer days_until_due description "
+    "due_date expand footer metadata number pending_invoice_items_behavior"
 )
 
 
@@ -693,6 +700,8 @@ def _number_taken(number: str) -> bool:
 
 def create_one_off(data: dict[str, Any]) -> Invoice:
     only(data, INVOICE_PARAMS, INVOICE_MODELLED)
+    if str((data.get("automatic_tax") or {}).get("enabled", "false")).lower() != "false":
+        raise refusal("beanbill's Stripe peer does not model Stripe Tax", "automatic_tax")
     customer = Customer._api_retrieve(required(data, "customer"))
     # Since API 2022-08-01 one-off invoices exclude pending items by default
     # (https://docs.stripe.com/changelog/2022-08-01).
