@@ -1014,6 +1014,18 @@ class StripeConnector:
             )
         ]
 
+    def customer_balances_minor(self, currency: str) -> dict[str, int]:
+        """Stripe's customer balances (``Customer.balance``, the invoice credit balance) of
+        this workspace's customers, by organization."""
+        balances: dict[str, int] = {}
+        for found in self._list(lambda: self.client.v1.customers.list(params={"limit": PAGE_SIZE})):
+            customer = Fields(stripe.Customer, found)
+            metadata = customer.metadata()
+            org = metadata.get(ORG_KEY)
+            if org and WORKSPACE_KEY in metadata and self._ours(metadata):
+                balances[org] = customer.signed_amount("balance") if customer.get("balance") else 0
+        return balances
+
     def clearing_balance_minor(self, currency: str) -> int:
         """What the clearing account should hold: Stripe's balance in ``currency``
         (available + pending) plus payouts on their way to the bank, which Stripe took

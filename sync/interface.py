@@ -144,6 +144,11 @@ class Connector(Protocol):
         """
         ...
 
+    def customer_balances_minor(self, currency: str) -> dict[str, int]:
+        """Each organization's balance held by the remote system (negative: credit for the
+        customer), which its unapplied account mirrors; empty if the system keeps none."""
+        ...
+
     def clearing_balance_minor(self, currency: str) -> int:
         """What the remote system holds for us now (its balance), to check the clearing
         account against: any difference is drift a human must look at."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from beanbill.ledger import keys
-from beanbill.ledger.accounts import RECEIVABLE_ROOT, under
+from beanbill.ledger.accounts import RECEIVABLE_ROOT, organization_accounts, under
 from beanbill.ledger.books import load_books
 from beanbill.rating.workspace import Workspace
 from beanbill.sync.interface import Connector, Malformed, Movement, RemoteInvoice
@@ -89,7 +89,23 @@ def reconcile(
     drift = clearing_drift(workspace, connector)
     if drift:
         report.discrepancies.append(drift)
+    report.discrepancies.extend(customer_balance_drift(workspace, connector))
     return report
+
+
+def customer_balance_drift(workspace: Workspace, connector: Connector) -> list[str]:
+    """Each organization's unapplied account must hold its remote customer balance."""
+    currency = workspace.settings.billing.currency
+    remote = connector.customer_balances_minor(currency)
+    accounts = organization_accounts(workspace.customers.customer)
+    unapplied = {org: accounts[org].unapplied for org in remote if org in accounts}
+    books = load_books(workspace.ledger_path, currency).balances(unapplied.values())
+    return [
+        f"{account} is {books[account]} in the ledger, the {connector.name} customer balance "
+        f"of {org} is {remote[org]} (minor units)"
+        for org, account in sorted(unapplied.items())
+        if books[account] != remote[org]
+    ]
 
 
 def clearing_drift(workspace: Workspace, connector: Connector) -> str | None:

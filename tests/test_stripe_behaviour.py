@@ -49,7 +49,7 @@ from beanbill.stripe_peer import (
 )
 from beanbill.sync.payments import apply_events
 from beanbill.sync.push import issued_documents
-from beanbill.sync.reconcile import reconcile
+from beanbill.sync.reconcile import customer_balance_drift, reconcile
 from beanbill.sync.state import PushStatus
 from beanbill.targets import connectors, sync_state
 from tests.stripe_contract_check import log_problems
@@ -335,6 +335,29 @@ def test_an_invoice_under_the_minimum_charge_is_carried_to_the_next_one(
     deliver(localstripe, workspace)
     assert balance(workspace, "tiny").receivable_minor == 0  # nothing left open
     assert unapplied(workspace, "tiny") == small.total  # owed through the Stripe balance
+    assert customer_balance(localstripe, str(small.customer)) == small.total
+    connector = stripe_connector(workspace)
+    assert customer_balance_drift(workspace, connector) == []
+    stray = Transaction(
+        date=date(2026, 11, 20),
+        txn_id="manual-tiny",
+        narration="A hand-made entry on the customer's unapplied account",
+        postings=(
+            Posting("Liabilities:Unapplied:Tiny", -1, "EUR"),
+            Posting("Assets:Receivable:Tiny", 1, "EUR"),
+        ),
+    )
+    with workspace.writing():
+        LedgerWriter(workspace.ledger_path).append("books/manual.beancount", [stray])
+    [drift] = customer_balance_drift(workspace, connector)
+    assert "Liabilities:Unapplied:Tiny" in drift and f"of tiny is {small.total}" in drift
+    with workspace.writing():  # and undone, as a human would
+        reverse = stray._replace(
+            txn_id="manual-tiny-undo",
+            postings=tuple(p._replace(amount_minor=-p.amount_minor) for p in stray.postings),
+        )
+        LedgerWriter(workspace.ledger_path).append("books/manual.beancount", [reverse])
+    assert customer_balance_drift(workspace, connector) == []
 
     november = [
         {"id": "nov-cpu", "org": "tiny", "resource": "tiny/app", "meter": "cpu",
