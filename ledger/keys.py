@@ -23,6 +23,7 @@ PERIOD = "period"
 PERIOD_START = "period-start"
 PERIOD_END = "period-end"
 DAY = "day"
+POSTED_THROUGH = "posted-through"  # last day of a period's part (a week split at a month end)
 RATED_LINES = "rated-lines"
 RATED_CHECKSUM = "rated-checksum"
 RATED_AMOUNT = "rated-amount"

@@ -76,6 +76,7 @@ def read_period_usage(workspace: Workspace, up_to: Month, as_of: date) -> list[P
                 rated_checksum=total.checksum,
                 rated_file=total.rated_file,
                 day=total.day,
+                through=total.through,
             )
         )
     return usages

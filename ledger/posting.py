@@ -48,11 +48,12 @@ class PeriodUsage:
     family_atto: tuple[tuple[str, int], ...]
     rated_checksum: str
     rated_file: str
-    day: date | None = None  # set when the ledger posts daily (granularity = "daily")
+    day: date | None = None  # daily postings; and a period's part in its second month
+    through: date | None = None  # last day of a part (a period split at a month end)
 
     @property
     def last_day(self) -> date:
-        return self.day or self.period_end - timedelta(days=1)
+        return self.through or self.day or self.period_end - timedelta(days=1)
 
     @property
     def txn_id(self) -> str:
@@ -146,7 +147,7 @@ def consumption_entry(
     return Transaction(
         date=version.date if version else usage.last_day,
         txn_id=version.txn_id if version else usage.txn_id,
-        narration=f"Usage {usage.period}",
+        narration=f"Usage {usage.period}" + (f" through {usage.through}" if usage.through else ""),
         postings=tuple(postings),
         links=(f"usage-{usage.org}-{usage.period}",),
         meta=(
@@ -155,6 +156,7 @@ def consumption_entry(
             (keys.PERIOD_START, usage.period_start),
             (keys.PERIOD_END, usage.period_end),
             *(((keys.DAY, usage.day),) if usage.day else ()),
+            *(((keys.POSTED_THROUGH, usage.through),) if usage.through else ()),
             (keys.RATED_TOTAL, Decimal(rated_total).scaleb(-AMOUNT_SCALE).normalize()),
             (keys.RATED_LINES, usage.rated_file),
             (keys.RATED_CHECKSUM, usage.rated_checksum),

@@ -39,10 +39,11 @@ class RatedTotal(NamedTuple):
     period: str
     period_start: date
     period_end: date  # exclusive
-    day: date | None  # set when the ledger posts daily
+    day: date | None  # the posting's first day: daily postings, and a period's second month
     family_atto: tuple[tuple[str, int], ...]
     checksum: str  # of the lines behind these totals: a re-rating changes it
     rated_file: str  # relative to the workspace, as the ledger records it
+    through: date | None = None  # last day included, for a period split at a month end
 
 
 class RatedGroup(NamedTuple):
@@ -83,16 +84,33 @@ def totals_path(workspace: Workspace, month: Month) -> Path:
     return month_folder(workspace, month) / TOTALS_FILE
 
 
+# A period that straddles a month end (a week) is posted in two parts, each in its month:
+# the first keeps the whole period's key (no posting day), the second is keyed by the
+# first of its month; both say their last day (``through``). A part is posted once it has
+# ended, so a month closes when it ends, not when the week does.
 _TOTALS_SQL = """
-WITH lines AS (
-    SELECT *, CASE WHEN ? THEN day ELSE NULL::DATE END AS posting_day
-    FROM read_parquet(?) WHERE period_end <= ?
+WITH parts AS (
+    SELECT *,
+           CASE WHEN $daily THEN day
+                WHEN date_trunc('month', day) > period_start
+                THEN date_trunc('month', day)::DATE
+                ELSE NULL::DATE END AS posting_day,
+           CASE WHEN $daily THEN NULL::DATE
+                WHEN date_trunc('month', period_start)
+                     = date_trunc('month', period_end - INTERVAL 1 DAY) THEN NULL::DATE
+                WHEN date_trunc('month', day) > period_start
+                THEN (period_end - INTERVAL 1 DAY)::DATE
+                ELSE last_day(period_start) END AS through
+    FROM read_parquet($path)
+), lines AS (
+    SELECT * FROM parts
+    WHERE coalesce(through + INTERVAL 1 DAY, period_end) <= $as_of
 ), families AS (
-    SELECT org, period, period_start, period_end, posting_day, family,
+    SELECT org, period, period_start, period_end, posting_day, through, family,
            sum(amount_atto) AS amount
     FROM lines GROUP BY ALL
 ), totals AS (
-    SELECT org, period, period_start, period_end, posting_day,
+    SELECT org, period, period_start, period_end, posting_day, through,
            list(struct_pack(family := family, amount := amount) ORDER BY family) AS families
     FROM families GROUP BY ALL
 ), checksums AS (
@@ -105,14 +123,15 @@ WITH lines AS (
 SELECT t.*, c.checksum FROM totals t
 JOIN checksums c ON c.org = t.org AND c.period = t.period
     AND c.posting_day IS NOT DISTINCT FROM t.posting_day
-ORDER BY t.period_end, t.posting_day, t.org
+ORDER BY coalesce(t.through + INTERVAL 1 DAY, t.period_end), t.posting_day, t.org
 """
 
 _GROUPS_SQL = """
 SELECT family, meter, resource, band, is_free, price_pico,
        sum(quantity_micro) AS quantity_micro, sum(amount_atto) AS amount_atto
-FROM read_parquet(?)
-WHERE org = ? AND period = ? AND (? IS NULL OR day = ?)
+FROM read_parquet($path)
+WHERE org = $org AND period = $period
+  AND ($first IS NULL OR day >= $first) AND ($last IS NULL OR day <= $last)
 GROUP BY ALL ORDER BY family, meter, resource, band
 """
 
@@ -160,9 +179,10 @@ class RatedStore:
         result: list[RatedTotal] = []
         for key in self.rated_months(up_to):
             path = lines_path(self.workspace, Month.parse(key))
-            rows = self.connection.execute(_TOTALS_SQL, [daily, str(path), as_of]).fetchall()
+            parameters = {"daily": daily, "path": str(path), "as_of": as_of}
+            rows = self.connection.execute(_TOTALS_SQL, parameters).fetchall()
             relative = str(path.relative_to(self.workspace.root))
-            for org, period, start, end, posting_day, families, checksum in rows:
+            for org, period, start, end, posting_day, through, families, checksum in rows:
                 result.append(
                     RatedTotal(
                         org=org,
@@ -173,6 +193,7 @@ class RatedStore:
                         family_atto=tuple((f["family"], int(f["amount"])) for f in families),
                         checksum=checksum,
                         rated_file=relative,
+                        through=through,
                     )
                 )
         return result
@@ -187,11 +208,13 @@ class RatedStore:
         return path
 
     def detail_groups(
-        self, rated_file: str, org: str, period: str, day: date | None
+        self, rated_file: str, org: str, period: str, first: date | None, last: date | None
     ) -> list[RatedGroup]:
-        """The detail behind one posting: one group per meter, resource, band and price."""
+        """The detail behind one posting (its days ``first`` to ``last``, None: the period's
+        own bound): one group per meter, resource, band and price."""
         path = self.resolve(rated_file)
-        rows = self.connection.execute(_GROUPS_SQL, [str(path), org, period, day, day]).fetchall()
+        parameters = {"path": str(path), "org": org, "period": period, "first": first, "last": last}
+        rows = self.connection.execute(_GROUPS_SQL, parameters).fetchall()
         return [
             RatedGroup(
                 family=str(row[0]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from beanbill.rating.config import BillingSettings
 from beanbill.rating.ingest import ingest
 from beanbill.rating.periods import Month
 from beanbill.rating.rate import rate_months
+from beanbill.rating.workspace import Workspace
 from tests.support import SMALL_CATALOG, customer, october_usage, write_jsonl, write_workspace
 
 
@@ -53,4 +55,49 @@ def test_a_workspace_in_chilean_pesos_posts_whole_pesos(tmp_path: Path) -> None:
     ]
     # 2 vCPU × 10 h × 250 CLP + 150.5 GB beyond the free 100 × 0.01 (1.505 → 2 pesos)
     assert balance(workspace, "acme").unbilled_minor == 5_000 + 2
+    assert loader.load_file(str(workspace.ledger_path))[1] == []
+
+
+def test_a_week_across_two_months_is_posted_in_each_month(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    """Week 44 of 2026 runs Mon Oct 26 – Sun Nov 1. October's usage is posted when October
+    ends (dated Oct 31), November's when the week ends (dated Nov 1); one invoice."""
+    from beanbill.ledger.books import load_books
+    from beanbill.ledger.invoicing.documents import load_document
+    from beanbill.ledger.invoicing.issue import issue
+
+    workspace = make_workspace(customers=[customer("wk", period="weekly")])
+    usage = [
+        {"id": "oct", "org": "wk", "resource": "wk/app", "meter": "cpu",
+         "start": "2026-10-30T00:00:00Z", "end": "2026-10-30T10:00:00Z", "quantity": "2"},
+        {"id": "nov", "org": "wk", "resource": "wk/app", "meter": "cpu",
+         "start": "2026-11-01T00:00:00Z", "end": "2026-11-01T05:00:00Z", "quantity": "2"},
+    ]  # fmt: skip
+    ingest(workspace, [write_jsonl(tmp_path / "u.jsonl", usage)])
+    rate_months(workspace, [Month(2026, 10)])
+
+    def usage_entries() -> dict[str, tuple[date, int]]:
+        books = load_books(workspace.ledger_path, "EUR")
+        found = {}
+        for txn_id in sorted(books.txn_ids()):
+            if txn_id.startswith("usage:"):
+                entry = books.transaction(txn_id)
+                unbilled = [p.amount_minor for p in entry.postings if "Unbilled" in p.account]
+                found[txn_id] = (entry.date, sum(unbilled))
+        return found
+
+    post(workspace, Month(2026, 10), date(2026, 11, 1))  # October has ended, the week not
+    assert usage_entries() == {"usage:wk:2026-W44": (date(2026, 10, 31), 50)}  # 20 vCPU-h
+    assert issue(workspace, Month(2026, 11), date(2026, 11, 1)).issued == ()  # not yet
+    post(workspace, Month(2026, 10), date(2026, 11, 2))
+    assert usage_entries() == {
+        "usage:wk:2026-W44": (date(2026, 10, 31), 50),
+        "usage:wk:2026-W44:2026-11-01": (date(2026, 11, 1), 25),  # 10 vCPU-h
+    }
+    [number] = issue(workspace, Month(2026, 11), date(2026, 11, 3)).issued
+    document = load_document(workspace.invoices_dir / f"{number}.json")
+    assert document.net_minor == 75 and len(document.lines) == 2
+    assert "2026-10-26 – 2026-10-31" in document.lines[0].description
+    assert balance(workspace, "wk").unbilled_minor == 0
     assert loader.load_file(str(workspace.ledger_path))[1] == []

@@ -146,8 +146,12 @@ def _consumed(
             label = detail.description
             if due.central:
                 label = f"[{consumption.org}] {label}"
-            if consumption.day:
-                label = f"{label} ({consumption.day.isoformat()})"
+            first, last = consumption.days
+            if first and first == last:  # posted daily
+                label = f"{label} ({first.isoformat()})"
+            elif last:  # a period split at a month end: the part's days
+                start = first or consumption.period_start
+                label = f"{label} ({start.isoformat()} – {last.isoformat()})"
             families.append(detail.family)
             moves.add(
                 InvoiceLine(

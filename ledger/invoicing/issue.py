@@ -62,7 +62,7 @@ def rated_detail(store: RatedStore, due: DueInvoice) -> dict[str, list[RatedGrou
     if due.customer.billing_mode is BillingMode.PROVISIONED:
         return {}
     return {
-        c.txn_id: store.detail_groups(c.rated_file, c.org, c.period, c.day)
+        c.txn_id: store.detail_groups(c.rated_file, c.org, c.period, *c.days)
         for c in due.consumptions
     }
 
