@@ -17,12 +17,13 @@ of the start as the partition (``usage/month=YYYY-MM/part-<batch>.parquet``).
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -31,10 +32,10 @@ import pyarrow as pa
 
 from beanbill.rating.characters import REFUSED_CHARACTERS_RE2
 from beanbill.rating.closures import ClosedPeriods
-from beanbill.rating.config import MeterKind
+from beanbill.rating.config import Meter, MeterKind
 from beanbill.rating.errors import IngestError
 from beanbill.rating.money import QUANTITY_SCALE, SECONDS_PER_DAY
-from beanbill.rating.periods import offset_changes
+from beanbill.rating.periods import OffsetChange, local_midnight_epoch, offset_changes
 from beanbill.rating.storage import fsync_directory, publish, temporary_sibling
 from beanbill.rating.workspace import Workspace
 
@@ -55,15 +56,19 @@ EARLIEST_EPOCH = int(datetime(EARLIEST_YEAR, 1, 1, tzinfo=UTC).timestamp())
 LATEST_EPOCH = int(datetime(LATEST_YEAR, 1, 1, tzinfo=UTC).timestamp())
 
 # RFC 3339 section 5.6: hours 00-23 (24:00 is refused: write 00:00 of the next day),
-# offsets within ±23:59; a leap second (:60) is then refused as not a valid time.
+# offsets within ±23:59; a leap second (:60) is then refused as not a valid time. "T" and
+# "Z" may be lower case (the RFC's note to 5.6), and a fraction of a second may have any
+# number of digits: it is cut (billing is per whole second), never rounded.
 HOUR_MINUTE = r"([01]\d|2[0-3]):[0-5]\d"
 RFC3339 = (
-    rf"\d{{4}}-\d{{2}}-\d{{2}}[Tt ]{HOUR_MINUTE}:([0-5]\d|60)(\.\d{{1,9}})?"
+    rf"\d{{4}}-\d{{2}}-\d{{2}}[Tt ]{HOUR_MINUTE}:([0-5]\d|60)(\.\d+)?"
     rf"([Zz]|[+-]{HOUR_MINUTE})"
 )
-NAIVE_TIMESTAMP = r"\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?"
+SECOND_FRACTION = r"\.\d+"
+NAIVE_TIMESTAMP = r"\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?"
 PLAIN_DECIMAL = r"-?\d+(\.\d+)?"
-VALID_QUANTITY = rf"-?0(\.0+)?|\d{{1,{MAX_QUANTITY_INTEGER_DIGITS}}}(\.\d{{1,{QUANTITY_SCALE}}})?"
+# The limit is on the value (below 10^12), not on its spelling: leading zeros are not digits.
+VALID_QUANTITY = rf"-?0(\.0+)?|0*\d{{1,{MAX_QUANTITY_INTEGER_DIGITS}}}(\.\d{{1,{QUANTITY_SCALE}}})?"
 
 
 @dataclass(frozen=True)
@@ -89,21 +94,38 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _sql_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _csv_header_width(path: Path) -> int:
+    """How many fields the CSV file's header names (RFC 4180, as DuckDB reads it)."""
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        return len(next(csv.reader(handle), []))
+
+
 # A JSON number is read as the exact text it is written with, never through a float:
 # the quantity's token is taken from the line itself (JSON's grammar: a string value
-# cannot hold an unescaped quote, so the pattern cannot match inside one).
+# cannot hold an unescaped quote, so the pattern cannot match inside one). The pattern
+# also finds a "quantity" key nested in another field (extra fields are ignored), so a
+# token is the event's quantity only when the top-level "quantity" is a number, and only
+# a token of the same value as that number; two such tokens spelled differently (a nested
+# or repeated key) leave the line rejected rather than guessed.
 QUANTITY_TOKEN = r'"quantity"\s*:\s*(-?[0-9][0-9.eE+-]*)'
+JSON_NUMBER_TYPES = "('BIGINT', 'UBIGINT', 'DOUBLE')"
+AMBIGUOUS_QUANTITY = "quantity: written more than once in the line, with different spellings"
 
 
 def _json_lines_select(table: str, source: int) -> str:
     """Fields of each non-blank line of a JSON Lines file loaded into ``table`` (one line a row).
 
-    The text is parsed once; only a line that fails is looked at again to say why.
+    The text is parsed once (twice for a line whose quantity is a JSON number: to tell the
+    event's own quantity from a nested one); only a line that fails is looked at again to
+    say why.
     """
     paths = ", ".join(f"'$.{field}'" for field in FIELDS)
     fields = ", ".join(
-        f"coalesce(nullif(regexp_extract(text, '{QUANTITY_TOKEN}', 1), ''), f[{index + 1}]) "
-        f'AS "{name}"'
+        f'coalesce(numbers[1], f[{index + 1}]) AS "{name}"'
         if name == "quantity"
         else f'f[{index + 1}] AS "{name}"'
         for index, name in enumerate(FIELDS)
@@ -112,15 +134,29 @@ def _json_lines_select(table: str, source: int) -> str:
         SELECT {source} AS source, line, problem,
                CASE WHEN problem IS NOT NULL THEN text END AS raw_text, {fields}
         FROM (
-            SELECT line, text, f,
+            SELECT line, text, f, numbers,
                    CASE WHEN f IS NULL AND json_valid(text) THEN 'not a JSON object'
                         WHEN f IS NULL THEN 'malformed JSON'
-                        WHEN left(ltrim(text), 1) <> '{{' THEN 'not a JSON object' END
+                        WHEN left(ltrim(text), 1) <> '{{' THEN 'not a JSON object'
+                        WHEN len(list_distinct(numbers)) > 1 THEN '{AMBIGUOUS_QUANTITY}' END
                        AS problem
             FROM (
-                SELECT n.line, t.text, try(json_extract_string(t.text, [{paths}])) AS f
-                FROM {table} t JOIN {_lines_table(source)} n ON n.ord = t.rowid
-                WHERE t.text IS NOT NULL AND trim(t.text) <> ''
+                SELECT line, text, f,
+                       CASE WHEN json_type(top) IN {JSON_NUMBER_TYPES}
+                            THEN list_filter(tokens, lambda token:
+                                 try_cast(token AS DOUBLE) = CAST(top AS DOUBLE)) END AS numbers
+                FROM (
+                    SELECT line, text, f, tokens,
+                           CASE WHEN f IS NOT NULL AND len(tokens) > 0
+                                THEN json_extract(text, '$.quantity') END AS top
+                    FROM (
+                        SELECT n.line, t.text,
+                               try(json_extract_string(t.text, [{paths}])) AS f,
+                               regexp_extract_all(t.text, '{QUANTITY_TOKEN}', 1) AS tokens
+                        FROM {table} t JOIN {_lines_table(source)} n ON n.ord = t.rowid
+                        WHERE t.text IS NOT NULL AND trim(t.text) <> ''
+                    )
+                )
             )
         )
         UNION ALL {_rejected_lines_select(source, JSON_LINE_ERRORS)}"""
@@ -161,17 +197,25 @@ def _rejected_lines_select(source: int, reasons: dict[str, str]) -> str:
               FROM {_rejects_table(source)} ORDER BY line)"""
 
 
-def _tabular_select(table: str, source: int, line_offset: int, columns: list[str]) -> str:
-    """Fields of a CSV or Parquet file loaded into ``table``; rowid keeps the file's order."""
+def _tabular_select(
+    table: str, source: int, line_offset: int, columns: list[str], header_width: int
+) -> str:
+    """Fields of a CSV or Parquet file loaded into ``table``; rowid keeps the file's order.
+
+    Columns other than the contract's are ignored (extra fields, as in JSON Lines and
+    Parquet); only the columns DuckDB's reader added after the header's (``column7``...,
+    for rows longer than the header, seen in its sample) hold fields the header does not
+    name.
+    """
     fields = ", ".join(
         f'CAST("{name}" AS VARCHAR) AS "{name}"' if name in columns else f'NULL AS "{name}"'
         for name in FIELDS
     )
-    extra = [name for name in columns if name not in FIELDS]
-    extra_check = " OR ".join(f'"{name}" IS NOT NULL' for name in extra)
+    unnamed = columns[header_width:] if line_offset else []
+    unnamed_check = " OR ".join(f"{_sql_identifier(name)} IS NOT NULL" for name in unnamed)
     problem = (
-        f"CASE WHEN {extra_check} THEN 'more fields than the header names' END"
-        if extra and line_offset
+        f"CASE WHEN {unnamed_check} THEN 'more fields than the header names' END"
+        if unnamed
         else "NULL"
     )
     if not line_offset:  # Parquet: records, not lines
@@ -189,12 +233,44 @@ class Check(NamedTuple):
     """A rejection rule: when ``condition`` holds, the event is rejected for ``rule``.
 
     ``rule`` is a fixed text (counted in summaries); ``detail`` a SQL expression that
-    quotes the offending value in the reject's reason.
+    quotes the offending value in the reject's reason; ``reason``, when given, a SQL
+    expression for the whole reason instead.
     """
 
     condition: str
     rule: str
     detail: str | None = None
+    reason: str | None = None
+
+
+UNPRICED_RULE = "'meter: no price in force'"
+
+
+def _local_date_sql(epoch: str, changes: Sequence[OffsetChange]) -> str:
+    """The local date of ``epoch`` (UTC seconds, SQL) with the zone's offsets as computed in
+    Python (``offset_changes``): DuckDB's time zone functions are not used."""
+    offset = (
+        "CASE "
+        + " ".join(
+            f"WHEN {epoch} >= {change.since_epoch} THEN {change.offset_seconds}"
+            for change in reversed(changes)
+        )
+        + " END"
+    )
+    return f"(DATE '1970-01-01' + CAST(({epoch} + {offset}) // {SECONDS_PER_DAY} AS INTEGER))"
+
+
+def _epoch_range_offsets(zone: zoneinfo.ZoneInfo, first: int, last: int) -> list[OffsetChange]:
+    return offset_changes(
+        zone,
+        datetime.fromtimestamp(first, tz=UTC).date(),
+        datetime.fromtimestamp(last, tz=UTC).date(),
+    )
+
+
+def _first_priced_day(meter: Meter) -> date:
+    """The day the meter's first price version takes effect; none is in force before it."""
+    return min(version.effective for version in meter.price)
 
 
 def _timestamp_checks(field: str, kind: str) -> list[Check]:
@@ -224,7 +300,10 @@ def _prepared_columns() -> str:
         text = f'trim("{field}")'
         columns += [
             f"{text} AS {field}_text",
-            f"epoch_us(try_cast({text} AS TIMESTAMPTZ)) AS {field}_us",
+            # Whole seconds: the fraction is cut before DuckDB reads the text, and "t"/"z"
+            # are read as "T"/"Z" (DuckDB's cast knows only the upper-case letters).
+            f"epoch_us(try_cast(regexp_replace(upper({text}), '{SECOND_FRACTION}', '') "
+            f"AS TIMESTAMPTZ)) AS {field}_us",
             f"regexp_full_match({text}, '{RFC3339}') AS {field}_rfc3339",
         ]
     columns += [
@@ -280,6 +359,17 @@ def _checks(max_duration_seconds: int) -> list[Check]:
             f"{max_duration_seconds // SECONDS_PER_DAY} days'",
             "(end_s - start_s) || ' s'",
         ),
+        # A price version is in force from its effective day (local midnight, billing time
+        # zone) on, with no end: an event starting before the meter's first one could never
+        # be rated. (An interval event is split by day, but no part of it may be unpriced.)
+        Check(
+            "start_s < priced_from_s",
+            UNPRICED_RULE,
+            reason=(
+                f"{UNPRICED_RULE} || ' for meter ' || meter || ' on ' || start_local_day "
+                "|| ' (its first price is effective ' || priced_from_day || ')'"
+            ),
+        ),
         Check(f"{counter} AND (quantity IS NULL OR {quantity} = '')", "'quantity: missing'"),
         Check(
             f"NOT quantity_valid AND NOT regexp_full_match({quantity}, '{PLAIN_DECIMAL}')",
@@ -299,7 +389,7 @@ def _checks(max_duration_seconds: int) -> list[Check]:
             "quantity",
         ),
         Check(
-            f"NOT quantity_valid AND length(regexp_extract({quantity}, '^-?(\\d+)', 1)) "
+            f"NOT quantity_valid AND length(regexp_extract({quantity}, '^-?0*(\\d+)', 1)) "
             f"> {MAX_QUANTITY_INTEGER_DIGITS}",
             "'quantity: too large'",
             "quantity",
@@ -326,6 +416,7 @@ class _Ingestion:
             self.connection.execute("SET enable_progress_bar_print = true")
         max_duration = workspace.settings.billing.max_event_duration_days * SECONDS_PER_DAY
         self.checks = _checks(max_duration)
+        self.zone = zoneinfo.ZoneInfo(workspace.settings.billing.timezone)
 
     def sql(self, query: str) -> duckdb.DuckDBPyConnection:
         return self.connection.execute(query)
@@ -347,11 +438,16 @@ class _Ingestion:
                 "billing_period": [customer.billing_period.value for customer in customers],
             },
         )
+        first_days = [_first_priced_day(meter) for meter in meters]
         self.table(
             "known_meters",
             {
                 "meter": [meter.id for meter in meters],
                 "kind": [meter.kind.value for meter in meters],
+                "priced_from_s": pa.array(
+                    [local_midnight_epoch(day, self.zone) for day in first_days], pa.int64()
+                ),
+                "priced_from_day": [day.isoformat() for day in first_days],
             },
         )
 
@@ -392,12 +488,17 @@ class _Ingestion:
                 f"escape = '', header = false, auto_detect = false, {rejects})"
             )
         elif suffix == ".csv":
-            # RFC 4180: a quote inside a quoted field is doubled. A row with more fields
-            # than the header is refused, the millionth as the first (no sniffing sample
-            # decides); a shorter one lacks its last fields, which the checks name.
+            # RFC 4180: fields separated by commas, quoted with '"', a quote inside a
+            # quoted field doubled ("evt-""q""-1" is evt-"q"-1), no comment lines. Each
+            # is set, so that DuckDB's sniffer decides none of them from the data (it
+            # would try ; | and tab, and '#' comments). (``skip = 0`` is not set: with
+            # it, the sniffer fails on a sample holding a row longer than the header.)
+            # A row with more fields than the header is refused, the millionth as the
+            # first (no sniffing sample decides); a shorter one lacks its last fields,
+            # which the checks name.
             reader = (
-                f"read_csv({quoted}, all_varchar = true, header = true, quote = '\"', "
-                f"escape = '\"', null_padding = true, {rejects})"
+                f"read_csv({quoted}, all_varchar = true, header = true, delim = ',', "
+                f"quote = '\"', escape = '\"', comment = '', null_padding = true, {rejects})"
             )
         elif suffix == ".parquet":
             reader = f"read_parquet({quoted})"
@@ -413,7 +514,9 @@ class _Ingestion:
         if suffix in JSON_SUFFIXES:
             return _json_lines_select(table, source)
         columns = [str(row[0]) for row in self.sql(f"DESCRIBE {table}").fetchall()]
-        return _tabular_select(table, source, 1 if suffix == ".csv" else 0, columns)
+        if suffix == ".csv":
+            return _tabular_select(table, source, 1, columns, _csv_header_width(path))
+        return _tabular_select(table, source, 0, columns, len(columns))
 
     def number_lines(self, table: str, source: int, first_line: int) -> None:
         """The file line of each row read: the lines left once the refused ones are taken out.
@@ -441,7 +544,8 @@ class _Ingestion:
                    CASE WHEN kind = 'counter' THEN at_us ELSE start_us END // 1000000 AS start_s,
                    CASE WHEN kind = 'counter' THEN at_us ELSE end_us END // 1000000 AS end_s
             FROM (
-                SELECT r.*, o.org AS org_known, m.kind, {_prepared_columns()}
+                SELECT r.*, o.org AS org_known, m.kind, m.priced_from_s, m.priced_from_day,
+                       {_prepared_columns()}
                 FROM {relation} r
                 LEFT JOIN known_orgs o ON o.org = r.org
                 LEFT JOIN known_meters m ON m.meter = r.meter
@@ -518,25 +622,10 @@ class _Ingestion:
         ).fetchone()
         if bounds is None or bounds[0] is None:
             return
-        zone = zoneinfo.ZoneInfo(self.workspace.settings.billing.timezone)
-        changes = offset_changes(
-            zone,
-            datetime.fromtimestamp(bounds[0], tz=UTC).date(),
-            datetime.fromtimestamp(bounds[1], tz=UTC).date(),
-        )
+        changes = _epoch_range_offsets(self.zone, bounds[0], bounds[1])
 
         def local_date(epoch: str) -> str:
-            offset = (
-                "CASE "
-                + " ".join(
-                    f"WHEN {epoch} >= {change.since_epoch} THEN {change.offset_seconds}"
-                    for change in reversed(changes)
-                )
-                + " END"
-            )
-            return (
-                f"(DATE '1970-01-01' + CAST(({epoch} + {offset}) // {SECONDS_PER_DAY} AS INTEGER))"
-            )
+            return _local_date_sql(epoch, changes)
 
         key_of = (
             "CASE k.billing_period WHEN 'daily' THEN strftime({day}, '%Y-%m-%d') "
@@ -589,7 +678,9 @@ class _Ingestion:
         names = ", ".join(_sql_string(str(path)) for path in self.files)
         rule = " ".join(f"WHEN {i} THEN {check.rule}" for i, check in enumerate(self.checks))
         reason = " ".join(
-            f"WHEN {i} THEN {check.rule}"
+            f"WHEN {i} THEN {check.reason}"
+            if check.reason
+            else f"WHEN {i} THEN {check.rule}"
             + (f" || ': ' || coalesce({check.detail}, '')" if check.detail else "")
             for i, check in enumerate(self.checks)
         )
@@ -608,7 +699,8 @@ class _Ingestion:
                        {{'id': id, 'org': org, 'resource': resource, 'meter': meter,
                          'start': start, 'end': "end", 'at': "at",
                          'quantity': quantity}} AS record
-                FROM (SELECT *, {self.rule_number()} AS rule_number
+                FROM (SELECT *, {self.rule_number()} AS rule_number,
+                             {self.unpriced_local_day()} AS start_local_day
                       FROM ({self.prepared(rejected_raw)}))
                 UNION ALL
                 SELECT [{names}][c.source + 1], c.line, 'id: conflicting duplicate',
@@ -630,6 +722,16 @@ class _Ingestion:
         )
         publish(temporary, path)
         return path, count
+
+    def unpriced_local_day(self) -> str:
+        """SQL for the local day an unpriced event starts on (its reason names it)."""
+        [unpriced] = [i for i, check in enumerate(self.checks) if check.rule == UNPRICED_RULE]
+        bounds = self.sql(
+            f"SELECT min(start_s), max(start_s) FROM checked WHERE rule_number = {unpriced}"
+        ).fetchone()
+        if bounds is None or bounds[0] is None:
+            return "NULL::DATE"
+        return _local_date_sql("start_s", _epoch_range_offsets(self.zone, bounds[0], bounds[1]))
 
     def write_late_report(self, fingerprint: str) -> tuple[Path | None, int]:
         count = self._count("classified WHERE late")

@@ -12,13 +12,14 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 import pytest
+import tomli_w
 
 from beanbill.rating.errors import RatingError
 from beanbill.rating.ingest import ingest
 from beanbill.rating.money import AMOUNT_SCALE, QUANTITY_SCALE, from_scaled_integer
 from beanbill.rating.periods import Month
 from beanbill.rating.rate import rate_months
-from beanbill.rating.workspace import CUSTOMERS_FILE, Workspace
+from beanbill.rating.workspace import CATALOG_FILE, CUSTOMERS_FILE, Workspace
 from tests.reference import Event, rate_reference
 from tests.support import SMALL_CATALOG, customer, rated_demo, write_jsonl
 
@@ -107,9 +108,9 @@ def test_usage_of_a_removed_customer_is_an_error_not_a_silent_drop(
 def test_usage_before_the_first_price_is_an_error(
     make_workspace: Callable[..., Workspace], tmp_path: Path
 ) -> None:
-    catalog = copy.deepcopy(SMALL_CATALOG)
-    catalog["meter"][0]["price"][0]["effective"] = date(2026, 11, 10)
-    workspace = make_workspace(catalog=catalog)
+    """Ingest refuses such events; rating still refuses usage stored before the catalog
+    moved its first price later (the safety net behind ingest)."""
+    workspace = make_workspace()
     ingest(
         workspace,
         [
@@ -119,6 +120,10 @@ def test_usage_before_the_first_price_is_an_error(
             )
         ],
     )
+    catalog = copy.deepcopy(SMALL_CATALOG)
+    catalog["meter"][0]["price"][0]["effective"] = date(2026, 11, 10)
+    (workspace.root / CATALOG_FILE).write_text(tomli_w.dumps(catalog))
+    workspace = Workspace.load(workspace.root)
     with pytest.raises(RatingError, match="'cpu' has usage on 2026-11-05 but no price in force"):
         rate_months(workspace, [Month(2026, 11)])
 
