@@ -8,6 +8,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+import tomli_w
 from beancount import loader
 from pydantic import ValidationError
 
@@ -101,3 +102,19 @@ def test_a_week_across_two_months_is_posted_in_each_month(
     assert "2026-10-26 – 2026-10-31" in document.lines[0].description
     assert balance(workspace, "wk").unbilled_minor == 0
     assert loader.load_file(str(workspace.ledger_path))[1] == []
+
+
+def test_check_refuses_a_currency_code_iso_4217_does_not_have(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from beanbill.cli import main
+    from beanbill.exits import EXIT_ERROR
+
+    settings = copy.deepcopy(SETTINGS)
+    settings["billing"]["currency"] = "EUX"
+    write_workspace(tmp_path / "ws", copy.deepcopy(SETTINGS), SMALL_CATALOG, [customer("a")])
+    (tmp_path / "ws" / "beanbill.toml").write_text(tomli_w.dumps(settings))
+    result = CliRunner().invoke(main, ["check", "-w", str(tmp_path / "ws")])
+    assert result.exit_code == EXIT_ERROR
+    assert "'EUX' is not an ISO 4217 currency code" in result.output
+    assert "Traceback" not in result.output

@@ -17,7 +17,7 @@ from beanbill.rating.engine import addon_lines, month_input, rate, typed_memtabl
 from beanbill.rating.money import AMOUNT_SCALE, QUANTITY_SCALE, from_scaled_integer
 from beanbill.rating.periods import Month
 from beanbill.rating.rate import EVENT_SCHEMA
-from tests.reference import Event, rate_reference
+from tests.reference import Event, add_addons, rate_reference
 from tests.support import egress_meter, example_meter
 
 JANUARY = date(2026, 1, 1)
@@ -307,3 +307,53 @@ def test_an_add_on_from_oct_31_to_nov_1_costs_a_day_not_two_months(connection: A
     assert result[("2026-10", "support")] == 99 * atto * 3600 // (31 * 86_400)
     assert result[("2026-11", "support")] == 99 * atto * 7200 // (30 * 86_400)
     assert result[("2026-10", "ipv4")] == result[("2026-11", "ipv4")] == 3 * atto  # whole
+
+
+@st.composite
+def subscriptions(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Add-on subscriptions starting and ending mid-period: days or instants, open or not."""
+    result = []
+    for addon in ("backup", "support", "ipv4"):
+        if draw(st.booleans()):
+            continue
+        start_day = date(2026, 9, 20) + timedelta(days=draw(st.integers(0, 80)))
+        length = timedelta(days=draw(st.integers(0, 40)), seconds=draw(st.integers(1, 86_399)))
+        if draw(st.booleans()):
+            start: date = datetime.combine(start_day, datetime.min.time(), UTC) + timedelta(
+                seconds=draw(st.integers(0, 86_399))
+            )
+            end: date | None = start + length  # type: ignore[operator]
+        else:
+            start, end = start_day, start_day + timedelta(days=length.days)
+        if draw(st.integers(0, 4)) == 0:
+            end = None
+        result.append({"addon": addon, "start": start, **({"end": end} if end else {})})
+    return result
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris", "America/New_York"])
+def test_prorated_add_ons_match_the_reference(connection: Any, zone: str) -> None:
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(subscribed=subscriptions(), period=st.sampled_from(sorted(ORGS.values())))
+    def check(subscribed: list[dict[str, Any]], period: str) -> None:
+        customers = parse_model(
+            Customers,
+            {"customer": [{"id": "s", "name": "s", "address": ["x"], "country": "FR",
+                           "email": "s@x.example", "billing_period": period,
+                           "addons": subscribed}]},
+            "customers",
+        )  # fmt: skip
+        for month in (Month(2026, 10), Month(2026, 11)):
+            rows = connection.to_pyarrow(addon_lines(month_input(month, zone, CATALOG, customers)))
+            engine = {
+                (r["org"], r["period"], r["day"], r["meter"], r["resource"], r["band"]): (
+                    from_scaled_integer(int(r["quantity_micro"]), QUANTITY_SCALE),
+                    from_scaled_integer(int(r["amount_atto"]), AMOUNT_SCALE),
+                )
+                for r in rows.to_pylist()
+            }
+            reference: dict[Any, tuple[Decimal, Decimal]] = {}
+            add_addons(reference, CATALOG, customers, (month.year, month.month), ZoneInfo(zone))
+            assert engine == reference
+
+    check()
