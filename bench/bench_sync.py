@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from beanbill.connectors.stripe import StripeConnector  # noqa: E402
+from beanbill.connectors.stripe import STRIPE_API_VERSION, StripeConnector  # noqa: E402
 from beanbill.ledger.invoicing.documents import DocumentType, InvoiceDocument, InvoiceLine, Party  # noqa: E402
 from beanbill.ledger.invoicing.vat import VatCategory, VatTreatment  # noqa: E402
 from beanbill.rating.config import StripeSettings  # noqa: E402
@@ -99,8 +99,9 @@ def push_bench(url: str, count: int, per_second: int, label: str, limited: bool)
     window = Window(LIMIT_PER_SECOND if limited else 10**9)
     with tempfile.TemporaryDirectory() as folder, fault_proxy(url, window) as proxy:
         settings = StripeSettings(api_base=proxy.url, requests_per_second=per_second)  # type: ignore[attr-defined]
-        connector = StripeConnector(settings, API_KEY, None, 30, "UTC")
-        docs = [replace(d, number=f"{d.number}-{label}") for d in documents(count)]
+        connector = StripeConnector(settings, API_KEY, None, 30, "UTC", "bench")
+        run = "L" if limited else "U"  # each run its own numbers: Stripe wants them unique
+        docs = [replace(d, number=f"{d.number}-{run}") for d in documents(count)]
         state = SqliteSyncState(Path(folder))
         started = time.perf_counter()
         summary = push_all(docs, [connector], state, RetryPolicy(attempts=8), 4)
@@ -129,7 +130,8 @@ def event(index: int) -> bytes:
     payout = {"id": f"po_bench{index:07d}", "object": "payout", "amount": 100 + index,
               "currency": "eur", "created": 1_790_000_000, "arrival_date": 1_790_000_000,
               "status": "paid"}  # fmt: skip
-    body = {"id": f"evt_bench{index:07d}", "type": "payout.paid", "data": {"object": payout}}
+    body = {"id": f"evt_bench{index:07d}", "type": "payout.paid",
+            "api_version": STRIPE_API_VERSION, "data": {"object": payout}}  # fmt: skip
     return json.dumps(body).encode()
 
 

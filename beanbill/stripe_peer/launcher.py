@@ -749,8 +749,8 @@ def create_one_off(data: dict[str, Any]) -> Invoice:
         number = str(number)
         # InvoiceCreateParams.number: invoice numbers must be unique across the account
         # (https://docs.stripe.com/invoicing/customize#invoice-numbering-schemes).
-        if not number or len(number) > 26:
-            raise refusal("Invalid number: 1 to 26 characters", "number")
+        if not number:  # (no length limit is documented for it, so none is imposed)
+            raise refusal("Invalid number: an empty string", "number")
         if _number_taken(number):
             raise refusal(
                 f"Invoice number {number} is already in use: invoice numbers must be "
