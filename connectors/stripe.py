@@ -563,6 +563,13 @@ class StripeConnector:
             "automatic_tax": {"enabled": False},
             "pending_invoice_items_behavior": "exclude",
             "description": f"Invoice {document.number}",
+            # Our issue date as Stripe's "Date of issue" (its local midnight), not the
+            # moment the push finalized it: one invoice, one number, one date.
+            "effective_at": int(
+                datetime.combine(
+                    document.issue_date, datetime.min.time(), ZoneInfo(self.timezone)
+                ).timestamp()
+            ),
             "metadata": {
                 NUMBER_KEY: document.number,
                 ORG_KEY: document.buyer_reference or "",

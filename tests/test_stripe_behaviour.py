@@ -19,7 +19,7 @@ import httpx
 import pytest
 import stripe
 
-from beanbill.connectors.stripe import STRIPE_API_VERSION, StripeConnector
+from beanbill.connectors.stripe import STRIPE_API_VERSION, StripeConnector, local_day
 from beanbill.ledger.accounts import organization_accounts
 from beanbill.ledger.books import ledger_errors, load_books
 from beanbill.ledger.entries import Posting, Transaction
@@ -442,6 +442,7 @@ def test_stripe_invoices_carry_our_number_and_our_vat_as_tax(
     for document in documents_by_org(workspace).values():
         invoice = remote_invoice(localstripe, document.number)
         assert invoice.number == document.number
+        assert local_day(invoice.effective_at or 0, "UTC") == document.issue_date  # one date
         assert invoice.total == document.due_minor
         assert sum(t.amount for t in invoice.total_taxes or []) == document.tax_minor
         described = [line.description for line in invoice.lines.data]

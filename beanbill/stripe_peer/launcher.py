@@ -686,7 +686,7 @@ INVOICE_PARAMS = names(
 )
 INVOICE_MODELLED = names(
     "auto_advance automatic_tax collection_method currency customer days_until_due description "
-    "due_date expand footer metadata number pending_invoice_items_behavior"
+    "due_date effective_at expand footer metadata number pending_invoice_items_behavior"
 )
 
 
@@ -801,7 +801,10 @@ def create_one_off(data: dict[str, Any]) -> Invoice:
     invoice.ending_balance = None  # "null if the invoice has not been finalized yet"
     invoice.hosted_invoice_url = None
     invoice.invoice_pdf = None
-    invoice.effective_at = None
+    # Invoice.effective_at: "Same as finalized_at unless overwritten. When defined, this
+    # value replaces the system-generated 'Date of issue' printed on the invoice PDF".
+    effective = data.get("effective_at")
+    invoice.effective_at = integer(effective, "effective_at") if effective is not None else None
     emit("invoice.created", invoice)
     return invoice
 
@@ -1122,7 +1125,8 @@ def finalize(invoice_id: str, base_url: str, data: dict[str, Any]) -> Invoice:
     _set_balance(customer, ending)
     invoice._due = due
     invoice._finalize()
-    invoice.effective_at = invoice.status_transitions["finalized_at"]
+    if invoice.effective_at is None:
+        invoice.effective_at = invoice.status_transitions["finalized_at"]
     invoice.hosted_invoice_url = f"{base_url}/invoice/{invoice.id}"
     emit("invoice.finalized", invoice)
     if due == 0:
