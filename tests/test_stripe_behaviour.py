@@ -132,6 +132,18 @@ def unapplied(workspace: Workspace, org: str) -> int:
     return load_books(workspace.ledger_path, "EUR").balances([account])[account]
 
 
+def hand_made(workspace: Workspace, txn_id: str, credited: str, debited: str) -> None:
+    """One cent moved by hand between two accounts, as a human editing the books would."""
+    entry = Transaction(
+        date=date(2026, 11, 20),
+        txn_id=txn_id,
+        narration="A hand-made entry",
+        postings=(Posting(credited, -1, "EUR"), Posting(debited, 1, "EUR")),
+    )
+    with workspace.writing():
+        LedgerWriter(workspace.ledger_path).append("books/manual.beancount", [entry])
+
+
 def assert_books_agree_with_the_peer(url: str, workspace: Workspace) -> None:
     """Reconciliation finds nothing to post or report: the clearing account equals Stripe's
     balance, every remote invoice is ours with our total, and the books check."""
@@ -338,25 +350,11 @@ def test_an_invoice_under_the_minimum_charge_is_carried_to_the_next_one(
     assert customer_balance(localstripe, str(small.customer)) == small.total
     connector = stripe_connector(workspace)
     assert customer_balance_drift(workspace, connector) == []
-    stray = Transaction(
-        date=date(2026, 11, 20),
-        txn_id="manual-tiny",
-        narration="A hand-made entry on the customer's unapplied account",
-        postings=(
-            Posting("Liabilities:Unapplied:Tiny", -1, "EUR"),
-            Posting("Assets:Receivable:Tiny", 1, "EUR"),
-        ),
-    )
-    with workspace.writing():
-        LedgerWriter(workspace.ledger_path).append("books/manual.beancount", [stray])
+    hand_made(workspace, "manual-tiny", "Liabilities:Unapplied:Tiny", "Assets:Receivable:Tiny")
     [drift] = customer_balance_drift(workspace, connector)
     assert "Liabilities:Unapplied:Tiny" in drift and f"of tiny is {small.total}" in drift
-    with workspace.writing():  # and undone, as a human would
-        reverse = stray._replace(
-            txn_id="manual-tiny-undo",
-            postings=tuple(p._replace(amount_minor=-p.amount_minor) for p in stray.postings),
-        )
-        LedgerWriter(workspace.ledger_path).append("books/manual.beancount", [reverse])
+    # and undone, as a human would
+    hand_made(workspace, "manual-tiny-undo", "Assets:Receivable:Tiny", "Liabilities:Unapplied:Tiny")
     assert customer_balance_drift(workspace, connector) == []
 
     november = [
@@ -395,17 +393,7 @@ def test_stripe_billing_fees_are_booked_and_any_drift_is_reported(
     assert txn_kinds(workspace)["stripe-fee"] == 2  # the card fee and the billing fee
     assert_books_agree_with_the_peer(localstripe, workspace)
 
-    stray = Transaction(
-        date=date(2026, 11, 20),
-        txn_id="manual-1",
-        narration="A hand-made entry on the clearing account",
-        postings=(
-            Posting("Assets:Stripe:Balance", -1, "EUR"),
-            Posting("Expenses:Fees:Stripe", 1, "EUR"),
-        ),
-    )
-    with workspace.writing():
-        LedgerWriter(workspace.ledger_path).append("books/manual.beancount", [stray])
+    hand_made(workspace, "manual-1", "Assets:Stripe:Balance", "Expenses:Fees:Stripe")
     report = reconcile(workspace, connector, sync_state(workspace), SINCE)
     [drift] = report.discrepancies
     assert "Assets:Stripe:Balance" in drift and "stripe holds" in drift

@@ -27,7 +27,7 @@ from beanbill.ledger.entries import minor_digits
 from beanbill.ledger.invoicing import InvoicingError
 from beanbill.ledger.invoicing.coupons import coupon_lines
 from beanbill.ledger.invoicing.documents import DocumentType, InvoiceDocument, InvoiceLine, Party
-from beanbill.ledger.invoicing.due import DueInvoice
+from beanbill.ledger.invoicing.due import Consumption, DueInvoice
 from beanbill.ledger.invoicing.lines import DEFAULT_UNIT_CODE, detail_lines
 from beanbill.ledger.invoicing.vat import VatTreatment, treatment
 from beanbill.rating.config import BillingMode, Catalog, Customer, InvoicingSettings, Seller
@@ -128,6 +128,17 @@ def _provisioned(due: DueInvoice, digits: int, vat: VatTreatment) -> _Moves:
     return moves
 
 
+def _days_of(consumption: Consumption) -> str:
+    """Which days a posting covers, when not its whole period: `` (2026-11-01)`` posted
+    daily, `` (2026-10-26 – 2026-10-31)`` for a week's part in one month."""
+    first, last = consumption.days
+    if last is None:
+        return ""
+    if first == last:
+        return f" ({last.isoformat()})"
+    return f" ({(first or consumption.period_start).isoformat()} – {last.isoformat()})"
+
+
 def _consumed(
     due: DueInvoice,
     rated: Mapping[str, Sequence[RatedGroup]],
@@ -146,12 +157,7 @@ def _consumed(
             label = detail.description
             if due.central:
                 label = f"[{consumption.org}] {label}"
-            first, last = consumption.days
-            if first and first == last:  # posted daily
-                label = f"{label} ({first.isoformat()})"
-            elif last:  # a period split at a month end: the part's days
-                start = first or consumption.period_start
-                label = f"{label} ({start.isoformat()} – {last.isoformat()})"
+            label += _days_of(consumption)
             families.append(detail.family)
             moves.add(
                 InvoiceLine(
