@@ -118,3 +118,29 @@ def test_check_refuses_a_currency_code_iso_4217_does_not_have(tmp_path: Path) ->
     assert result.exit_code == EXIT_ERROR
     assert "'EUX' is not an ISO 4217 currency code" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_week_with_no_usage_in_its_second_month_is_still_invoiced(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    """Week 44 used only on Oct 30: there is no November part; the invoice follows the
+    October part once the week has ended."""
+    from beanbill.ledger.invoicing.issue import issue
+
+    workspace = make_workspace(customers=[customer("wk", period="weekly")])
+    usage = [
+        {
+            "id": "oct",
+            "org": "wk",
+            "resource": "wk/app",
+            "meter": "cpu",
+            "start": "2026-10-30T00:00:00Z",
+            "end": "2026-10-30T10:00:00Z",
+            "quantity": "2",
+        }
+    ]
+    ingest(workspace, [write_jsonl(tmp_path / "u.jsonl", usage)])  # fmt: skip
+    rate_months(workspace, [Month(2026, 10)])
+    post(workspace, Month(2026, 10), date(2026, 11, 2))
+    [number] = issue(workspace, Month(2026, 11), date(2026, 11, 3)).issued
+    assert number and balance(workspace, "wk").unbilled_minor == 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -152,12 +152,6 @@ def issued_numbers_of(books: Books, org: str) -> list[str]:
     )
 
 
-def _posted_to_its_end(items: Sequence[Consumption]) -> bool:
-    """Every part of a period split at a month end is posted (the last one ends it)."""
-    parts = [c for c in items if c.through is not None]
-    return not parts or any(c.through == c.period_end - timedelta(days=1) for c in parts)
-
-
 def _ordered(items: list[Consumption]) -> tuple[Consumption, ...]:
     return tuple(sorted(items, key=lambda c: (c.org, c.day or date.min)))
 
@@ -186,8 +180,6 @@ def due_invoices(
         groups[(payer, consumption.period)].append(consumption)
     due = []
     for (payer, period), items in sorted(groups.items()):
-        if not _posted_to_its_end(items):
-            continue  # a week whose first month is posted, not yet its second
         first_issue = keys.InvoiceKey(payer, period)
         revisions = [key for key in every_key if key.same_period(first_issue)]
         if any(key.text in issued for key in revisions):

@@ -23,6 +23,7 @@ from beanbill.ledger.invoicing import InvoicingError
 from beanbill.ledger.invoicing.derive import Derived, InvoiceTerms, derive
 from beanbill.ledger.invoicing.documents import DocumentError, InvoiceDocument, check_renderable
 from beanbill.ledger.invoicing.due import (
+    Consumption,
     DueInvoice,
     StaleInvoice,
     consumptions,
@@ -97,7 +98,8 @@ def issue(
         numbers = numbering_state(workspace, books)
         customers = workspace.customers.by_id()
         active = consumptions(books)
-        due = due_invoices(customers, books, active, up_to)
+        due = [item for item in due_invoices(customers, books, active, up_to)
+               if posted_to_its_end(item, store)]  # fmt: skip
         stale = stale_invoices(customers, books, active)
         pending = {assigned.document_key: assigned for assigned in numbers.pending()}
         issued = _finish_interrupted(numbers, pending, books, {item.key for item in due})
@@ -147,6 +149,30 @@ def _finish_interrupted(
                 f"number {assigned.number} was assigned to {key}, which is no longer due"
             )
     return finished
+
+
+def posted_to_its_end(item: DueInvoice, store: RatedStore) -> bool:
+    """A period split at a month end is invoiced once its last part is posted: each
+    organization's latest part reaches the period's end, or no rated usage lies after it
+    (a week with no usage in its second month has no second part)."""
+    last_day = item.period_end - timedelta(days=1)
+    latest: dict[str, Consumption] = {}
+    for consumption in item.consumptions:
+        if consumption.through is None:
+            return True  # not split (or posted daily): whole as posted
+        known = latest.get(consumption.org)
+        if known is None or (known.through or last_day) < consumption.through:
+            latest[consumption.org] = consumption
+    return all(
+        part.through is not None
+        and (
+            part.through >= last_day
+            or not store.detail_groups(
+                part.rated_file, part.org, part.period, part.through + timedelta(days=1), None
+            )
+        )
+        for part in latest.values()
+    )
 
 
 def _check_dates(due: list[DueInvoice], pending: dict[str, Assigned], issue_date: date) -> None:
@@ -219,4 +245,5 @@ def preview(workspace: Workspace, up_to: Month, issue_date: date) -> list[Invoic
                 workspace, store, item, f"DRAFT-{item.customer.id}-{item.period}", issue_date
             ).document
             for item in due_invoices(workspace.customers.by_id(), books, consumptions(books), up_to)
+            if posted_to_its_end(item, store)
         ]
