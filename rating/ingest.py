@@ -114,6 +114,14 @@ def _csv_header_width(path: Path) -> int:
 QUANTITY_TOKEN = r'"quantity"\s*:\s*(-?[0-9][0-9.eE+-]*)'
 JSON_NUMBER_TYPES = "('BIGINT', 'UBIGINT', 'DOUBLE')"
 AMBIGUOUS_QUANTITY = "quantity: written more than once in the line, with different spellings"
+# Extra fields are ignored, but one that differs from a contract name only in case
+# ("Quantity") is a mistake that would bill silently wrong (an interval at quantity 1).
+CASE_LOOKALIKE = "fields: a name differs from a contract name only in case"
+_FIELD_LIST = ", ".join(f"'{field}'" for field in FIELDS)
+
+
+def _case_lookalikes(names: Sequence[str]) -> list[str]:
+    return [name for name in names if name.lower() in FIELDS and name not in FIELDS]
 
 
 def _json_lines_select(table: str, source: int) -> str:
@@ -138,7 +146,10 @@ def _json_lines_select(table: str, source: int) -> str:
                    CASE WHEN f IS NULL AND json_valid(text) THEN 'not a JSON object'
                         WHEN f IS NULL THEN 'malformed JSON'
                         WHEN left(ltrim(text), 1) <> '{{' THEN 'not a JSON object'
-                        WHEN len(list_distinct(numbers)) > 1 THEN '{AMBIGUOUS_QUANTITY}' END
+                        WHEN len(list_distinct(numbers)) > 1 THEN '{AMBIGUOUS_QUANTITY}'
+                        WHEN len(list_filter(coalesce(try(json_keys(text)), []), lambda key:
+                                 lower(key) IN ({_FIELD_LIST}) AND key NOT IN ({_FIELD_LIST})))
+                             > 0 THEN '{CASE_LOOKALIKE}' END
                        AS problem
             FROM (
                 SELECT line, text, f,
@@ -218,6 +229,8 @@ def _tabular_select(
         if unnamed
         else "NULL"
     )
+    if _case_lookalikes(columns[:header_width]):  # the header misnames a field: every row
+        problem = f"'{CASE_LOOKALIKE}'"
     if not line_offset:  # Parquet: records, not lines
         return f"""
             SELECT {source} AS source, rowid + 1 AS line,

@@ -315,6 +315,41 @@ def test_extra_fields_are_accepted_and_ignored_in_every_format(
     }
 
 
+def test_a_field_named_like_the_contract_but_for_its_case_is_refused_not_ignored(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    """ "Quantity" is a typo of "quantity": ignored, the interval would bill at 1; refused,
+    with its line, in every format, while the good records beside it are stored."""
+    workspace = make_workspace()
+    good = {**INTERVAL, "id": "good", "quantity": "4"}
+    jsonl = write_jsonl(
+        tmp_path / "case.jsonl",
+        [good, {**INTERVAL, "id": "typo", "Quantity": "4"}, {**INTERVAL, "id": "n",
+         "tags": {"Quantity": "4"}}],  # nested: an extra field's own business
+    )  # fmt: skip
+    csv_path = tmp_path / "case.csv"
+    csv_path.write_text(
+        "ID,org,resource,meter,start,end,quantity\n"
+        "c1,acme,app-1,cpu,2026-11-03T10:00:00Z,2026-11-03T11:00:00Z,4\n"
+    )
+    parquet = write_events_parquet(tmp_path / "case.parquet", [{**good, "id": "p"}])
+    pq.write_table(pq.read_table(parquet).rename_columns(
+        [("Meter" if name == "meter" else name) for name in pq.read_table(parquet).column_names]
+    ), parquet)  # fmt: skip
+    summary = ingest(workspace, [jsonl, csv_path, parquet])
+    assert (summary.accepted, summary.rejected) == (2, 3)
+    assert sorted(stored_by_id(workspace)) == ["good", "n"]
+    rejects = read_rejects(summary.rejects_path)
+    assert sorted((Path(r["file"]).name, r["line"]) for r in rejects) == [
+        ("case.csv", 2),
+        ("case.jsonl", 2),
+        ("case.parquet", 1),
+    ]
+    assert {r["reason"] for r in rejects} == {
+        "fields: a name differs from a contract name only in case"
+    }
+
+
 def test_a_quantity_nested_in_an_extra_field_is_not_the_events_quantity(
     make_workspace: Callable[..., Workspace], tmp_path: Path
 ) -> None:
