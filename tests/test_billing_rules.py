@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
@@ -144,3 +144,39 @@ def test_a_week_with_no_usage_in_its_second_month_is_still_invoiced(
     post(workspace, Month(2026, 10), date(2026, 11, 2))
     [number] = issue(workspace, Month(2026, 11), date(2026, 11, 3)).issued
     assert number and balance(workspace, "wk").unbilled_minor == 0
+
+
+@pytest.mark.parametrize(
+    ("subscription", "why"),
+    [
+        ({"start": datetime(2026, 10, 31, 14)}, "timezone"),  # a naive time: which zone?
+        ({"start": date(2026, 10, 31), "end": date(2026, 10, 30)}, "ends before it starts"),
+        ({"start": "2026-10-31T14:00:00Z", "end": "2026-10-31T14:00:00Z"}, "ends before"),
+        ({"start": "yesterday"}, "start"),
+    ],
+)
+def test_add_on_subscriptions_that_mean_nothing_are_refused(
+    subscription: dict[str, object], why: str
+) -> None:
+    from beanbill.rating.config import AddonSubscription, ConfigError, parse_model
+
+    with pytest.raises(ConfigError, match=why):
+        parse_model(AddonSubscription, {"addon": "backup", **subscription}, "customers.toml")
+
+
+@pytest.mark.parametrize(
+    ("meter", "why"),
+    [
+        ({"kind": "counter", "minimum_seconds": 60}, "interval meters only"),
+        ({"kind": "interval", "minimum_seconds": 86_401}, "less than or equal to 86400"),
+        ({"kind": "interval", "minimum_seconds": -1}, "greater than or equal to 0"),
+        ({"kind": "interval", "minimum_seconds": 1.5}, "integer"),
+    ],
+)
+def test_minimum_seconds_is_bounded_and_for_intervals(meter: dict[str, object], why: str) -> None:
+    from beanbill.rating.config import ConfigError, Meter, parse_model
+
+    base = {"id": "m", "name": "M", "unit": "GB", "family": "Storage",
+            "price": [{"effective": date(2026, 1, 1), "price": "0.01"}]}  # fmt: skip
+    with pytest.raises(ConfigError, match=why):
+        parse_model(Meter, {**base, **meter}, "catalog.toml")
