@@ -210,13 +210,17 @@ def engine_rate(
     )
     # The store holds each id once (ingest deduplicates); mirror that here.
     table = table.distinct()
-    result = connection.to_pyarrow(rate(table, month_input(month, zone, CATALOG, CUSTOMERS)))
+    return as_results(connection, rate(table, month_input(month, zone, CATALOG, CUSTOMERS)))
+
+
+def as_results(connection: Any, lines: Any) -> dict[Any, tuple[Decimal, Decimal]]:
+    """Rated lines as the reference gives them: key → (quantity, amount), exact."""
     return {
         (r["org"], r["period"], r["day"], r["meter"], r["resource"], r["band"]): (
             from_scaled_integer(int(r["quantity_micro"]), QUANTITY_SCALE),
             from_scaled_integer(int(r["amount_atto"]), AMOUNT_SCALE),
         )
-        for r in result.to_pylist()
+        for r in connection.to_pyarrow(lines).to_pylist()
     }
 
 
@@ -344,14 +348,9 @@ def test_prorated_add_ons_match_the_reference(connection: Any, zone: str) -> Non
             "customers",
         )  # fmt: skip
         for month in (Month(2026, 10), Month(2026, 11)):
-            rows = connection.to_pyarrow(addon_lines(month_input(month, zone, CATALOG, customers)))
-            engine = {
-                (r["org"], r["period"], r["day"], r["meter"], r["resource"], r["band"]): (
-                    from_scaled_integer(int(r["quantity_micro"]), QUANTITY_SCALE),
-                    from_scaled_integer(int(r["amount_atto"]), AMOUNT_SCALE),
-                )
-                for r in rows.to_pylist()
-            }
+            engine = as_results(
+                connection, addon_lines(month_input(month, zone, CATALOG, customers))
+            )
             reference: dict[Any, tuple[Decimal, Decimal]] = {}
             add_addons(reference, CATALOG, customers, (month.year, month.month), ZoneInfo(zone))
             assert engine == reference
