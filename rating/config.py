@@ -29,6 +29,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from stdnum import bic as stdnum_bic
+from stdnum import iban as stdnum_iban
 from stdnum.eu import vat as eu_vat
 from stdnum.fr import siren as fr_siren
 
@@ -164,6 +166,21 @@ def validate_vat_id(vat_id: str, country: str) -> str:
     return compact
 
 
+def validate_iban(value: str) -> str:
+    """An IBAN checked offline (country format and check digits), in its compact form."""
+    try:
+        return str(stdnum_iban.validate(value))
+    except ValueError as error:  # stdnum's ValidationError is a ValueError
+        raise ValueError(f"IBAN {value!r} is not valid ({error})") from error
+
+
+def validate_bic(value: str) -> str:
+    try:
+        return str(stdnum_bic.validate(value))
+    except ValueError as error:
+        raise ValueError(f"BIC {value!r} is not valid ({error})") from error
+
+
 def validate_siren(siren: str) -> str:
     compact = fr_siren.compact(siren)
     if not fr_siren.is_valid(compact):
@@ -185,8 +202,13 @@ class Seller(StrictModel):
         default=None, description="Company registration, e.g. 'RCS Paris 732 829 320'"
     )
     siren: str | None = Field(default=None, description="French SIREN (9 digits), for e-invoices")
-    email: PlainText | None = None
+    email: PlainText | None = Field(
+        default=None, description="Contact e-mail printed on every invoice (BT-43)"
+    )
     legal_mentions: list[PlainText] = []
+    # Where customers pay by transfer (BG-17): printed on every invoice with its reference.
+    iban: str | None = None
+    bic: str | None = None
 
     @model_validator(mode="after")
     def _vat_matches_country(self) -> Self:
@@ -194,6 +216,12 @@ class Seller(StrictModel):
             object.__setattr__(self, "vat_id", validate_vat_id(self.vat_id, self.country))
         if self.siren is not None:
             object.__setattr__(self, "siren", validate_siren(self.siren))
+        if self.iban is not None:
+            object.__setattr__(self, "iban", validate_iban(self.iban))
+        if self.bic is not None:
+            if self.iban is None:
+                raise ValueError("a BIC is given without the IBAN it belongs to")
+            object.__setattr__(self, "bic", validate_bic(self.bic))
         return self
 
 
@@ -250,6 +278,28 @@ class InvoicingSettings(StrictModel):
     )
     recovery_indemnity_note: PlainText = "Fixed indemnity for recovery costs: 40 EUR."
     early_payment_note: PlainText = "No discount for early payment."
+    # An amount to pay above 0 and below this is not invoiced: it is carried to the payer's
+    # next period and shown there (Stripe cannot collect under 0.50 EUR). 0: no minimum.
+    minimum_amount: Price = Decimal("0")
+    # When VAT on purchased credit is due. "at_purchase" (default): a payment on account
+    # for services makes VAT chargeable when it is received (Directive 2006/112/EC art. 65),
+    # so each purchase issues a prepayment invoice (type 386) with VAT, and consumption
+    # invoices deduct it. "at_consumption": credit that is a multi-purpose voucher (usable
+    # for supplies whose VAT treatment is not known when it is sold; art. 30a-30b) is taxed
+    # only when it is used, on the consumption invoice.
+    credits_vat: Literal["at_purchase", "at_consumption"] = "at_purchase"
+    # One-Stop Shop: B2C customers in another EU country are charged their country's
+    # standard rate (art. 58 for electronically supplied services), declared per country.
+    oss: bool = False
+    oss_rates: dict[Country, Annotated[Decimal, Field(ge=0, le=100)]] = {}
+
+    @field_validator("oss_rates")
+    @classmethod
+    def _oss_rates_are_eu(cls, rates: dict[str, Decimal]) -> dict[str, Decimal]:
+        outside = sorted(set(rates) - EU_COUNTRIES)
+        if outside:
+            raise ValueError(f"OSS rates are for EU countries only, not {', '.join(outside)}")
+        return rates
 
 
 class StripeSettings(StrictModel):

@@ -25,8 +25,11 @@ class DocumentError(BeanbillError):
 
 
 class DocumentType(StrEnum):
+    """UNTDID 1001 document type codes (EN16931 BT-3)."""
+
     INVOICE = "380"
     CREDIT_NOTE = "381"
+    PREPAYMENT_INVOICE = "386"  # a payment on account (credit purchased), VAT due on receipt
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,11 @@ class Party:
 
 @dataclass(frozen=True)
 class InvoiceLine:
+    """One line. The first fields are the e-invoice's (BT-129..BT-131, BT-146, BT-149);
+    the ``shown_*`` fields are what people read on the PDF, in the unit the catalog
+    publishes its price in (``232.8767 h × 0.025 €/h``); None in documents issued before
+    they existed, which show the e-invoice's quantity and price."""
+
     line_id: str
     description: str
     quantity: Decimal
@@ -49,6 +57,19 @@ class InvoiceLine:
     base_quantity: Decimal
     net_minor: int
     vat: VatTreatment
+    shown_quantity: Decimal | None = None  # in ``shown_unit``
+    shown_unit: str | None = None  # "h", "GB-month", "M requests", "month"
+    shown_price: Decimal | None = None  # per one ``shown_unit``, exact (any decimals)
+    section: str | None = None  # central invoices: the team organization's name
+
+
+@dataclass(frozen=True)
+class PaymentInstructions:
+    """How to pay (BG-16): credit transfer to the seller's account, quoting the reference."""
+
+    reference: str  # BT-83 remittance information: the document number
+    iban: str | None = None  # BT-84
+    bic: str | None = None  # BT-86
 
 
 @dataclass(frozen=True)
@@ -56,7 +77,7 @@ class InvoiceDocument:
     number: str
     type: DocumentType
     issue_date: date
-    due_date: date
+    due_date: date | None  # None: nothing to pay (a credit note, a paid prepayment invoice)
     period_start: date
     period_end: date  # last day included
     currency: str
@@ -67,7 +88,18 @@ class InvoiceDocument:
     buyer_reference: str | None = None
     preceding_number: str | None = None  # the invoice a credit note corrects
     preceding_issue_date: date | None = None
-    paid_minor: int = 0  # prepaid credits applied (BT-113), deducted from the amount due
+    paid_minor: int = 0  # paid in advance (BT-113, VAT included), deducted from the amount due
+    # The VAT inside ``paid_minor`` that prepayment invoices already charged: the ledger
+    # books only ``tax_minor - prepaid_vat_minor`` of this document's VAT.
+    prepaid_vat_minor: int = 0
+    prepayment_numbers: tuple[str, ...] = ()  # the prepayment invoices deducted
+    payment: PaymentInstructions | None = None
+    reason: str | None = None  # a credit note's reason (required for credit notes)
+    # Provisioned (unified) invoices: the period the credit provision is for; the
+    # document's own period is the one whose consumption is regularized.
+    provision_start: date | None = None
+    provision_end: date | None = None  # last day included
+    carried_minor: int = 0  # of ``net_minor``: periods below the minimum, carried here
 
     def vat_breakdown(self) -> list[VatBreakdown]:
         return breakdown(
@@ -98,6 +130,8 @@ def _texts(document: InvoiceDocument) -> list[tuple[str, str]]:
         texts += [(f"{role} address", line) for line in party.address]
     texts += [(f"line {line.line_id}", line.description) for line in document.lines]
     texts += [(f"note {code}", text) for code, text in document.notes]
+    texts += [(f"line {line.line_id} section", line.section or "") for line in document.lines]
+    texts += [("reason", document.reason or "")]
     return texts
 
 
