@@ -38,6 +38,9 @@ class DetailLine(NamedTuple):
     unit_price: Decimal  # per ``base_quantity`` units
     base_quantity: Decimal
     net_minor: int
+    shown_quantity: Decimal | None = None  # what people read: in ``shown_unit``
+    shown_unit: str | None = None  # "h", "GB-month", "M requests"
+    shown_price: Decimal | None = None  # per one ``shown_unit``, as the catalog publishes it
 
 
 def plain(value: Decimal) -> Decimal:
