@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from beanbill.ledger.invoicing.issue import IssueSummary
 from beanbill.ledger.post import balance, post, record_credit
 from beanbill.progress import ProgressBar, on_terminal
+from beanbill.rating.config import EU_COUNTRIES
 from beanbill.rating.errors import WorkspaceError
 from beanbill.rating.ingest import IngestSummary, ingest, summary_as_json
 from beanbill.rating.periods import Month, parse_month_range
@@ -277,6 +278,14 @@ def _credit_command(kind: str) -> Callable[..., None]:
         click.echo(
             f"credit {lot.lot_id}: {amount} {loaded.settings.billing.currency} for {org} {state}"
         )
+        books = load_books(loaded.ledger_path, loaded.settings.billing.currency)
+        recorded = books.lots().get(lot.lot_id)
+        if recorded is not None and recorded.invoice_number:
+            click.echo(
+                f"  prepayment invoice {recorded.invoice_number} (VAT "
+                f"{_money(recorded.vat_minor, loaded.settings.billing.currency)}): "
+                f"{loaded.invoices_dir / (recorded.invoice_number + '.pdf')}"
+            )
 
     return command
 
@@ -360,7 +369,7 @@ def invoice_group(
       beanbill invoice --period 2026-10 --correct   and correct those re-rated since
       beanbill invoice draft --period 2026-10 preview them without numbers
       beanbill invoice show INV-2026-000001   what an issued invoice says
-      beanbill invoice credit INV-2026-000001 cancel it with a credit note
+      beanbill invoice credit INV-2026-000001 --reason "..."  cancel it with a credit note
       beanbill invoice render INV-2026-000001 write its missing files again
     """
     if context.invoked_subcommand is not None:
@@ -376,7 +385,8 @@ def invoice_group(
         summary = issue(loaded, Month.parse(period), day, bar)
     if correct and summary.stale:
         for stale in summary.stale:
-            note, _ = credit_note(loaded, stale.number, day)
+            reason = f"Usage of the period re-rated after issue (late usage): {stale.key}"
+            note, _ = credit_note(loaded, stale.number, day, reason)
             click.echo(f"credit note {note} cancels {stale.number} (re-rated after issue)")
         with ProgressBar("rendering invoices") as bar:
             again = issue(loaded, Month.parse(period), day, bar)
@@ -392,6 +402,11 @@ def invoice_group(
 def _print_refused(summary: IssueSummary) -> None:
     for key, reason in summary.refused:
         click.echo(f"  not issued: {key}: {reason}")
+    for key, amount_minor in summary.held:
+        click.echo(
+            f"  held: {key}: {amount_minor} minor units to pay, below the minimum invoice "
+            "amount; carried to the next period's invoice"
+        )
     for stale in summary.stale:
         click.echo(
             f"  re-rated after issue: {stale.number} moved {stale.moved_minor}, its period now "
@@ -463,14 +478,46 @@ def invoice_render(workspace: Path, number: str) -> None:
 @invoice_group.command(name="credit")
 @workspace_option
 @click.argument("number")
+@click.option(
+    "--reason", required=True, help="Why the invoice is cancelled (printed on the credit note)."
+)
 @reports_errors
-def invoice_credit(workspace: Path, number: str) -> None:
+def invoice_credit(workspace: Path, number: str, reason: str) -> None:
     """Cancel invoice NUMBER with a credit note (its own series); the period is due again."""
     from beanbill.ledger.invoicing.corrections import credit_note  # the PDF stack loads here
 
     loaded = load_workspace(workspace)
-    credit_number, pdf = credit_note(loaded, number, datetime.now(UTC).date())
+    credit_number, pdf = credit_note(loaded, number, datetime.now(UTC).date(), reason)
     click.echo(f"credit note {credit_number} cancels {number}: {pdf}")
+
+
+def _print_credit_examples(workspace: Workspace) -> None:
+    """Where the demo's credit and VAT cases are: a prepayment invoice, an invoice with a
+    grant as a price reduction, and a consumer charged their country's VAT (OSS)."""
+    currency = workspace.settings.billing.currency
+    lots = list(load_books(workspace.ledger_path, currency).lots().values())
+    bought = next((lot for lot in lots if lot.invoice_number), None)
+    if bought is not None:
+        path = workspace.invoices_dir / f"{bought.invoice_number}.pdf"
+        click.echo(f"  prepayment     {path} (credit bought by {bought.org}, VAT when paid)")
+    granted = next((lot.org for lot in lots if lot.kind == "grant"), None)
+    number = _invoice_number_of(workspace, granted) if granted else None
+    if number:
+        path = workspace.invoices_dir / f"{number}.pdf"
+        click.echo(f"  granted credit {path} (a price reduction: VAT on what is paid)")
+    seller = workspace.settings.seller.country
+    consumer = next(
+        (
+            c.id
+            for c in workspace.customers.customer
+            if c.country != seller and not c.vat_id and c.country in EU_COUNTRIES
+        ),
+        None,
+    )
+    number = _invoice_number_of(workspace, consumer) if consumer else None
+    if number and workspace.settings.invoicing.oss:
+        path = workspace.invoices_dir / f"{number}.pdf"
+        click.echo(f"  OSS consumer   {path} (VAT at the rate of the customer's country)")
 
 
 def _invoice_number_of(workspace: Workspace, org: str) -> str | None:
@@ -563,12 +610,14 @@ def demo_command(workspace: Path, seed: int, customers: int) -> None:
         number = _invoice_number_of(loaded, customer.id)
         if number:
             click.echo(f"  {kind:14} {loaded.invoices_dir / (number + '.pdf')}")
+    _print_credit_examples(loaded)
     central = next((c.parent for c in loaded.customers.customer if c.parent), None)
     if central:
         number = _invoice_number_of(loaded, central)
         click.echo(f"  central        {loaded.invoices_dir / f'{number}.pdf'} (with its teams)")
         if number:
-            _, pdf = credit_note(loaded, number, demo_module.DEMO_AS_OF)
+            reason = "Billing address corrected: invoice cancelled and issued again"
+            _, pdf = credit_note(loaded, number, demo_module.DEMO_AS_OF, reason)
             click.echo(f"  credit note    {pdf} (cancels {number})")
             reissued = issue(loaded, month, demo_module.DEMO_AS_OF)
             click.echo(f"  re-issued      {', '.join(reissued.issued)}")

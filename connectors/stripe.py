@@ -101,6 +101,7 @@ INQUIRY_STATUSES = frozenset({"warning_needs_response", "warning_under_review", 
 STRIPE_FEE_TYPES = frozenset({"stripe_fee", "stripe_fx_fee", "tax_fee"})
 TAXABILITY = {  # why a line bears no VAT, in Stripe's taxability reasons
     VatCategory.REVERSE_CHARGE: "reverse_charge",
+    VatCategory.OUTSIDE_SCOPE: "not_subject_to_tax",
     VatCategory.EXPORT: "not_subject_to_tax",
 }
 
@@ -322,7 +323,12 @@ def stripe_lines(document: InvoiceDocument) -> list[StripeLine]:
         if not members:
             continue
         shares = _allocate(entry.tax_minor, [document.lines[i].net_minor for i in members])
-        rate = _tax_rate_data(entry.category, entry.rate_percent, document.seller.country)
+        # Whose VAT it is: the buyer's country when charged at its rate (OSS), else the
+        # seller's (reverse charge and services outside the EU charge none).
+        vat = document.lines[members[0]].vat
+        charged = vat.category is VatCategory.STANDARD and vat.country
+        country = vat.country if charged else document.seller.country
+        rate = _tax_rate_data(entry.category, entry.rate_percent, country)
         for index, share in zip(members, shares, strict=True):
             tax: dict[str, Any] = {
                 "amount": share,

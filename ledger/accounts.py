@@ -2,7 +2,8 @@
 
 Three kinds of accounts:
 
-- **house accounts**, opened by the main file: the bank, output VAT, breakage, discounts,
+- **house accounts**, opened by the main file: the bank, output VAT (and, with the
+  One-Stop Shop, one ``Liabilities:VAT:OSS:<country>`` per other EU country), breakage, discounts,
   promotions, one income account per product family, and the account credit purchases
   are paid into (``[ledger] credit_purchase_account``, the processor's clearing account);
 - **per-organization accounts** (receivable, unbilled, credits), opened with the
@@ -21,12 +22,14 @@ from datetime import date
 
 from beanbill.ledger.entries import Open
 from beanbill.ledger.text import ACCOUNT_NAME, LedgerTextError, account_component, components_by_id
-from beanbill.rating.config import Catalog, Customer, Settings
+from beanbill.rating.config import EU_COUNTRIES, Catalog, Customer, Settings
 
 BOOKS_OPEN_DATE = date(2000, 1, 1)
 ACCOUNTS_FILE = "books/accounts.beancount"  # where accounts opened on first use are written
 BANK = "Assets:Bank:Operating"
+VAT_ROOT = "Liabilities:VAT"
 VAT_OUTPUT = "Liabilities:VAT:Output"
+VAT_OSS_ROOT = "Liabilities:VAT:OSS"  # VAT charged at another EU country's rate (One-Stop Shop)
 CREDITS_EXPIRED = "Income:Credits:Expired"  # breakage of purchased credit
 DISCOUNTS = "Income:Discounts"  # coupons: contra revenue
 PROMOTIONS = "Expenses:Promotions"  # granted credit, and what expires of it
@@ -59,6 +62,17 @@ def family_of(account: str) -> str:
 
 def is_income(account: str) -> bool:
     return under(account, INCOME_ROOT)
+
+
+def vat_account(seller_country: str, vat_country: str) -> str:
+    """Where output VAT is owed: the seller's own return, or the OSS return per country.
+
+    ``vat_country`` is whose VAT an invoice charges (``VatTreatment.country``); empty in
+    documents issued before OSS, which charged the seller's.
+    """
+    if vat_country in ("", seller_country):
+        return VAT_OUTPUT
+    return f"{VAT_OSS_ROOT}:{vat_country}"
 
 
 @dataclass(frozen=True)
@@ -131,10 +145,16 @@ def check_account(account: str) -> str:
 def house_accounts(settings: Settings, catalog: Catalog) -> list[str]:
     """The accounts the main file opens."""
     families = sorted({meter.family for meter in catalog.rated_meters()} | {"Addons"})
+    oss = (
+        [vat_account(settings.seller.country, country) for country in EU_COUNTRIES]
+        if settings.invoicing.oss
+        else []
+    )
     return sorted(
         {
             BANK,
             VAT_OUTPUT,
+            *oss,
             CREDITS_EXPIRED,
             DISCOUNTS,
             PROMOTIONS,

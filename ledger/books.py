@@ -20,7 +20,7 @@ from beancount import loader
 from beancount.core import data
 
 from beanbill.ledger import keys
-from beanbill.ledger.accounts import CREDITS_ROOT, under
+from beanbill.ledger.accounts import CREDITS_ROOT, VAT_ROOT, under
 from beanbill.ledger.entries import TXN_ID_KEY, Posting, Transaction, minor_digits, user_meta
 from beanbill.ledger.main_file import PLUGIN_LINE
 from beanbill.rating.errors import BeanbillError
@@ -45,10 +45,12 @@ class CreditLot(NamedTuple):
     lot_id: str
     org: str
     kind: str
-    amount_minor: int
+    amount_minor: int  # the credit, excluding VAT
     acquired: date
     expires: date | None
     priority: int
+    vat_minor: int = 0  # VAT invoiced on the purchase (``credits_vat = "at_purchase"``)
+    invoice_number: str | None = None  # its prepayment invoice
 
 
 @dataclass
@@ -86,6 +88,12 @@ class Books:
                  and under(p.account, CREDITS_ROOT)),
                 0,
             )  # fmt: skip
+            vat = sum(
+                (self.minor(p.units.number) for p in entry.postings
+                 if p.units is not None and p.units.number is not None
+                 and under(p.account, VAT_ROOT)),
+                0,
+            )  # fmt: skip
             lots[meta[LOT_KEY]] = CreditLot(
                 lot_id=meta[LOT_KEY],
                 org=meta[keys.ORG],
@@ -94,6 +102,8 @@ class Books:
                 acquired=entry.date,
                 expires=meta.get("expires"),
                 priority=int(meta.get("priority", 0)),
+                vat_minor=-vat,
+                invoice_number=meta.get(keys.INVOICE_NUMBER),
             )
         return lots
 

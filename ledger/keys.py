@@ -34,6 +34,8 @@ OVER_CONSUMPTION = "over-consumption"
 REVERSES = "reverses"
 INVOICE_KEY = "invoice-key"
 INVOICE_NUMBER = "invoice-number"
+CARRIED_KEYS = "carried-keys"  # invoice keys of earlier periods below the minimum, billed here
+CREDIT_NOTE_REASON = "reason"
 
 USAGE_PREFIX = "usage:"
 INVOICE_PREFIX = "invoice:"

@@ -260,7 +260,14 @@ def record_credit(
     lot = CreditLot(lot_id, org, kind, amount_minor, acquired, expires, priority)
     with workspace.writing():
         writer = LedgerWriter(workspace.ledger_path)
-        _open_accounts(workspace, load_books(workspace.ledger_path, currency), writer)
+        books = load_books(workspace.ledger_path, currency)
+        _open_accounts(workspace, books, writer)
+        if kind == "purchase" and workspace.settings.invoicing.credits_vat == "at_purchase":
+            # the invoicing stack (WeasyPrint) loads only when a prepayment invoice is issued
+            from beanbill.ledger.invoicing.prepayment import issue_prepayment
+
+            written, _ = issue_prepayment(workspace, books, lot, writer)
+            return lot, written
         accounts = organization_accounts([customers[org]])[org]
         purchase_account = workspace.settings.ledger.credit_purchase_account
         entry = credit_entry(lot, accounts, currency, purchase_account)

@@ -105,7 +105,10 @@ def issued(
         }
         workspace = make_workspace(
             name=name,
-            invoicing=invoicing,
+            # credit bought by transfer, VAT at consumption unless a test says otherwise:
+            # these workspaces are about consumption invoices (prepayment invoices:
+            # tests/test_credits_vat.py)
+            invoicing={"credits_vat": "at_consumption", **(invoicing or {})},
             customers=[
                 customer("fr-post", billing_mode="postpaid", vat_id="FR44732829320"),
                 customer("team-a", billing_mode="postpaid", parent="fr-post"),

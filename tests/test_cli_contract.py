@@ -23,7 +23,7 @@ ARGUMENTS = {
     ("credits", "buy"): ["org-0001", "10.00", "--date", "2026-10-01"],
     ("credits", "grant"): ["org-0001", "10.00", "--date", "2026-10-01"],
     ("invoice",): ["--period", "2026-10"],
-    ("invoice", "credit"): ["INV-2026-000001"],
+    ("invoice", "credit"): ["INV-2026-000001", "--reason", "Wrong address"],
     ("invoice", "render"): ["INV-2026-000001"],
     ("invoice", "draft"): ["--period", "2026-10"],
     ("invoice", "show"): ["INV-2026-000001"],

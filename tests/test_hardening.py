@@ -346,7 +346,7 @@ def test_late_usage_after_an_invoice_ends_on_an_invoice(
     summary = issue(workspace, OCTOBER, date(2026, 11, 9))
     assert summary.issued == ()
     assert [(s.number, s.now_minor - s.moved_minor) for s in summary.stale] == [(first, left)]
-    credit_note(workspace, first, date(2026, 11, 9))
+    credit_note(workspace, first, date(2026, 11, 9), "Wrong billing address")
     again = issue(workspace, OCTOBER, date(2026, 11, 9))
     assert len(again.issued) == 1 and again.stale == ()
     assert balance(workspace, "acme").unbilled_minor == 0  # every posted amount invoiced

@@ -39,7 +39,10 @@ def books(make_workspace: Callable[..., Workspace], tmp_path: Path) -> Workspace
             customer("team-a", billing_mode="postpaid", parent="fr-post"),
             customer("de-pre", billing_mode="prepaid", country="DE", vat_id="DE123456788"),
             customer("us-prov", billing_mode="provisioned", country="US"),
-        ]
+        ],
+        # VAT on credit at consumption: these tests are about consumption invoices and
+        # their numbers; prepayment invoices have their own (tests/test_credits_vat.py).
+        invoicing={"credits_vat": "at_consumption"},
     )  # fmt: skip
     records = [
         *october_usage("fr-post", 10),
@@ -111,14 +114,14 @@ def test_a_credit_note_cancels_and_the_period_is_invoiced_again(books: Workspace
     number = keys["invoice:fr-post:2026-10"]
     owed = receivable(books, "fr-post")
     assert owed > 0
-    credit_number, pdf = credit_note(books, number, date(2026, 11, 10))
+    credit_number, pdf = credit_note(books, number, date(2026, 11, 10), "Wrong billing address")
     assert credit_number == "CN-2026-000001" and pdf.exists()
     cii = (books.invoices_dir / f"{credit_number}.cii.xml").read_bytes()
     assert b"<rsm:ExchangedDocument>" in cii and b">381<" in cii and number.encode() in cii
     assert validate_cii(cii, french_seller=True) == []
     assert receivable(books, "fr-post") == 0
     with pytest.raises(InvoicingError, match="already cancelled"):
-        credit_note(books, number, date(2026, 11, 10))
+        credit_note(books, number, date(2026, 11, 10), "Wrong billing address")
     again = issue(books, OCTOBER, date(2026, 11, 11))
     assert again.issued == ("INV-2026-000004",)
     assert receivable(books, "fr-post") == owed

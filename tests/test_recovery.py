@@ -69,7 +69,7 @@ def test_a_lost_numbering_state_is_rebuilt_from_the_ledger_and_no_number_is_reus
     assert [(a.number, a.issued, a.issue_date) for a in rebuilt] == [
         (f"INV-2026-00000{n}", True, ISSUE_DAY) for n in (1, 2, 3)
     ]
-    number, _ = credit_note(issued, "INV-2026-000002", ISSUE_DAY)
+    number, _ = credit_note(issued, "INV-2026-000002", ISSUE_DAY, "Wrong billing address")
     assert number == "CN-2026-000001"
     assert issue(issued, OCTOBER, ISSUE_DAY).issued == ("INV-2026-000004",)  # not 000001
     assert {k: v for k, v in files_of(issued).items() if k in before} == before
@@ -91,7 +91,7 @@ def test_a_stale_or_unreadable_numbering_state_is_refused_with_the_fix(
     state.unlink()
     state.write_bytes(b"this is not a database" * 100)
     with pytest.raises(InvoicingError, match="move it aside"):
-        credit_note(issued, "INV-2026-000001", ISSUE_DAY)
+        credit_note(issued, "INV-2026-000001", ISSUE_DAY, "Wrong billing address")
     state.unlink()
     assert issue(issued, OCTOBER, ISSUE_DAY).issued == ()
 
@@ -135,7 +135,8 @@ def test_a_deleted_file_blocks_only_its_document_and_render_writes_it_again(
 def test_a_credit_note_killed_at_any_step_is_finished_under_its_number(
     issued: Workspace, step: str
 ) -> None:
-    command = [BEANBILL, "invoice", "credit", "-w", str(issued.root), "INV-2026-000001"]
+    command = [BEANBILL, "invoice", "credit", "-w", str(issued.root), "INV-2026-000001",
+               "--reason", "Wrong billing address"]  # fmt: skip
     crashed = subprocess.run(
         command, env={**os.environ, "BEANBILL_CRASH_AFTER": step}, capture_output=True
     )

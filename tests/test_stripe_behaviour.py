@@ -279,7 +279,7 @@ def test_credit_notes_split_by_amount_remaining_and_the_balance_is_mirrored(
     ingest(workspace, [write_jsonl(tmp_path / "late.jsonl", [late])])
     rate_months(workspace, [OCTOBER])
     post(workspace, OCTOBER, date(2026, 11, 8), correct=True)
-    credit_note(workspace, first.number, date(2026, 11, 9))
+    credit_note(workspace, first.number, date(2026, 11, 9), "Wrong billing address")
     [second_number] = issue(workspace, OCTOBER, date(2026, 11, 9)).issued
     assert push(workspace).dead == []
     second = remote_invoice(localstripe, second_number)
@@ -287,7 +287,7 @@ def test_credit_notes_split_by_amount_remaining_and_the_balance_is_mirrored(
     assert second.amount_due == second.total - first.due_minor > 0
     assert second.amount_remaining == second.amount_due
 
-    cancel_number, _ = credit_note(workspace, second_number, date(2026, 11, 10))
+    cancel_number, _ = credit_note(workspace, second_number, date(2026, 11, 10), "Wrong billing address")
     assert push(workspace).dead == []
     [note] = [
         n

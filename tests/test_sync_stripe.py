@@ -77,7 +77,7 @@ def test_push_creates_every_invoice_once_with_our_totals_and_credit_notes(
     assert target.calls == 0  # type: ignore[attr-defined]
 
     central = next(d for d in issued_documents(workspace) if d.buyer_reference == "fr-post")
-    note_number, _ = credit_note(workspace, central.number, ISSUE_DAY)
+    note_number, _ = credit_note(workspace, central.number, ISSUE_DAY, "Wrong billing address")
     reissued = issue(workspace, OCTOBER, ISSUE_DAY)
     after = push(workspace)
     assert sorted(after.synced) == sorted([note_number, *reissued.issued])

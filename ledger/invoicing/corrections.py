@@ -17,18 +17,41 @@ from beanbill.ledger.accounts import organization_accounts
 from beanbill.ledger.books import load_books
 from beanbill.ledger.invoicing import InvoicingError
 from beanbill.ledger.invoicing.documents import DocumentError, DocumentType, load_document
-from beanbill.ledger.invoicing.due import consumptions, due_for_issued, issued_keys
+from beanbill.ledger.invoicing.due import (
+    consumptions,
+    covered_keys,
+    due_for_issued,
+    issued_keys,
+)
 from beanbill.ledger.invoicing.files import relative_to_ledger_file, write_documents
 from beanbill.ledger.invoicing.issuance import credit_note_entries, ledger_file
 from beanbill.ledger.invoicing.issue import crash_point, derive_due, series_name
 from beanbill.ledger.invoicing.recovery import numbering_state
 from beanbill.ledger.writer import LedgerWriter
+from beanbill.rating.characters import REFUSED_CHARACTERS
 from beanbill.rating.rated_store import RatedStore
 from beanbill.rating.workspace import Workspace
 
+MAX_REASON_LENGTH = 300
 
-def credit_note(workspace: Workspace, number: str, issue_date: date) -> tuple[str, Path]:
+
+def checked_reason(reason: str) -> str:
+    """A credit note says why it exists: required, one line of printable text."""
+    text = reason.strip()
+    if not text:
+        raise InvoicingError("a credit note needs a reason (--reason)")
+    if len(text) > MAX_REASON_LENGTH:
+        raise InvoicingError(f"the reason is {len(text)} characters; at most {MAX_REASON_LENGTH}")
+    if REFUSED_CHARACTERS.search(text) or "\n" in text or "\r" in text:
+        raise InvoicingError("the reason must be one line of printable characters")
+    return text
+
+
+def credit_note(
+    workspace: Workspace, number: str, issue_date: date, reason: str
+) -> tuple[str, Path]:
     """Cancel an issued invoice with a credit note of its own series; the period is due again."""
+    reason = checked_reason(reason)
     currency = workspace.settings.billing.currency
     with workspace.writing(), RatedStore(workspace) as store:
         books = load_books(workspace.ledger_path, currency)
@@ -54,7 +77,9 @@ def credit_note(workspace: Workspace, number: str, issue_date: date) -> tuple[st
         try:  # what was issued, exactly: the snapshot written at issuance
             cancelled = load_document(workspace.invoices_dir / f"{number}.json")
         except DocumentError:  # lost: derived again, which holds while nothing was re-rated
-            due = due_for_issued(customers, consumptions(books), key, customer)
+            due = due_for_issued(
+                customers, consumptions(books), key, customer, covered_keys(issuance)
+            )
             cancelled = derive_due(workspace, store, due, number, original.issue_date).document
         if cancelled.due_minor != issued_minor:
             raise InvoicingError(
@@ -72,6 +97,9 @@ def credit_note(workspace: Workspace, number: str, issue_date: date) -> tuple[st
             issue_date=assigned.issue_date,
             preceding_number=number,
             preceding_issue_date=original.issue_date,
+            due_date=None,  # nothing to pay: it cancels what was due
+            payment=None,
+            reason=reason,
         )
         target = ledger_file(assigned.issue_date)
         paths = relative_to_ledger_file(workspace, target, write_documents(workspace, note))

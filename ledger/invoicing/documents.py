@@ -7,7 +7,7 @@ decimals (rule BR-FR-DEC-03), per-second meters being priced per hour.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
@@ -121,6 +121,14 @@ class InvoiceDocument:
     @property
     def due_minor(self) -> int:
         return self.gross_minor - self.paid_minor
+
+
+def with_number(document: InvoiceDocument, number: str) -> InvoiceDocument:
+    """The document under its assigned number (a draft's reference is its draft number)."""
+    payment = document.payment
+    if payment is not None and payment.reference == document.number:
+        payment = replace(payment, reference=number)
+    return replace(document, number=number, payment=payment)
 
 
 def _texts(document: InvoiceDocument) -> list[tuple[str, str]]:

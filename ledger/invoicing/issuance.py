@@ -8,14 +8,20 @@ reverses the issuance transaction, linked to both, so the period is due again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date
 from decimal import Decimal
 
 from beanbill.ledger import keys
-from beanbill.ledger.accounts import DISCOUNTS, VAT_OUTPUT, OrganizationAccounts
+from beanbill.ledger.accounts import (
+    DISCOUNTS,
+    PROMOTIONS,
+    OrganizationAccounts,
+    vat_account,
+)
 from beanbill.ledger.entries import Document, Entry, Posting, Transaction, minor_digits
 from beanbill.ledger.invoicing.derive import Derived
+from beanbill.ledger.invoicing.documents import InvoiceDocument
 from beanbill.ledger.posting import reversal_entry
 
 
@@ -34,12 +40,23 @@ def document_entries(
     ]
 
 
+def booked_vat(document: InvoiceDocument, seller_country: str) -> list[tuple[str, int]]:
+    """(account, VAT minor) this document books: its VAT less the VAT its prepayment
+    invoices already booked. One document charges one country's VAT (one treatment per
+    buyer), so one account: the seller's return, or the OSS return of that country."""
+    country = document.lines[0].vat.country if document.lines else ""
+    amount = document.tax_minor - document.prepaid_vat_minor
+    return [(vat_account(seller_country, country), amount)] if amount else []
+
+
 def issuance_entries(
     derived: Derived,
     accounts: Mapping[str, OrganizationAccounts],
     payer: str,
     key: str,
     files: Mapping[str, str],
+    seller_country: str = "",
+    carried: Sequence[str] = (),
 ) -> list[Entry]:
     document = derived.document
     currency = document.currency
@@ -57,8 +74,13 @@ def issuance_entries(
     ]
     if derived.discount_minor:
         postings.append(Posting(DISCOUNTS, derived.discount_minor, currency))
-    if document.tax_minor:
-        postings.append(Posting(VAT_OUTPUT, -document.tax_minor, currency))
+    if derived.granted_minor:  # granted credit used: a price reduction, no longer a cost
+        postings.append(Posting(DISCOUNTS, derived.granted_minor, currency))
+        postings.append(Posting(PROMOTIONS, -derived.granted_minor, currency))
+    postings += [
+        Posting(account, -amount, currency)
+        for account, amount in booked_vat(document, seller_country)
+    ]
     transaction = Transaction(
         date=document.issue_date,
         txn_id=keys.invoice_txn_id(document.number),
@@ -67,10 +89,11 @@ def issuance_entries(
         links=(link,),
         meta=(
             (keys.INVOICE_KEY, key),
+            *(((keys.CARRIED_KEYS, ",".join(carried)),) if carried else ()),
             (keys.INVOICE_NUMBER, document.number),
             (keys.ORG, document.buyer_reference or ""),
             ("net", Decimal(document.net_minor).scaleb(-minor_digits(currency))),
-            ("due-date", document.due_date),
+            *((("due-date", document.due_date),) if document.due_date else ()),
         ),
     )
     receivable = accounts[payer].receivable

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -18,10 +19,15 @@ from pathlib import Path
 from beanbill.ledger import keys
 from beanbill.ledger.accounts import organization_accounts
 from beanbill.ledger.books import Books, load_books
-from beanbill.ledger.entries import Entry
+from beanbill.ledger.entries import Entry, minor_digits
 from beanbill.ledger.invoicing import InvoicingError
 from beanbill.ledger.invoicing.derive import Derived, InvoiceTerms, derive
-from beanbill.ledger.invoicing.documents import DocumentError, InvoiceDocument, check_renderable
+from beanbill.ledger.invoicing.documents import (
+    DocumentError,
+    InvoiceDocument,
+    check_renderable,
+    with_number,
+)
 from beanbill.ledger.invoicing.due import (
     Consumption,
     DueInvoice,
@@ -34,7 +40,7 @@ from beanbill.ledger.invoicing.due import (
 from beanbill.ledger.invoicing.files import relative_to_ledger_file, render_all
 from beanbill.ledger.invoicing.issuance import issuance_entries, ledger_file
 from beanbill.ledger.invoicing.numbering import Assigned, InvoiceNumbers
-from beanbill.ledger.invoicing.recovery import numbering_state
+from beanbill.ledger.invoicing.recovery import PREPAYMENT_KEY_PREFIX, numbering_state
 from beanbill.ledger.writer import LedgerWriter
 from beanbill.rating.config import BillingMode
 from beanbill.rating.periods import Month
@@ -83,6 +89,51 @@ class IssueSummary:
     files: tuple[Path, ...]
     refused: tuple[tuple[str, str], ...] = ()  # (invoice key, why): not numbered, reported
     stale: tuple[StaleInvoice, ...] = ()  # re-rated after issue: to cancel and issue again
+    held: tuple[tuple[str, int], ...] = ()  # (invoice key, amount due): below the minimum
+
+
+def merged(items: Sequence[DueInvoice]) -> DueInvoice:
+    """Periods carried forward billed with the last one, under its key."""
+    last = items[-1]
+    if len(items) == 1:
+        return last
+    return replace(
+        last,
+        period_start=min(item.period_start for item in items),
+        consumptions=tuple(c for item in items for c in item.consumptions),
+        names=tuple(sorted({name for item in items for name in item.names})),
+        carried=tuple(key for item in items[:-1] for key in (*item.carried, item.key)),
+    )
+
+
+def carry_forward(
+    due: Sequence[DueInvoice],
+    derive_one: Callable[[DueInvoice], Derived],
+    minimum_minor: int,
+) -> tuple[list[tuple[DueInvoice, Derived]], list[tuple[DueInvoice, int]]]:
+    """(to issue, held): per payer in period order, an invoice whose amount to pay is
+    above 0 and below ``minimum_minor`` is not issued; its periods are billed with the
+    payer's next due period, and held when none is due yet. An amount of 0 (credits
+    paid it all) is issued: it documents the supply and its VAT."""
+    by_payer: dict[str, list[DueInvoice]] = defaultdict(list)
+    for item in due:
+        by_payer[item.customer.id].append(item)
+    issue: list[tuple[DueInvoice, Derived]] = []
+    held: list[tuple[DueInvoice, int]] = []
+    for items in by_payer.values():
+        waiting: list[DueInvoice] = []
+        for item in sorted(items, key=lambda item: (item.period_start, item.key)):
+            candidate = merged([*waiting, item])
+            derived = derive_one(candidate)
+            amount = derived.document.due_minor
+            if 0 < amount < minimum_minor:
+                waiting = [candidate]
+                continue
+            issue.append((candidate, derived))
+            waiting = []
+        if waiting:
+            held.append((waiting[0], derive_one(waiting[0]).document.due_minor))
+    return issue, held
 
 
 def issue(
@@ -106,7 +157,7 @@ def issue(
         _check_dates(due, pending, issue_date)
         ordered = sorted(due, key=lambda item: (item.key not in pending, item.key))
         drafts, refused = _drafts(workspace, store, ordered, pending, issue_date)
-        ordered = [item for item in ordered if item.key in drafts]
+        ordered, held = _apply_minimum(workspace, store, ordered, drafts, issue_date)
         series = series_name(workspace.settings.invoicing.invoice_series, issue_date)
         numbered = [(item, numbers.assign(series, item.key, issue_date)) for item in ordered]
         crash_point("assign")
@@ -130,7 +181,36 @@ def issue(
             numbers.mark_issued(assigned.number)
             issued.append(assigned.number)
     files = tuple(workspace.invoices_dir / f"{assigned.number}.pdf" for _, assigned in numbered)
-    return IssueSummary(tuple(issued), files, tuple(refused), tuple(stale))
+    return IssueSummary(tuple(issued), files, tuple(refused), tuple(stale), tuple(held))
+
+
+def minimum_minor(workspace: Workspace) -> int:
+    settings = workspace.settings
+    return int(settings.invoicing.minimum_amount.scaleb(minor_digits(settings.billing.currency)))
+
+
+def _apply_minimum(
+    workspace: Workspace,
+    store: RatedStore,
+    ordered: list[DueInvoice],
+    drafts: dict[str, Derived],
+    issue_date: date,
+) -> tuple[list[DueInvoice], list[tuple[str, int]]]:
+    """The invoices to number (periods below the minimum merged into the next one, in
+    ``drafts`` under its key), and those held; ``ordered``'s order is kept."""
+
+    def derive_one(item: DueInvoice) -> Derived:
+        if not item.carried:
+            return drafts[item.key]
+        return derive_due(workspace, store, item, DRAFT_NUMBER, issue_date)
+
+    derivable = [item for item in ordered if item.key in drafts]
+    issue, held = carry_forward(derivable, derive_one, minimum_minor(workspace))
+    merged_by_key = {item.key: (item, derived) for item, derived in issue}
+    drafts.clear()
+    drafts.update({key: derived for key, (_, derived) in merged_by_key.items()})
+    result = [merged_by_key[item.key][0] for item in ordered if item.key in merged_by_key]
+    return result, [(item.key, amount) for item, amount in held]
 
 
 def _finish_interrupted(
@@ -144,6 +224,15 @@ def _finish_interrupted(
         if key in in_ledger or keys.credit_note_txn_id(assigned.number) in posted:
             numbers.mark_issued(assigned.number)  # posted before the crash: bookkeeping left
             finished.append(assigned.number)
+        elif key.startswith(PREPAYMENT_KEY_PREFIX):
+            lot_id = key.removeprefix(PREPAYMENT_KEY_PREFIX)
+            if keys.credit_txn_id(lot_id) not in posted:
+                raise InvoicingError(
+                    f"number {assigned.number} waits on the prepayment invoice of credit "
+                    f"{lot_id}, interrupted: run the same `beanbill credits buy ... --id "
+                    f"{lot_id}` again to finish it"
+                )
+            numbers.mark_issued(assigned.number)
         elif key not in due_keys and not keys.is_credit_note_key(key):
             raise InvoicingError(
                 f"number {assigned.number} was assigned to {key}, which is no longer due"
@@ -225,14 +314,22 @@ def _post_issuances(
     for (item, assigned), (derived, paths) in zip(numbered, rendered, strict=True):
         target = ledger_file(assigned.issue_date)
         relative = relative_to_ledger_file(workspace, target, paths)
-        by_file[target] += issuance_entries(derived, accounts, item.customer.id, item.key, relative)
+        by_file[target] += issuance_entries(
+            derived,
+            accounts,
+            item.customer.id,
+            item.key,
+            relative,
+            workspace.settings.seller.country,
+            item.carried,
+        )
     writer = LedgerWriter(workspace.ledger_path)
     for target, entries in sorted(by_file.items()):
         writer.append(target, entries)
 
 
 def _numbered(draft: Derived, assigned: Assigned) -> Derived:
-    document = replace(draft.document, number=assigned.number)
+    document = with_number(draft.document, assigned.number)
     return replace(draft, document=document)
 
 

@@ -19,6 +19,7 @@ from beanbill.ledger.invoicing.numbering import Assigned, InvoiceNumbers, parse_
 from beanbill.rating.workspace import Workspace
 
 MAX_LISTED = 5
+PREPAYMENT_KEY_PREFIX = "prepayment:"  # the numbering key of a lot's prepayment invoice
 
 
 def issued_in_ledger(books: Books) -> list[Assigned]:
@@ -39,6 +40,11 @@ def issued_in_ledger(books: Books) -> list[Assigned]:
             continue
         series, value = parse_number(number)
         issued.append(Assigned(number, series, value, key, True, transaction.date))
+    for lot in books.lots().values():  # prepayment invoices: credit purchases with VAT
+        if lot.invoice_number:
+            series, value = parse_number(lot.invoice_number)
+            key = f"{PREPAYMENT_KEY_PREFIX}{lot.lot_id}"
+            issued.append(Assigned(lot.invoice_number, series, value, key, True, lot.acquired))
     return issued
 
 

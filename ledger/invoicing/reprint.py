@@ -17,7 +17,7 @@ from beanbill.ledger.books import Books, load_books
 from beanbill.ledger.entries import minor_digits
 from beanbill.ledger.invoicing import InvoicingError
 from beanbill.ledger.invoicing.documents import InvoiceDocument, load_document
-from beanbill.ledger.invoicing.due import consumptions, due_for_issued
+from beanbill.ledger.invoicing.due import consumptions, covered_keys, due_for_issued
 from beanbill.ledger.invoicing.files import file_names, write_documents
 from beanbill.ledger.invoicing.issue import derive_due
 from beanbill.ledger.invoicing.recovery import numbering_state
@@ -55,7 +55,13 @@ def _derive_again(workspace: Workspace, books: Books, number: str) -> InvoiceDoc
     meta = dict(issuance.meta)
     customers = workspace.customers.by_id()
     customer = customers[str(meta[keys.ORG])]
-    due = due_for_issued(customers, consumptions(books), str(meta[keys.INVOICE_KEY]), customer)
+    due = due_for_issued(
+        customers,
+        consumptions(books),
+        str(meta[keys.INVOICE_KEY]),
+        customer,
+        covered_keys(issuance),
+    )
     with RatedStore(workspace) as store:
         document = derive_due(workspace, store, due, number, issuance.date).document
     due_minor = sum(p.amount_minor for p in issuance.postings if under(p.account, RECEIVABLE_ROOT))
