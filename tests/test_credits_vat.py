@@ -19,6 +19,7 @@ from beancount import loader
 
 from beanbill.ledger.accounts import DISCOUNTS, PROMOTIONS, VAT_OUTPUT
 from beanbill.ledger.books import load_books
+from beanbill.ledger.invoicing import InvoicingError
 from beanbill.ledger.invoicing.corrections import credit_note
 from beanbill.ledger.invoicing.documents import DocumentType, load_document
 from beanbill.ledger.invoicing.due import issued_keys
@@ -71,7 +72,7 @@ def test_a_purchase_issues_a_prepayment_invoice_and_consumption_deducts_it(
     workspace: Callable[..., Workspace],
 ) -> None:
     books = workspace([egress("acme", "150")])
-    lot, written = record_credit(
+    _, written = record_credit(
         books, "acme", "purchase", "100.00", date(2026, 10, 1), None, 1, "pack"
     )
     assert written
@@ -159,10 +160,11 @@ def test_oss_books_a_consumers_vat_in_their_countrys_account(
     assert document.tax_minor == 1900  # German standard rate
     assert balances(books, "Liabilities:VAT:OSS:DE", VAT_OUTPUT) == [-1900, 0]
     assert loader.load_file(str(books.ledger_path))[1] == []
-    assert (
-        validate_cii((books.invoices_dir / f"{number}.cii.xml").read_bytes(), french_seller=True)
-        == []
-    )
+    # EN16931 rules only: the French CTC rules (BR-FR-16 allows French rates only) are
+    # for invoices in the French B2B e-invoicing scope; a sale to a consumer is e-reported,
+    # not e-invoiced, and is charged the consumer's country's VAT.
+    cii = (books.invoices_dir / f"{number}.cii.xml").read_bytes()
+    assert validate_cii(cii, french_seller=False) == []
 
 
 def test_a_prepayment_killed_at_any_step_is_finished_under_its_number(
@@ -200,7 +202,8 @@ def test_an_amount_below_the_minimum_is_carried_to_the_next_invoice(
     document = load_document(books.invoices_dir / f"{number}.json")
     assert (document.net_minor, document.carried_minor) == (600, 200)
     assert document.period_start == date(2026, 10, 5)
-    assert [line.description.endswith("carried from 2026-10-05") for line in document.lines][0]
+    carried = [line.description for line in document.lines if "carried from" in line.description]
+    assert [text.rsplit(" ", 1)[-1] for text in carried] == ["2026-10-05", "2026-10-06"]
     keys = issued_keys(load_books(books.ledger_path, "EUR"))
     assert {key for key, issued in keys.items() if issued == number} == {
         "invoice:acme:2026-10-05",
@@ -220,3 +223,19 @@ def test_an_amount_below_the_minimum_with_nothing_after_it_is_held(
     post(books, OCTOBER, date(2026, 11, 2))
     summary = issue(books, OCTOBER, ISSUE_DAY)
     assert summary.issued == () and summary.held == (("invoice:acme:2026-10", 120),)
+
+
+def test_a_prepayment_invoice_or_a_credit_note_cannot_be_cancelled_by_a_credit_note(
+    workspace: Callable[..., Workspace],
+) -> None:
+    books = workspace([egress("acme", "150")])
+    record_credit(books, "acme", "purchase", "100.00", date(2026, 10, 1), None, 1, "pack")
+    with pytest.raises(InvoicingError, match="prepayment invoice of a credit purchase"):
+        credit_note(books, "INV-2026-000001", ISSUE_DAY, "Refund asked")
+    post(books, OCTOBER, date(2026, 11, 2))
+    [number] = issue(books, OCTOBER, ISSUE_DAY).issued
+    note, _ = credit_note(books, number, ISSUE_DAY, "Wrong customer address")
+    with pytest.raises(InvoicingError, match="is a credit note"):
+        credit_note(books, note, ISSUE_DAY, "Again")
+    # the credit note gives the VAT back as the invoice booked it: 10.00, not 30.00
+    assert balances(books, VAT_OUTPUT) == [-2000]

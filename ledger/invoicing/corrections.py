@@ -26,7 +26,7 @@ from beanbill.ledger.invoicing.due import (
 from beanbill.ledger.invoicing.files import relative_to_ledger_file, write_documents
 from beanbill.ledger.invoicing.issuance import credit_note_entries, ledger_file
 from beanbill.ledger.invoicing.issue import crash_point, derive_due, series_name
-from beanbill.ledger.invoicing.recovery import numbering_state
+from beanbill.ledger.invoicing.recovery import PREPAYMENT_KEY_PREFIX, numbering_state
 from beanbill.ledger.writer import LedgerWriter
 from beanbill.rating.characters import REFUSED_CHARACTERS
 from beanbill.rating.rated_store import RatedStore
@@ -59,6 +59,13 @@ def credit_note(
         original = numbers.by_number(number)
         if original is None or not original.issued:
             raise InvoicingError(f"no issued invoice {number}")
+        if original.document_key.startswith(PREPAYMENT_KEY_PREFIX):
+            raise InvoicingError(
+                f"{number} is the prepayment invoice of a credit purchase: cancelling it "
+                "means refunding the credit, which beanbill does not model yet"
+            )
+        if keys.is_credit_note_key(original.document_key):
+            raise InvoicingError(f"{number} is a credit note: only invoices are cancelled")
         interrupted = numbers.pending_for(keys.credit_note_key(number))
         if interrupted is not None and keys.credit_note_txn_id(interrupted.number) in (
             books.txn_ids()
