@@ -12,12 +12,12 @@ import pytest
 from beancount import loader
 
 from beanbill.ledger.books import load_books
-from beanbill.ledger.entries import format_minor
 from beanbill.ledger.invoicing import InvoicingError
 from beanbill.ledger.invoicing.corrections import credit_note
 from beanbill.ledger.invoicing.due import issued_keys
 from beanbill.ledger.invoicing.issue import issue, preview
 from beanbill.ledger.invoicing.numbering import InvoiceNumbers
+from beanbill.ledger.invoicing.render import money
 from beanbill.ledger.post import balance, post, record_credit
 from beanbill.rating.ingest import ingest
 from beanbill.rating.periods import Month
@@ -82,13 +82,14 @@ def test_every_mode_is_invoiced_from_the_ledger_and_validates(books: Workspace) 
         assert balance(books, org).unbilled_minor == 0  # all unbilled consumption invoiced
     assert receivable(books, "team-a") == 0  # invoiced centrally, through its parent
     html = (books.invoices_dir / f"{keys['invoice:fr-post:2026-10']}.html").read_text()
-    assert "[team-a]" in html and "Backup" in html
+    assert "team-a Ltd" in html and "Subtotal team-a Ltd" in html and "Backup" in html
     reverse = (books.invoices_dir / f"{keys['invoice:de-pre:2026-10']}.html").read_text()
     assert "Reverse charge" in reverse and "Prepaid credits applied" in reverse
+    assert "art. 196" in reverse  # the legal basis is cited
     provisioned = (books.invoices_dir / f"{keys['invoice:us-prov:2026-10']}.html").read_text()
-    assert "Credit provision for the next period" in provisioned
-    assert "Regularization of over-consumption" in provisioned
-    assert "Export outside the EU" in provisioned
+    assert "Credit provision for 2026-11-01 – 2026-11-30" in provisioned
+    assert "Regularization of over-consumption in 2026-10-01 – 2026-10-31" in provisioned
+    assert "Not subject to VAT" in provisioned and "art. 259-1" in provisioned
     assert balance(books, "us-prov").credits_minor > 0  # provision for November, over-use settled
 
 
@@ -104,7 +105,7 @@ def test_issuing_twice_issues_nothing_and_drafts_write_nothing(books: Workspace)
     for draft in drafts:
         number = keys[f"invoice:{draft.buyer_reference}:2026-10"]
         html = (books.invoices_dir / f"{number}.html").read_text()
-        assert f'Total excl. VAT</td><td class="num">{format_minor(draft.net_minor, "EUR")}' in html
+        assert f'Total excl. VAT</td><td class="num">{money(draft.net_minor, "EUR")}' in html
     assert len(first.issued) == 3
 
 
