@@ -6,6 +6,7 @@ rated store would serve it; ``derive`` must turn them into the same document eve
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -18,6 +19,7 @@ from beanbill.ledger.accounts import income_account, organization_accounts
 from beanbill.ledger.entries import Posting, Transaction
 from beanbill.ledger.invoicing import InvoicingError
 from beanbill.ledger.invoicing.derive import InvoiceTerms, derive
+from beanbill.ledger.invoicing.documents import DocumentError, DocumentType, check_renderable
 from beanbill.ledger.invoicing.due import Consumption, Draw, DueInvoice
 from beanbill.ledger.invoicing.vat import VatCategory
 from beanbill.rating.config import (
@@ -255,3 +257,22 @@ def test_every_invoice_says_how_to_pay() -> None:
     assert document.payment is not None
     assert document.payment.reference == TERMS.number
     assert (document.payment.iban, document.payment.bic) == (SELLER.iban, SELLER.bic)
+
+
+def test_documents_that_would_be_invalid_e_invoices_are_refused_before_numbering() -> None:
+    item, rated = _compute("nyc", 10000, 10000)
+    american = customer("nyc", country="US")
+    document = derive(due(american, item), rated, CATALOG, SELLER, TERMS).document
+    check_renderable(document)  # a French seller with its SIREN: fine
+    anonymous = replace(document, seller=replace(document.seller, siren=None))
+    with pytest.raises(DocumentError, match="BR-CO-26"):
+        check_renderable(anonymous)
+    with pytest.raises(DocumentError, match="BR-CO-25"):
+        check_renderable(replace(document, due_date=None))
+    note = replace(document, type=DocumentType.CREDIT_NOTE, due_date=None)
+    with pytest.raises(DocumentError, match="BR-FR-CO-05"):
+        check_renderable(note)
+    french = derive(due(customer(), item), rated, CATALOG, SELLER, TERMS).document
+    mixed = replace(document, lines=(*document.lines, *french.lines))
+    with pytest.raises(DocumentError, match="BR-O-11"):
+        check_renderable(mixed)

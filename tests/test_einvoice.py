@@ -65,3 +65,14 @@ def test_broken_ubl_is_reported_by_rule_and_by_schema() -> None:
         b"<cbc:CustomizationID>", b"<cbc:Unknown>x</cbc:Unknown><cbc:CustomizationID>"
     )
     assert [f.rule for f in validate_ubl(misplaced, french_seller=False)][:1] == ["UBL-XSD"]
+
+
+def test_cii_out_of_schema_order_is_reported_by_the_factur_x_schema() -> None:
+    xml = cii_xml(invoice(FRENCH_BUYER))
+    misplaced = xml.replace(
+        b"<ram:InvoiceCurrencyCode>EUR</ram:InvoiceCurrencyCode>",
+        b"<ram:InvoiceCurrencyCode>EUR</ram:InvoiceCurrencyCode>"
+        b"<ram:PaymentReference>INV-2026-000001</ram:PaymentReference>",
+    )
+    assert misplaced != xml
+    assert [f.rule for f in validate_cii(misplaced, french_seller=False)][:1] == ["CII-XSD"]

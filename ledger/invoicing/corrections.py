@@ -16,7 +16,12 @@ from beanbill.ledger import keys
 from beanbill.ledger.accounts import organization_accounts
 from beanbill.ledger.books import load_books
 from beanbill.ledger.invoicing import InvoicingError
-from beanbill.ledger.invoicing.documents import DocumentError, DocumentType, load_document
+from beanbill.ledger.invoicing.documents import (
+    DocumentError,
+    DocumentType,
+    check_renderable,
+    load_document,
+)
 from beanbill.ledger.invoicing.due import (
     consumptions,
     covered_keys,
@@ -94,20 +99,23 @@ def credit_note(
                 f"says {cancelled.due_minor}: its snapshot {number}.json is lost and the "
                 "period was re-rated since; restore the snapshot from a backup"
             )
-        series = series_name(workspace.settings.invoicing.credit_note_series, issue_date)
-        assigned = numbers.assign(series, keys.credit_note_key(number), issue_date)
-        crash_point("credit-assign")
-        note = replace(
+        draft = replace(
             cancelled,
-            number=assigned.number,
             type=DocumentType.CREDIT_NOTE,
-            issue_date=assigned.issue_date,
             preceding_number=number,
             preceding_issue_date=original.issue_date,
             due_date=None,  # nothing to pay: it cancels what was due
             payment=None,
             reason=reason,
         )
+        check_renderable(draft)  # before a number is spent on it
+        series = series_name(workspace.settings.invoicing.credit_note_series, issue_date)
+        assigned = numbers.assign(series, keys.credit_note_key(number), issue_date)
+        crash_point("credit-assign")
+        note = replace(draft, number=assigned.number, issue_date=assigned.issue_date)
+        snapshot = workspace.invoices_dir / f"{assigned.number}.json"
+        if interrupted is not None and snapshot.exists():
+            note = load_document(snapshot)  # finished as first written, whatever reason now
         target = ledger_file(assigned.issue_date)
         paths = relative_to_ledger_file(workspace, target, write_documents(workspace, note))
         crash_point("credit-render")

@@ -15,7 +15,13 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-from beanbill.ledger.invoicing.vat import VatBreakdown, VatLine, VatTreatment, breakdown
+from beanbill.ledger.invoicing.vat import (
+    VatBreakdown,
+    VatCategory,
+    VatLine,
+    VatTreatment,
+    breakdown,
+)
 from beanbill.rating.characters import REFUSED_CHARACTERS
 from beanbill.rating.errors import BeanbillError
 
@@ -143,8 +149,29 @@ def _texts(document: InvoiceDocument) -> list[tuple[str, str]]:
     return texts
 
 
+def _structure_problem(document: InvoiceDocument) -> str | None:
+    """What would make the document an invalid EN16931 e-invoice, named by its rule."""
+    payable = document.type is not DocumentType.CREDIT_NOTE
+    if payable and document.due_minor > 0 and document.due_date is None:
+        return "an amount to pay needs a due date (BR-CO-25)"
+    if not payable and not (document.preceding_number and document.preceding_issue_date):
+        return "a credit note names the invoice it corrects and its date (BR-FR-CO-05)"
+    categories = {line.vat.category for line in document.lines}
+    if VatCategory.OUTSIDE_SCOPE in categories and len(categories) > 1:
+        return "a document not subject to VAT has no other VAT category (BR-O-11)"
+    if VatCategory.OUTSIDE_SCOPE in categories and not document.seller.siren:
+        return (
+            "a document not subject to VAT leaves the seller's VAT number out (BR-O-02), so "
+            "the seller needs its SIREN to be identified (BR-CO-26): set [seller] siren"
+        )
+    return None
+
+
 def check_renderable(document: InvoiceDocument) -> None:
     """Refuse, before a number is spent on it, a document its renderers could not write."""
+    problem = _structure_problem(document)
+    if problem is not None:
+        raise DocumentError(f"{document.buyer_reference}: {problem}")
     for where, text in _texts(document):
         found = REFUSED_CHARACTERS.search(text)
         if found:

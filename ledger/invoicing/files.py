@@ -1,8 +1,9 @@
 """An issued document's files under ``invoices/``, named by number, rendered on every core.
 
-HTML, PDF/A-3 with its Factur-X XML, the CII and (for invoices) UBL, plus the JSON
-snapshot connectors push (exactly what was issued, never a re-derivation). Each file is
-written atomically; rewriting one after a crash writes the same bytes.
+HTML, PDF/A-3 with its Factur-X XML, the CII and the UBL (an Invoice for invoices and
+prepayment invoices, a CreditNote for credit notes), plus the JSON snapshot connectors
+push (exactly what was issued, never a re-derivation). Each file is written atomically;
+rewriting one after a crash writes the same bytes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from beanbill.ledger.invoicing import InvoicingError
 from beanbill.ledger.invoicing.derive import Derived, seller_legal_line
-from beanbill.ledger.invoicing.documents import DocumentType, InvoiceDocument, document_json
+from beanbill.ledger.invoicing.documents import InvoiceDocument, document_json
 from beanbill.ledger.invoicing.einvoice import cii_xml
 from beanbill.ledger.invoicing.render import invoice_html, invoice_pdf
 from beanbill.ledger.invoicing.ubl import ubl_xml
@@ -55,9 +56,8 @@ def _contents(workspace: Workspace, document: InvoiceDocument) -> dict[str, tupl
         "html": (f"{document.number}.html", invoice_html(document, legal).encode("utf-8")),
         "pdf": (f"{document.number}.pdf", invoice_pdf(document, legal)),
         "cii": (f"{document.number}.cii.xml", cii_xml(document)),
+        "ubl": (f"{document.number}.ubl.xml", ubl_xml(document)),
     }
-    if document.type is DocumentType.INVOICE:
-        outputs["ubl"] = (f"{document.number}.ubl.xml", ubl_xml(document))
     return outputs
 
 
@@ -68,9 +68,8 @@ def file_names(document: InvoiceDocument) -> dict[str, str]:
         "html": f"{document.number}.html",
         "pdf": f"{document.number}.pdf",
         "cii": f"{document.number}.cii.xml",
+        "ubl": f"{document.number}.ubl.xml",
     }
-    if document.type is DocumentType.INVOICE:
-        names["ubl"] = f"{document.number}.ubl.xml"
     return names
 
 
