@@ -89,3 +89,28 @@ def test_allocation_is_exact_and_proportional(total: int, weights: list[int]) ->
 def test_a_negative_tax_cannot_be_carried() -> None:
     with pytest.raises(Exception, match="cannot be carried"):
         stripe_lines(document([(-1000, STANDARD)]))
+
+
+def test_a_grant_reduction_and_prepaid_vat_still_sum_to_the_amount_due() -> None:
+    """150.00 consumed, 25.00 granted (a negative line), 100.00 + 20.00 VAT paid in
+    advance on a prepayment invoice: Stripe's lines, taxes and deduction give our amount."""
+    invoice = replace(
+        document([(15000, STANDARD), (-2500, STANDARD)], paid_minor=12000),
+        prepaid_vat_minor=2000,
+    )
+    result = stripe_lines(invoice)
+    assert invoice.tax_minor == 2500  # 20 % of 125.00: the gift is not taxed
+    assert [line.amount_minor for line in result] == [15000, -2500, -12000]
+    assert [line.tax_minor for line in result] == [2500, 0, 0]
+    assert sum(line.amount_minor + line.tax_minor for line in result) == invoice.due_minor == 3000
+
+
+def test_an_oss_line_declares_the_consumers_country_to_stripe() -> None:
+    german = VatTreatment(VatCategory.STANDARD, Decimal(19), None, None, "DE")
+    result = stripe_lines(document([(1000, german)]))
+    assert result[0].tax[0]["tax_rate_data"]["country"] == "DE"
+    assert result[0].tax_minor == 190
+    outside = VatTreatment(VatCategory.OUTSIDE_SCOPE, Decimal(0), "n/a", "VATEX-EU-O", "US")
+    [line] = stripe_lines(document([(1000, outside)]))
+    assert line.tax[0]["tax_rate_data"]["country"] == "FR"  # the seller's: no VAT charged
+    assert line.tax[0]["taxability_reason"] == "not_subject_to_tax"
