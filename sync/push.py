@@ -26,7 +26,7 @@ from beanbill.ledger.invoicing.documents import (
     load_document,
 )
 from beanbill.ledger.invoicing.numbering import InvoiceNumbers
-from beanbill.ledger.invoicing.recovery import numbering_state
+from beanbill.ledger.invoicing.recovery import PREPAYMENT_KEY_PREFIX, numbering_state
 from beanbill.rating.errors import BeanbillError
 from beanbill.rating.storage import exclusive_lock
 from beanbill.rating.workspace import Workspace
@@ -74,7 +74,13 @@ def issued_snapshots(
     if not numbers.exists():  # lost: rebuilt from the ledger, never started empty
         books = load_books(workspace.ledger_path, workspace.settings.billing.currency)
         numbers = numbering_state(workspace, books)
-    issued = [a for a in numbers.all() if a.issued]
+    # Prepayment invoices are paid when the credit is bought (by card at checkout, or by
+    # transfer): there is nothing to collect, so they are not pushed.
+    issued = [
+        a
+        for a in numbers.all()
+        if a.issued and not a.document_key.startswith(PREPAYMENT_KEY_PREFIX)
+    ]
     if len(issued) > MAX_DOCUMENTS_PER_RUN:
         raise BeanbillError(f"{len(issued)} issued documents: at most {MAX_DOCUMENTS_PER_RUN}")
     issued.sort(key=lambda a: (a.issue_date, keys.is_credit_note_key(a.document_key), a.number))
