@@ -22,7 +22,10 @@ from beanbill.rating.workspace import CATALOG_FILE, CUSTOMERS_FILE, LEDGER_FILE,
 
 CATALOG_EFFECTIVE = date(2026, 1, 1)
 CPU_PRICE_CUT = date(2026, 10, 15)
-SECONDS_PER_GB_MONTH_ALLOWANCE = 100 * 30 * 86_400  # 100 GB held for 30 days, in GB-seconds
+# From this many organizations on, the second one is a private developer in Germany:
+# a consumer without a VAT id, charged German VAT through the One-Stop Shop.
+MIN_ORGANIZATIONS_WITH_CONSUMER = 5
+CONSUMER_INDEX = 1
 
 SETTINGS: dict[str, Any] = {
     "seller": {
@@ -35,6 +38,8 @@ SETTINGS: dict[str, Any] = {
         "registration": "RCS Paris 732 829 320",
         "siren": "732829320",
         "email": "billing@nimbus.example",
+        "iban": "FR7630006000011234567890189",
+        "bic": "BNPAFRPP",
         "legal_mentions": [
             "Late payment penalty: three times the French legal interest rate.",
             "Fixed indemnity for recovery costs: 40 EUR.",
@@ -42,8 +47,12 @@ SETTINGS: dict[str, Any] = {
         ],
     },
     "billing": {"currency": "EUR", "timezone": "UTC", "max_event_duration_days": 31},
+    "invoicing": {"oss": True},
 }
 
+# Prices as a provider publishes them (``per``): vCPU and memory per hour, storage per
+# GB-month (730 hours), transfer per GB, requests per million. Rating still bills every
+# second: 1 vCPU for 90 s costs 0.025 × 90 / 3,600.
 CATALOG: dict[str, Any] = {
     "meter": [
         {
@@ -52,9 +61,10 @@ CATALOG: dict[str, Any] = {
             "unit": "vCPU",
             "kind": "interval",
             "family": "Compute",
+            "per": "hour",
             "price": [
-                {"effective": CATALOG_EFFECTIVE, "price": "0.0000069444"},
-                {"effective": CPU_PRICE_CUT, "price": "0.0000063889"},
+                {"effective": CATALOG_EFFECTIVE, "price": "0.025"},
+                {"effective": CPU_PRICE_CUT, "price": "0.023"},
             ],
         },
         {
@@ -63,7 +73,8 @@ CATALOG: dict[str, Any] = {
             "unit": "GB",
             "kind": "interval",
             "family": "Compute",
-            "price": [{"effective": CATALOG_EFFECTIVE, "price": "0.0000009722"}],
+            "per": "hour",
+            "price": [{"effective": CATALOG_EFFECTIVE, "price": "0.0035"}],
         },
         {
             "id": "block-storage",
@@ -71,14 +82,12 @@ CATALOG: dict[str, Any] = {
             "unit": "GB",
             "kind": "interval",
             "family": "Storage",
+            "per": "month",
             "price": [
                 {
                     "effective": CATALOG_EFFECTIVE,
                     "mode": "graduated",
-                    "tiers": [
-                        {"up_to": str(SECONDS_PER_GB_MONTH_ALLOWANCE), "price": "0.0000000386"},
-                        {"price": "0.0000000309"},
-                    ],
+                    "tiers": [{"up_to": "100", "price": "0.10"}, {"price": "0.08"}],
                 }
             ],
         },
@@ -88,6 +97,7 @@ CATALOG: dict[str, Any] = {
             "unit": "GB",
             "kind": "counter",
             "family": "Network",
+            "per": "unit",
             "price": [
                 {
                     "effective": CATALOG_EFFECTIVE,
@@ -102,14 +112,12 @@ CATALOG: dict[str, Any] = {
             "unit": "request",
             "kind": "counter",
             "family": "Storage",
+            "per": "million",
             "price": [
                 {
                     "effective": CATALOG_EFFECTIVE,
                     "mode": "volume",
-                    "tiers": [
-                        {"up_to": "1000000", "price": "0.0000004"},
-                        {"price": "0.0000003"},
-                    ],
+                    "tiers": [{"up_to": "1", "price": "0.40"}, {"price": "0.30"}],
                 }
             ],
         },
@@ -179,8 +187,19 @@ def german_vat_id(rng: random.Random) -> str:
     return "DE" + stem + mod_11_10.calc_check_digit(stem)
 
 
+def consumer_record(index: int) -> dict[str, Any]:
+    """A private developer in Germany: no VAT id, so German VAT through the One-Stop Shop."""
+    return {
+        "name": "Lena Vogel",
+        "address": ["Torstraße 12", "10119 Berlin", "DE"],
+        "country": "DE",
+        "email": f"lena.vogel@org{index + 1}.example",
+    }
+
+
 def customer_records(count: int, seed: int) -> list[dict[str, Any]]:
-    """Organizations across billing modes, periods, countries, with one parent and children."""
+    """Organizations across billing modes, periods, countries, with one parent and children,
+    and (from five organizations on) one consumer in another EU country."""
     rng = random.Random(seed)
     modes = ("postpaid", "prepaid", "provisioned")
     records: list[dict[str, Any]] = []
@@ -203,6 +222,8 @@ def customer_records(count: int, seed: int) -> list[dict[str, Any]]:
             record["siren"] = record["vat_id"][4:]
         elif country == "DE":
             record["vat_id"] = german_vat_id(rng)
+        if index == CONSUMER_INDEX and count >= MIN_ORGANIZATIONS_WITH_CONSUMER:
+            record |= consumer_record(index)  # after the draws: the others stay the same
         addons = []
         if index % 4 == 0:
             addons.append({"addon": "backup-plus", "start": date(2026, 1, 1)})

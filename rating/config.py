@@ -37,10 +37,22 @@ from stdnum.fr import siren as fr_siren
 from beanbill.rating.characters import REFUSED_CHARACTERS
 from beanbill.rating.errors import ConfigError
 from beanbill.rating.money import (
+    MAX_BOUND_MICRO,
+    MAX_PRICE,
     MAX_PRICE_DECIMALS,
+    QUANTITY_ONE_MICRO,
     QUANTITY_SCALE,
     decimal_places,
     is_invoiceable_currency,
+)
+from beanbill.rating.units import (
+    BASIS_UNITS,
+    COUNTER_BASES,
+    INTERVAL_BASES,
+    UNIT_CODES,
+    PriceBasis,
+    default_unit_code,
+    is_time_code,
 )
 
 IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -124,6 +136,8 @@ def _price(value: Decimal) -> Decimal:
         raise ValueError(f"price {value} must be a finite number >= 0")
     if decimal_places(value) > MAX_PRICE_DECIMALS:
         raise ValueError(f"price {value} has more than {MAX_PRICE_DECIMALS} decimal places")
+    if value > MAX_PRICE:
+        raise ValueError(f"price {value} is above the largest price beanbill rates ({MAX_PRICE})")
     return value
 
 
@@ -210,18 +224,25 @@ class Seller(StrictModel):
     iban: str | None = None
     bic: str | None = None
 
+    @field_validator("iban")
+    @classmethod
+    def _iban_is_valid(cls, value: str | None) -> str | None:
+        """Checked on its own field, so the error names ``iban``."""
+        return None if value is None else validate_iban(value)
+
+    @field_validator("bic")
+    @classmethod
+    def _bic_is_valid(cls, value: str | None) -> str | None:
+        return None if value is None else validate_bic(value)
+
     @model_validator(mode="after")
     def _vat_matches_country(self) -> Self:
         if self.vat_id is not None:
             object.__setattr__(self, "vat_id", validate_vat_id(self.vat_id, self.country))
         if self.siren is not None:
             object.__setattr__(self, "siren", validate_siren(self.siren))
-        if self.iban is not None:
-            object.__setattr__(self, "iban", validate_iban(self.iban))
-        if self.bic is not None:
-            if self.iban is None:
-                raise ValueError("a BIC is given without the IBAN it belongs to")
-            object.__setattr__(self, "bic", validate_bic(self.bic))
+        if self.bic is not None and self.iban is None:
+            raise ValueError("a BIC is given without the IBAN it belongs to")
         return self
 
 
@@ -397,9 +418,10 @@ class Tier(StrictModel):
 
 
 class Band(StrictModel):
-    """One normalized pricing band between ``lower`` and ``upper`` at ``price`` per unit:
-    graduated, the units past ``lower`` up to ``upper``; volume, every unit past the free
-    allowance when the period's total is in (lower, upper]."""
+    """One normalized pricing band between ``lower`` and ``upper`` at ``price`` per basis
+    unit (all three in the meter's price basis): graduated, the units past ``lower`` up to
+    ``upper``; volume, every unit past the free allowance when the period's total is in
+    (lower, upper]."""
 
     index: int
     lower: Decimal
@@ -411,11 +433,11 @@ class Band(StrictModel):
 class PriceVersion(StrictModel):
     """Prices in force from ``effective`` (a day in the period time zone) on.
 
-    Usage is counted in the meter's rating unit: unit-seconds for interval meters,
-    units for counters. ``free`` units come first in every billing period; tier
-    bounds (``up_to``) count the period's usage from zero, free units included (as a
-    price page reads: "first 100 GB free, up to 1,000 GB at 0.01, beyond at 0.008"), and
-    are inclusive: a volume total of exactly ``up_to`` is priced by that tier.
+    Prices, ``free`` and tier bounds (``up_to``) are all in the meter's price basis
+    (``Meter.per``): with ``per = "month"`` on a GB meter, "the first 100 GB-month free, up
+    to 10,000 GB-month at 0.01, beyond at 0.008". ``free`` units come first in every
+    billing period; tier bounds count the period's usage from zero, free units included,
+    and are inclusive: a volume total of exactly ``up_to`` is priced by that tier.
     """
 
     effective: date
@@ -462,13 +484,33 @@ class PriceVersion(StrictModel):
 MAX_MINIMUM_SECONDS = 86_400  # a day: events longer than the minimum are never extended
 
 
+def _unit_code(value: str) -> str:
+    if value not in UNIT_CODES:
+        raise ValueError(
+            f"unit_code {value!r} is not a UN/ECE Recommendation 20 code beanbill supports "
+            f"({', '.join(UNIT_CODES)})"
+        )
+    return value
+
+
+UnitCodeText = Annotated[str, AfterValidator(_unit_code)]
+
+
 class Meter(StrictModel):
+    """A metered resource. ``per``: the basis its prices, free allowance and tier bounds
+    are written in, as the provider publishes them (interval meters: second, the default,
+    minute, hour, day or month of 730 hours; counters: unit, the default, thousand or
+    million; see ``rating.units``). ``unit_code``: the UN/ECE Recommendation 20 code of its
+    invoice lines, when the default derived from basis and unit does not fit."""
+
     id: Identifier
     name: Name
     unit: PlainText
     kind: MeterKind
     family: str = Field(description="Product family, an account component such as 'Compute'")
     price: list[PriceVersion] = Field(min_length=1)
+    per: PriceBasis | None = None
+    unit_code: UnitCodeText | None = None
     # Interval meters: each event is billed at least this long (a provider's per-event
     # minimum, e.g. 60 s); timestamps are whole seconds, so a 0.8 s job is 0 s without it.
     minimum_seconds: int = Field(default=0, ge=0, le=MAX_MINIMUM_SECONDS)
@@ -478,6 +520,64 @@ class Meter(StrictModel):
         if self.minimum_seconds and self.kind is not MeterKind.INTERVAL:
             raise ValueError("minimum_seconds applies to interval meters only")
         return self
+
+    @model_validator(mode="after")
+    def _basis_fits_kind(self) -> Self:
+        """An interval meter's usage is unit-seconds, priced per a length of time; a
+        counter's is units, priced per a number of them. Nothing converts one to the other."""
+        interval = self.kind is MeterKind.INTERVAL
+        bases = INTERVAL_BASES if interval else COUNTER_BASES
+        if self.per is not None and self.per not in bases:
+            raise ValueError(
+                f"per = {self.per.value!r} is not a basis of {self.kind.value} meters: their "
+                f"prices are per {', '.join(basis.value for basis in bases)}"
+            )
+        if self.unit_code is not None and is_time_code(self.unit_code) != interval:
+            fitting = [code for code in UNIT_CODES if is_time_code(code) == interval]
+            measures = "a time" if interval else "a number of units"
+            raise ValueError(
+                f"unit_code {self.unit_code!r} does not fit {self.kind.value} meters, whose "
+                f"usage is {measures}: use one of {', '.join(fitting)}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _bounds_are_ratable(self) -> Self:
+        """Free allowances and tier bounds, in micro rating units, must stay in range."""
+        for version in self.price:
+            for bound in [version.free, *(tier.up_to for tier in version.tiers)]:
+                if bound is not None and self.bound_micro(bound) >= MAX_BOUND_MICRO:
+                    raise ValueError(
+                        f"{bound} per {self.price_basis.value} is beyond the largest usage "
+                        f"beanbill can rate ({MAX_BOUND_MICRO} micro {self.rating_unit})"
+                    )
+        return self
+
+    @property
+    def price_basis(self) -> PriceBasis:
+        if self.per is not None:
+            return self.per
+        return PriceBasis.SECOND if self.kind is MeterKind.INTERVAL else PriceBasis.UNIT
+
+    @property
+    def basis_units(self) -> int:
+        """How many rating units (unit-seconds or units) one price basis holds."""
+        return BASIS_UNITS[self.price_basis]
+
+    @property
+    def rating_unit(self) -> str:
+        return f"{self.unit}-seconds" if self.kind is MeterKind.INTERVAL else self.unit
+
+    @property
+    def invoice_unit_code(self) -> str:
+        if self.unit_code is not None:
+            return self.unit_code
+        return default_unit_code(self.kind is MeterKind.INTERVAL, self.price_basis, self.unit)
+
+    def bound_micro(self, bound: Decimal) -> int:
+        """A free allowance or tier bound (in basis units) in micro rating units, exactly:
+        bounds have at most six decimals and a basis is a whole number of rating units."""
+        return int(bound * self.basis_units * QUANTITY_ONE_MICRO)
 
     @field_validator("family")
     @classmethod
@@ -507,13 +607,22 @@ class Addon(StrictModel):
 
 
 class Service(StrictModel):
-    """A one-shot operation, reported as a counter event whose ``meter`` is the service id."""
+    """A one-shot operation, reported as a counter event whose ``meter`` is the service id,
+    priced per unit (an operation)."""
 
     id: Identifier
     name: Name
     unit: PlainText = "operation"
     price: Price
     effective: date = date(2000, 1, 1)
+    unit_code: UnitCodeText | None = None
+
+    @field_validator("unit_code")
+    @classmethod
+    def _counts_operations(cls, value: str | None) -> str | None:
+        if value is not None and is_time_code(value):
+            raise ValueError(f"unit_code {value!r} measures time; a service counts operations")
+        return value
 
     def as_meter(self) -> Meter:
         version = PriceVersion(effective=self.effective, price=self.price)
@@ -524,6 +633,7 @@ class Service(StrictModel):
             kind=MeterKind.COUNTER,
             family="Services",
             price=[version],
+            unit_code=self.unit_code,
         )
 
 

@@ -12,11 +12,14 @@ Pipeline for the billing periods that start in one calendar month:
    a free allowance, then graduated or volume tiers, per organization, period and meter.
    Bands are allocated to lines in a stated order: day ascending, then resource id
    ascending. A line that straddles a band boundary becomes one row per band, so every
-   row is exactly ``quantity × unit price``.
+   row is ``quantity × price / basis_units``, rounded once, half to even, to the atto.
 
 All arithmetic is on integers of fixed scale (see ``rating.money``): usage in int64 micro
-unit-seconds (interval) or micro units (counter), prices in pico currency, amounts in
-atto currency as DECIMAL(38, 0). Overflow raises instead of wrapping.
+unit-seconds (interval) or micro units (counter), prices in pico currency per price basis
+(``rating.units``), amounts in atto currency as DECIMAL(38, 0). Overflow raises instead of
+wrapping. No division goes through a float: Ibis compiles ``//`` to ``FLOOR(a / b)``,
+a DOUBLE division, so the division by a basis is done with integer operations only
+(``_exact_quotient``).
 """
 
 from __future__ import annotations
@@ -39,15 +42,17 @@ from beanbill.rating.config import (
     BillingPeriod,
     Catalog,
     Customers,
+    Meter,
     MeterKind,
     TierMode,
 )
 from beanbill.rating.errors import RatingError
 from beanbill.rating.money import (
+    MAX_BOUND_MICRO,
     PRICE_SCALE,
     QUANTITY_ONE_MICRO,
-    QUANTITY_SCALE,
     SECONDS_PER_DAY,
+    rounded_half_even,
     to_scaled_integer,
 )
 from beanbill.rating.periods import (
@@ -65,8 +70,12 @@ from beanbill.rating.periods import (
 EXACT = dt.Decimal(38, 0)
 # Usage runs in int64 micro units: fast, and exact up to 9.2e12 unit-seconds per
 # organization, period and meter (e.g. 3.5 PB stored for a month); beyond that the backend
-# raises an overflow error rather than round. Amounts are DECIMAL(38, 0).
-UNBOUNDED_MICRO = 2**62
+# raises an overflow error rather than round. Amounts are DECIMAL(38, 0). The last band
+# reaches the int64 limit itself, so no usage a sum can hold falls past it.
+UNBOUNDED_MICRO = 2**63 - 1
+# A prime above every quotient a row's division by its basis can have (they are below
+# 2^63), whose square still fits DECIMAL(38, 0): see ``_exact_quotient``.
+QUOTIENT_MODULUS = 2**63 + 29
 MAX_BANDS_PER_VERSION = 32
 LINE_ORDER = ("org", "day", "meter", "resource", "band")  # unique: a day has one period
 TOTAL_ORDER = ("org", "period", "family")
@@ -88,9 +97,11 @@ def as_int64(value: ir.IntegerValue) -> ir.IntegerValue:
     return value.cast(EXACT).cast("int64")
 
 
-def micro(value: Decimal) -> int:
-    scaled = to_scaled_integer(value, QUANTITY_SCALE)
-    if scaled >= UNBOUNDED_MICRO:
+def bound_micro(meter: Meter, value: Decimal) -> int:
+    """A free allowance or tier bound in micro rating units (the catalog checks the range
+    already; a bound past it would silently cap the last band, so it is checked again)."""
+    scaled = meter.bound_micro(value)
+    if scaled >= MAX_BOUND_MICRO:
         raise RatingError(f"tier bound {value} is beyond the largest usage beanbill can rate")
     return scaled
 
@@ -189,52 +200,98 @@ def _versions_table(rating_input: RatingInput) -> ir.Table:
     )
 
 
-def _bands_table(catalog: Catalog) -> ir.Table:
-    columns: dict[str, list[Any]] = {
-        name: []
-        for name in (
-            "meter",
-            "version",
-            "mode",
-            "band",
-            "is_free",
-            "free_micro",
-            "lower_micro",
-            "upper_micro",
-            "price_pico",
-        )
+BANDS_SCHEMA = ibis.schema(
+    {
+        "meter": "string",
+        "version": "int64",
+        "mode": "string",
+        "band": "int64",
+        "is_free": "boolean",
+        "free_micro": "int64",
+        "lower_micro": "int64",
+        "upper_micro": "int64",
+        "price_pico": EXACT,
+        # price_pico = price_quotient_pico × basis_units + price_remainder_pico
+        "price_quotient_pico": EXACT,
+        "price_remainder_pico": "int64",
+        "basis_units": "int64",
+        "basis_inverse": EXACT,  # basis_units × basis_inverse ≡ 1 (mod QUOTIENT_MODULUS)
     }
+)
+
+
+def basis_inverse(basis_units: int) -> int:
+    """The inverse of a basis modulo the (prime) quotient modulus."""
+    inverse = pow(basis_units, -1, QUOTIENT_MODULUS)
+    assert basis_units * inverse % QUOTIENT_MODULUS == 1
+    return inverse
+
+
+def _bands_table(catalog: Catalog) -> ir.Table:
+    columns: dict[str, list[Any]] = {name: [] for name in BANDS_SCHEMA.names}
     for meter in catalog.rated_meters():
+        basis_units = meter.basis_units
         for version_index, version in enumerate(meter.price):
             bands = version.bands()
             if len(bands) > MAX_BANDS_PER_VERSION:
                 raise RatingError(f"meter {meter.id}: more than {MAX_BANDS_PER_VERSION} tiers")
             for band in bands:
-                columns["meter"].append(meter.id)
-                columns["version"].append(version_index)
-                columns["mode"].append(version.mode.value)
-                columns["band"].append(band.index)
-                columns["is_free"].append(band.is_free)
-                columns["free_micro"].append(micro(version.free))
-                columns["lower_micro"].append(micro(band.lower))
-                columns["upper_micro"].append(
-                    UNBOUNDED_MICRO if band.upper is None else micro(band.upper)
-                )
-                columns["price_pico"].append(Decimal(to_scaled_integer(band.price, PRICE_SCALE)))
-    schema = ibis.schema(
-        {
-            "meter": "string",
-            "version": "int64",
-            "mode": "string",
-            "band": "int64",
-            "is_free": "boolean",
-            "free_micro": "int64",
-            "lower_micro": "int64",
-            "upper_micro": "int64",
-            "price_pico": EXACT,
-        }
+                price_pico = to_scaled_integer(band.price, PRICE_SCALE)
+                price_quotient, price_remainder = divmod(price_pico, basis_units)
+                row = {
+                    "meter": meter.id,
+                    "version": version_index,
+                    "mode": version.mode.value,
+                    "band": band.index,
+                    "is_free": band.is_free,
+                    "free_micro": bound_micro(meter, version.free),
+                    "lower_micro": bound_micro(meter, band.lower),
+                    "upper_micro": (
+                        UNBOUNDED_MICRO if band.upper is None else bound_micro(meter, band.upper)
+                    ),
+                    "price_pico": Decimal(price_pico),
+                    "price_quotient_pico": Decimal(price_quotient),
+                    "price_remainder_pico": price_remainder,
+                    "basis_units": basis_units,
+                    "basis_inverse": Decimal(basis_inverse(basis_units)),
+                }
+                for name, value in row.items():
+                    columns[name].append(value)
+    return typed_memtable(columns, BANDS_SCHEMA)
+
+
+def _exact_quotient(multiple: ir.DecimalValue, inverse: ir.DecimalValue) -> ir.DecimalValue:
+    """``multiple / basis_units`` for a multiple of the basis whose quotient is below
+    ``QUOTIENT_MODULUS``, with integer operations only (exact in any backend).
+
+    The modulus is prime, so the basis has an inverse modulo it, and
+    ``multiple × inverse ≡ quotient (mod modulus)``; a quotient below the modulus is that
+    residue itself. Both factors are below the modulus, so the product fits DECIMAL(38, 0).
+    """
+    modulus = exact(QUOTIENT_MODULUS)
+    return ((multiple % modulus) * inverse) % modulus
+
+
+def amount_atto(rows: ir.Table) -> ir.DecimalValue:
+    """Each row's ``quantity_micro × price_pico / basis_units``, rounded half to even to the
+    atto: ``rating.money.amount_atto``, in the backend.
+
+    With ``price = quotient × basis + remainder``, the amount is
+    ``quantity × quotient + quantity × remainder / basis``. The second numerator is below
+    2^63 × basis (it fits DECIMAL(38, 0)) and its quotient below the quantity, so below
+    2^63; its remainder decides the rounding. Per second and per unit (basis 1) the
+    remainder is 0 and the amount is the plain product, exactly as without bases.
+    """
+    quantity = rows.quantity_micro.cast(EXACT)
+    basis = rows.basis_units.cast(EXACT)
+    numerator = quantity * rows.price_remainder_pico.cast(EXACT)
+    remainder = numerator % basis
+    truncated = quantity * rows.price_quotient_pico + _exact_quotient(
+        numerator - remainder, rows.basis_inverse
     )
-    return typed_memtable(columns, schema)
+    twice = remainder * 2
+    rounds_up = (twice > basis) | ((twice == basis) & (truncated % 2 == 1))
+    return truncated + ibis.ifelse(rounds_up, exact(1), exact(0))
 
 
 def _local_day(epoch_seconds: ir.IntegerValue, changes: Sequence[OffsetChange]) -> ir.IntegerValue:
@@ -357,17 +414,22 @@ def price_lines(lines: ir.Table, rating_input: RatingInput) -> ir.Table:
         band=ibis.literal(-1, type="int64"),
         is_free=False,
         price_pico=exact(0),
+        price_quotient_pico=exact(0),
+        price_remainder_pico=ibis.literal(0, type="int64"),
+        basis_units=ibis.literal(1, type="int64"),
+        basis_inverse=exact(1),
         quantity_micro=lines.usage_micro,
     )
     columns = ["org", "billing_period", "period", "period_start", "period_end", "day", "meter",
-               "resource", "band", "is_free", "price_pico", "quantity_micro", "usage_micro",
-               "seconds", "event_count"]  # fmt: skip
+               "resource", "band", "is_free", "price_pico", "price_quotient_pico",
+               "price_remainder_pico", "basis_units", "basis_inverse", "quantity_micro",
+               "usage_micro", "seconds", "event_count"]  # fmt: skip
     rows = flat.select(*columns).union(tiered.select(*columns)).union(unpriced.select(*columns))
     rows = rows.join(_meters_table(catalog), "meter")
     return rows.select(
         "org", "billing_period", "period", "period_start", "period_end", "day", "meter",
         "family", "unit", "resource", "band", "is_free", "price_pico", "quantity_micro",
-        amount_atto=rows.quantity_micro.cast(EXACT) * rows.price_pico,
+        amount_atto=amount_atto(rows),
         line_usage_micro=rows.usage_micro,
         line_seconds=rows.seconds,
         event_count=rows.event_count,
@@ -389,7 +451,7 @@ def addon_lines(rating_input: RatingInput) -> ir.Table:
                 if share is None:
                     continue
                 covered, length = share
-                quantity_micro = _rounded(QUANTITY_ONE_MICRO * covered, length)
+                quantity_micro = rounded_half_even(QUANTITY_ONE_MICRO * covered, length)
                 row = {
                     "org": customer.id,
                     "billing_period": customer.billing_period.value,
@@ -406,7 +468,7 @@ def addon_lines(rating_input: RatingInput) -> ir.Table:
                     "price_pico": Decimal(price_pico),
                     "quantity_micro": quantity_micro,
                     "amount_atto": Decimal(
-                        _rounded(price_pico * QUANTITY_ONE_MICRO * covered, length)
+                        rounded_half_even(price_pico * QUANTITY_ONE_MICRO * covered, length)
                     ),
                     "line_usage_micro": quantity_micro,
                     "line_seconds": covered if addon.prorate else 0,
@@ -433,15 +495,6 @@ def addon_share(
     if not prorate:
         return 1, 1
     return covered, period_end - period_start
-
-
-def _rounded(numerator: int, denominator: int) -> int:
-    """numerator / denominator rounded half to even: the one rounding point of prorated
-    add-ons (to the atto for amounts, to the micro period for quantities)."""
-    quotient, remainder = divmod(numerator, denominator)
-    if 2 * remainder > denominator or (2 * remainder == denominator and quotient % 2):
-        quotient += 1
-    return quotient
 
 
 LINE_SCHEMA = ibis.schema(

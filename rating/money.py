@@ -1,14 +1,24 @@
-"""Fixed-point scales of every exact number in rating.
+"""Fixed-point scales of every exact number in rating, and its one rounding point.
 
 Rating never uses floats. Quantities, prices and amounts travel as integers of a
 named scale, so the arithmetic in DuckDB (or any Ibis backend) is exact and
 overflow raises instead of rounding:
 
-- quantities in micro units (1e-6 of the meter's unit),
-- prices in pico currency units (1e-12), which holds any price of up to 10 decimals,
-- amounts in atto currency units (1e-18) = micro quantity × pico price.
+- quantities in micro units (1e-6 of the meter's rating unit: unit-seconds for interval
+  meters, units for counters),
+- prices in pico currency units (1e-12) per price basis (``rating.units``: per second,
+  hour, GB-month, million requests, ...), which holds any price of up to 10 decimals,
+- amounts in atto currency units (1e-18).
 
-Rounding to the currency's minor unit happens later, in the ledger, at a named point.
+Rounding point 1, the only one in rating: a rated row's amount is
+``quantity_micro × price_pico / basis_units`` (basis_units = 3,600 for a price per hour,
+1,000,000 for a price per million), computed exactly and rounded once, half to even, to
+the atto (``amount_atto``). A per-second or per-unit price divides by 1: the product is
+exact and nothing is rounded, as before price bases existed. Prorated add-ons round
+their share the same way (``rounded_half_even``).
+
+Rounding point 2, the only one that reaches money: the ledger rounds each posting's
+family totals to the currency's minor unit (``ledger.rounding``).
 """
 
 from __future__ import annotations
@@ -25,6 +35,13 @@ MAX_PRICE_DECIMALS = 10
 
 QUANTITY_ONE_MICRO = 10**QUANTITY_SCALE
 SECONDS_PER_DAY = 86_400
+# The largest price per basis unit (10^9 currency units: a billion per vCPU-hour or per
+# GB-month is no price, it is a typo); its pico form fits DECIMAL(38, 0) with room to
+# multiply.
+MAX_PRICE = Decimal(10**9)
+# A free allowance or tier bound, in micro rating units, stays below this (4.6e12
+# unit-seconds: 1,750 TB held for a 730-hour month); usage itself may go to the int64 limit.
+MAX_BOUND_MICRO = 2**62
 
 
 def to_scaled_integer(value: Decimal, scale: int) -> int:
@@ -36,8 +53,27 @@ def to_scaled_integer(value: Decimal, scale: int) -> int:
 
 
 def from_scaled_integer(value: int, scale: int) -> Decimal:
-    """Return the exact Decimal of an integer of the given scale."""
-    return Decimal(value).scaleb(-scale)
+    """Return the exact Decimal of an integer of the given scale, whatever its digits.
+
+    Built from text: ``Decimal.scaleb`` would round to the context's 28 digits, and an
+    amount in atto has 28 digits from 10 billion on."""
+    return Decimal(f"{value}E{-scale}")
+
+
+def rounded_half_even(numerator: int, denominator: int) -> int:
+    """numerator / denominator rounded half to even, for a positive denominator."""
+    if denominator <= 0:
+        raise ValueError(f"denominator {denominator} must be positive")
+    quotient, remainder = divmod(numerator, denominator)
+    if 2 * remainder > denominator or (2 * remainder == denominator and quotient % 2):
+        quotient += 1
+    return quotient
+
+
+def amount_atto(quantity_micro: int, price_pico: int, basis_units: int) -> int:
+    """A rated row's amount: ``quantity × price / basis_units``, exact, then rounded once,
+    half to even, to the atto. The rating engine computes the same in the backend."""
+    return rounded_half_even(quantity_micro * price_pico, basis_units)
 
 
 def decimal_places(value: Decimal) -> int:

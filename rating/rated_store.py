@@ -47,7 +47,10 @@ class RatedTotal(NamedTuple):
 
 
 class RatedGroup(NamedTuple):
-    """The rated lines of one meter, resource, pricing band and price, summed over days."""
+    """The rated lines of one meter, resource, pricing band and price, summed over days.
+
+    ``first_day`` and ``last_day``: the first and last day with usage in the group, so an
+    invoice line of a meter whose price changed can say from or until which day."""
 
     family: str
     meter: str
@@ -57,6 +60,8 @@ class RatedGroup(NamedTuple):
     price_pico: int
     quantity_micro: int
     amount_atto: int
+    first_day: date | None = None
+    last_day: date | None = None
 
 
 class FamilySummary(NamedTuple):
@@ -128,11 +133,12 @@ ORDER BY coalesce(t.through + INTERVAL 1 DAY, t.period_end), t.posting_day, t.or
 
 _GROUPS_SQL = """
 SELECT family, meter, resource, band, is_free, price_pico,
-       sum(quantity_micro) AS quantity_micro, sum(amount_atto) AS amount_atto
+       sum(quantity_micro) AS quantity_micro, sum(amount_atto) AS amount_atto,
+       min(day) AS first_day, max(day) AS last_day
 FROM read_parquet($path)
 WHERE org = $org AND period = $period
   AND ($first IS NULL OR day >= $first) AND ($last IS NULL OR day <= $last)
-GROUP BY ALL ORDER BY family, meter, resource, band
+GROUP BY ALL ORDER BY family, meter, resource, band, first_day, price_pico
 """
 
 
@@ -225,6 +231,8 @@ class RatedStore:
                 price_pico=int(row[5]),
                 quantity_micro=int(row[6]),
                 amount_atto=int(row[7]),
+                first_day=row[8],
+                last_day=row[9],
             )
             for row in rows
         ]

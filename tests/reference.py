@@ -1,8 +1,13 @@
-"""A deliberately simple pure-Python Decimal rater: the oracle for the Ibis engine.
+"""A deliberately simple pure-Python rater: the oracle for the Ibis engine.
 
 It shares only the configuration models with the engine; the calendar, splitting,
 tier allocation and arithmetic are written again here, the obvious way, event by event
-and day by day, with ``zoneinfo`` and ``Decimal``.
+and day by day, with ``zoneinfo``, ``Decimal`` and ``Fraction``.
+
+Price bases, the obvious way too: a basis is a number of seconds (interval meters) or of
+units (counters) written here again, bounds are multiplied by it, and a row's amount is
+the exact fraction ``quantity × price / basis``, rounded half to even to the atto (Python's
+``round`` of a ``Fraction``): the engine's one rounding point.
 """
 
 from __future__ import annotations
@@ -11,11 +16,35 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
+from fractions import Fraction
 from zoneinfo import ZoneInfo
 
-from beanbill.rating.config import BillingPeriod, Catalog, Customers, MeterKind, TierMode
+from beanbill.rating.config import BillingPeriod, Catalog, Customers, Meter, MeterKind, TierMode
 
 LineKey = tuple[str, str, date, str, str]  # org, period, day, meter, resource
+# What one price is for, in rating units: seconds of a unit, or units. A month is 730 h.
+BASIS_LENGTHS = {
+    "second": 1,
+    "minute": 60,
+    "hour": 60 * 60,
+    "day": 24 * 60 * 60,
+    "month": 730 * 60 * 60,
+    "unit": 1,
+    "thousand": 1000,
+    "million": 1000 * 1000,
+}
+ATTO = 10**18
+
+
+def basis_length(meter: Meter) -> int:
+    default = "second" if meter.kind == MeterKind.INTERVAL else "unit"
+    return BASIS_LENGTHS[meter.per.value if meter.per is not None else default]
+
+
+def to_atto(value: Fraction) -> Decimal:
+    """An exact amount rounded half to even to the atto (round() of a Fraction does that),
+    as a Decimal built from text, so no context precision rounds it again."""
+    return Decimal(f"{round(value * ATTO)}E-18")
 
 
 @dataclass(frozen=True)
@@ -85,41 +114,51 @@ def rate_reference(
     """(org, period, day, meter, resource, band) → (quantity, amount), exact."""
     meters = {meter.id: meter for meter in catalog.rated_meters()}
     kinds = {customer.id: customer.billing_period for customer in customers.customer}
-    usage: dict[LineKey, Decimal] = defaultdict(Decimal)
+    usage: dict[LineKey, Fraction] = defaultdict(Fraction)
     for event in deduplicate(events):
         meter = meters[event.meter]
         for day, seconds in split_event(event, zone, meter.kind, meter.minimum_seconds):
             period, period_start = billing_period(kinds[event.org], day)
             if (period_start.year, period_start.month) != month:
                 continue
-            amount = (
-                event.quantity * seconds if meter.kind == MeterKind.INTERVAL else event.quantity
-            )
-            usage[(event.org, period, day, event.meter, event.resource)] += amount
+            quantity = Fraction(event.quantity)
+            used = quantity * seconds if meter.kind == MeterKind.INTERVAL else quantity
+            usage[(event.org, period, day, event.meter, event.resource)] += used
     result: dict[tuple[str, str, date, str, str, int], tuple[Decimal, Decimal]] = {}
     groups: dict[tuple[str, str, str], list[LineKey]] = defaultdict(list)
     for key in usage:
         groups[(key[0], key[1], key[3])].append(key)
+    unbounded = Fraction(10**40)
     for (_, _, meter_id), keys in groups.items():
         meter = meters[meter_id]
+        basis = basis_length(meter)
         keys.sort(key=lambda k: (k[2], k[4]))
-        total = sum((usage[k] for k in keys), Decimal(0))
-        cumulative = Decimal(0)
+        total = sum((usage[k] for k in keys), Fraction(0))
+        cumulative = Fraction(0)
         for key in keys:
             version = [v for v in meter.price if v.effective <= key[2]][-1]
             before, cumulative = cumulative, cumulative + usage[key]
             for band in version.bands():
-                upper = band.upper if band.upper is not None else Decimal("Infinity")
-                lower = band.lower
+                # Bounds are written in basis units: 100 GB-month is 100 × 2,628,000 GB-s.
+                lower = Fraction(band.lower) * basis
+                upper = Fraction(band.upper) * basis if band.upper is not None else unbounded
                 if version.mode == TierMode.VOLUME and not band.is_free:
-                    if not (band.lower < total <= upper):  # up_to is inclusive
+                    if not (lower < total <= upper):  # up_to is inclusive
                         continue
-                    lower, upper = version.free, Decimal("Infinity")
+                    lower, upper = Fraction(version.free) * basis, unbounded
                 overlap = min(cumulative, upper) - max(before, lower)
                 if overlap > 0:
-                    result[(*key, band.index)] = (overlap, overlap * band.price)
+                    amount = to_atto(overlap * Fraction(band.price) / basis)
+                    result[(*key, band.index)] = (decimal_of(overlap), amount)
     add_addons(result, catalog, customers, month, zone)
     return result
+
+
+def decimal_of(quantity: Fraction) -> Decimal:
+    """A usage quantity (at most six decimals, as events carry) as an exact Decimal."""
+    micro = quantity * 10**6
+    assert micro.denominator == 1, quantity
+    return Decimal(f"{micro.numerator}E-6")
 
 
 def add_addons(

@@ -42,7 +42,8 @@ JANUARY = date(2026, 1, 1)
 def example_meter(meter_id: str, prices: list[dict[str, Any]]) -> dict[str, Any]:
     """A meter of the example catalog (``beanbill.examples``) with the prices a test needs."""
     [meter] = [meter for meter in CATALOG["meter"] if meter["id"] == meter_id]
-    return {**meter, "price": prices}
+    per = "second" if meter["kind"] == "interval" else "unit"  # the tests' prices are so
+    return {**meter, "per": per, "price": prices}
 
 
 def egress_meter(prices: list[dict[str, Any]]) -> dict[str, Any]:

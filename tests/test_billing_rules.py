@@ -6,6 +6,7 @@ import copy
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tomli_w
@@ -21,6 +22,14 @@ from beanbill.rating.periods import Month
 from beanbill.rating.rate import rate_months
 from beanbill.rating.workspace import Workspace
 from tests.support import SMALL_CATALOG, customer, october_usage, write_jsonl, write_workspace
+
+
+def hourly_catalog(price: str) -> dict[str, Any]:
+    """The tests' small catalog with its vCPU priced per vCPU-hour, as providers publish."""
+    catalog = copy.deepcopy(SMALL_CATALOG)
+    catalog["meter"][0]["per"] = "hour"
+    catalog["meter"][0]["price"][0]["price"] = price
+    return catalog
 
 
 @pytest.mark.parametrize(
@@ -42,8 +51,7 @@ def test_a_workspace_in_chilean_pesos_posts_whole_pesos(tmp_path: Path) -> None:
     """CLP has no minor unit (ISO 4217): amounts are whole pesos, never cents of one."""
     settings = copy.deepcopy(SETTINGS)
     settings["billing"]["currency"] = "CLP"
-    prices = copy.deepcopy(SMALL_CATALOG)
-    prices["meter"][0]["price"][0]["price"] = "0.0694444444"  # 250 CLP per vCPU-hour
+    prices = hourly_catalog("250")  # 250 CLP per vCPU-hour, exactly
     workspace = write_workspace(
         tmp_path / "ws", settings, prices, [customer("acme", currency="CLP")]
     )
@@ -68,7 +76,9 @@ def test_a_week_across_two_months_is_posted_in_each_month(
     from beanbill.ledger.invoicing.documents import load_document
     from beanbill.ledger.invoicing.issue import issue
 
-    workspace = make_workspace(customers=[customer("wk", period="weekly")])
+    workspace = make_workspace(
+        catalog=hourly_catalog("0.025"), customers=[customer("wk", period="weekly")]
+    )
     usage = [
         {"id": "oct", "org": "wk", "resource": "wk/app", "meter": "cpu",
          "start": "2026-10-30T00:00:00Z", "end": "2026-10-30T10:00:00Z", "quantity": "2"},
@@ -127,7 +137,9 @@ def test_a_week_with_no_usage_in_its_second_month_is_still_invoiced(
     October part once the week has ended."""
     from beanbill.ledger.invoicing.issue import issue
 
-    workspace = make_workspace(customers=[customer("wk", period="weekly")])
+    workspace = make_workspace(
+        catalog=hourly_catalog("0.025"), customers=[customer("wk", period="weekly")]
+    )
     usage = [
         {
             "id": "oct",
@@ -180,3 +192,61 @@ def test_minimum_seconds_is_bounded_and_for_intervals(meter: dict[str, object], 
             "price": [{"effective": date(2026, 1, 1), "price": "0.01"}]}  # fmt: skip
     with pytest.raises(ConfigError, match=why):
         parse_model(Meter, {**base, **meter}, "catalog.toml")
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (
+            {"per": "million"},
+            "meter[0] (cpu): Value error, per = 'million' is not a basis of interval",
+        ),
+        ({"per": "fortnight"}, "meter[0] (cpu).per: Input should be 'second', 'minute'"),
+        (
+            {"unit_code": "GBM"},
+            "meter[0] (cpu).unit_code: Value error, unit_code 'GBM' is not a UN/ECE",
+        ),
+        ({"unit_code": "C62"}, "unit_code 'C62' does not fit interval meters"),
+    ],
+)
+def test_check_says_which_meter_has_a_basis_or_unit_code_that_does_not_fit(
+    tmp_path: Path, change: dict[str, str], why: str
+) -> None:
+    """`beanbill check` names the file, the meter and the field, without a traceback."""
+    from click.testing import CliRunner
+
+    from beanbill.cli import main
+    from beanbill.exits import EXIT_ERROR
+    from beanbill.rating.workspace import CATALOG_FILE
+
+    catalog = hourly_catalog("0.025")
+    write_workspace(tmp_path / "ws", copy.deepcopy(SETTINGS), catalog, [customer("a")])
+    catalog["meter"][0] |= change
+    (tmp_path / "ws" / CATALOG_FILE).write_text(tomli_w.dumps(catalog))
+    result = CliRunner().invoke(main, ["check", "-w", str(tmp_path / "ws")])
+    assert result.exit_code == EXIT_ERROR
+    assert "catalog.toml" in result.output and why in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_price_per_hour_bills_each_second_and_posts_the_rounded_sum(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    """0.025 per vCPU-hour for 2.5 vCPU × 91 s a day: 0.0015798611… a day, rounded once to
+    the atto per rated row; the only rounding that reaches money is the posting's."""
+    from fractions import Fraction
+
+    import duckdb
+
+    workspace = make_workspace(catalog=hourly_catalog("0.025"))
+    usage = [{"id": f"s{day}", "org": "acme", "resource": "app", "meter": "cpu",
+              "start": f"2026-10-{day:02d}T08:00:00Z", "end": f"2026-10-{day:02d}T08:01:31Z",
+              "quantity": "2.5"} for day in range(1, 32)]  # fmt: skip
+    ingest(workspace, [write_jsonl(tmp_path / "u.jsonl", usage)])
+    rate_months(workspace, [Month(2026, 10)])
+    lines = workspace.rated_dir / "month=2026-10" / "lines.parquet"
+    amounts = duckdb.sql(f"SELECT DISTINCT amount_atto FROM '{lines}'").fetchall()
+    exact = Fraction("2.5") * 91 * Fraction("0.025") / 3600
+    assert amounts == [(round(exact * 10**18),)] == [(1_579_861_111_111_111,)]
+    post(workspace, Month(2026, 10), date(2026, 11, 2))
+    assert balance(workspace, "acme").unbilled_minor == 5  # 31 rows: 0.04897… → 0.05

@@ -146,3 +146,74 @@ def test_missing_and_malformed_files_say_which(tmp_path: Path) -> None:
 def test_unknown_time_zone_is_refused(make_workspace: Callable[..., Workspace]) -> None:
     with pytest.raises(ConfigError, match="unknown time zone 'Mars/Olympus'"):
         make_workspace(timezone="Mars/Olympus")
+
+
+def test_a_catalog_writes_prices_as_published_with_their_basis(tmp_path: Path) -> None:
+    """``per`` says what a price is for; free allowances and tier bounds are in it too."""
+    catalog = load_model(
+        Catalog,
+        write(
+            tmp_path / "c.toml",
+            """
+[[meter]]
+id = "cpu"
+name = "vCPU"
+unit = "vCPU"
+kind = "interval"
+family = "Compute"
+per = "hour"
+price = [{ effective = 2026-01-01, price = 0.025 }]
+
+[[meter]]
+id = "disk"
+name = "Block storage"
+unit = "GB"
+kind = "interval"
+family = "Storage"
+per = "month"
+unit_code = "MON"
+price = [{ effective = 2026-01-01, free = 100, tiers = [
+    { up_to = 10000, price = 0.01 }, { price = 0.008 } ] }]
+
+[[meter]]
+id = "requests"
+name = "Requests"
+unit = "request"
+kind = "counter"
+family = "Storage"
+per = "million"
+price = [{ effective = 2026-01-01, price = 0.40 }]
+""",
+        ),
+    )
+    cpu, disk, requests = catalog.meter
+    assert (cpu.basis_units, cpu.price[0].price, cpu.invoice_unit_code) == (
+        3600,
+        Decimal("0.025"),
+        "HUR",
+    )
+    assert (disk.basis_units, disk.invoice_unit_code) == (730 * 3600, "MON")
+    assert disk.bound_micro(disk.price[0].free) == 100 * 730 * 3600 * 10**6
+    assert (requests.basis_units, requests.invoice_unit_code) == (10**6, "C62")
+
+
+def test_a_basis_that_does_not_fit_is_reported_with_its_meter(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "catalog.toml",
+        """
+[[meter]]
+id = "egress"
+name = "Egress"
+unit = "GB"
+kind = "counter"
+family = "Network"
+per = "hour"
+unit_code = "HUR"
+price = [{ effective = 2026-01-01, price = 0.01 }]
+""",
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_model(Catalog, path)
+    [problem] = raised.value.problems
+    assert problem.startswith("meter[0] (egress): ")
+    assert "per = 'hour' is not a basis of counter meters: their prices are per unit" in problem

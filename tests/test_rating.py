@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -36,6 +37,13 @@ def interval(event_id: str, org: str, start: str, end: str, quantity: str = "1")
     }
 
 
+def per_second_catalog() -> dict[str, Any]:
+    """The tests' small catalog with its vCPU priced per vCPU-second, as written there."""
+    catalog = copy.deepcopy(SMALL_CATALOG)
+    catalog["meter"][0]["per"] = "second"
+    return catalog
+
+
 def lines_of(workspace: Workspace, month: str) -> list[dict[str, object]]:
     path = workspace.rated_dir / f"month={month}" / "lines.parquet"
     return duckdb.sql(f"SELECT * FROM read_parquet('{path}')").arrow().read_all().to_pylist()
@@ -45,7 +53,9 @@ def test_weekly_period_that_starts_in_a_month_is_rated_whole(
     make_workspace: Callable[..., Workspace], tmp_path: Path
 ) -> None:
     """Week 2026-W44 runs Mon 26 Oct - Sun 1 Nov: it belongs to October's run, all 7 days."""
-    workspace = make_workspace(customers=[customer("weekly", "weekly")])
+    workspace = make_workspace(
+        catalog=per_second_catalog(), customers=[customer("weekly", "weekly")]
+    )
     source = write_jsonl(
         tmp_path / "u.jsonl",
         [
@@ -267,3 +277,49 @@ def test_rated_files_hold_exact_types_only(
     assert {name: lines.field(name).type for name in expected} == expected
     assert pq.read_schema(folder / "totals.parquet").field("amount_atto").type == exact
     assert not any(pa.types.is_floating(field.type) for field in lines)
+
+
+# Checksums of the rated lines below, as beanbill rated them before price bases existed
+# (commit adeeb66): a per-second catalog must rate to the same lines, to the byte.
+CHECKSUMS_BEFORE_PRICE_BASES = {
+    ("acme", "2026-10"): "6fb1b2eb456d50068064d346ffffabe5",
+    ("wk", "2026-W41"): "c0cc28a846e70495feee2950277a7d15",
+    ("wk", "2026-W42"): "e0646d272b6cfc105adc77977126e48d",
+    ("wk", "2026-W43"): "32441e03fced4debb9bb52db5c812069",
+    ("wk", "2026-W44"): "243583b9e60a291712ab9071d34a3e85",
+}
+
+
+def test_a_per_second_catalog_rates_as_it_did_before_price_bases(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    from beanbill.rating.rated_store import RatedStore
+
+    workspace = make_workspace(
+        catalog=per_second_catalog(),
+        customers=[
+            customer("acme", addons=[{"addon": "backup", "start": date(2026, 10, 20)}]),
+            customer("wk", "weekly"),
+        ],
+    )
+    events = [
+        {"id": f"c{i}", "org": ("acme", "wk")[i % 2], "resource": f"app-{i % 3}", "meter": "cpu",
+         "start": f"2026-10-{1 + i:02d}T{i % 24:02d}:17:00Z",
+         "end": f"2026-10-{2 + i:02d}T03:00:09Z", "quantity": f"{1 + i * 0.37:.2f}"}
+        for i in range(28)
+    ] + [
+        {"id": f"e{i}", "org": ("acme", "wk")[i % 2], "resource": "lb", "meter": "egress",
+         "at": f"2026-10-{1 + i:02d}T12:00:00Z", "quantity": f"{37.123 * (i + 1):.3f}"}
+        for i in range(30)
+    ]  # fmt: skip
+    ingest(workspace, [write_jsonl(tmp_path / "u.jsonl", events)])
+    rate_months(workspace, [Month(2026, 10)])
+    with RatedStore(workspace) as store:
+        totals = store.closed_totals(Month(2026, 10), date(2026, 12, 1), False)
+    assert {(t.org, t.period): t.checksum for t in totals} == CHECKSUMS_BEFORE_PRICE_BASES
+    acme = next(t for t in totals if t.org == "acme")
+    assert dict(acme.family_atto) == {
+        "Addons": 3_832_258_064_516_129_032,
+        "Compute": 31_780_222_021_944_000_000,
+        "Network": 67_821_400_000_000_000_000,
+    }

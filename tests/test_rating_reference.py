@@ -25,7 +25,8 @@ CATALOG = parse_model(
     Catalog,
     {
         "meter": [
-            # graduated with a free allowance and a price change on the 15th
+            # graduated with a free allowance and a price change on the 15th, priced per
+            # vCPU-second (the demo's vCPU is priced per hour: these prices are per second)
             example_meter(
                 "cpu",
                 [
@@ -46,7 +47,8 @@ CATALOG = parse_model(
                         ],
                     },
                 ],
-            ),
+            )
+            | {"per": "second"},
             {  # volume tiers: the period's total picks one price for all units
                 "id": "disk",
                 "name": "Disk",

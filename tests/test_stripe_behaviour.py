@@ -287,7 +287,9 @@ def test_credit_notes_split_by_amount_remaining_and_the_balance_is_mirrored(
     assert second.amount_due == second.total - first.due_minor > 0
     assert second.amount_remaining == second.amount_due
 
-    cancel_number, _ = credit_note(workspace, second_number, date(2026, 11, 10), "Wrong billing address")
+    cancel_number, _ = credit_note(
+        workspace, second_number, date(2026, 11, 10), "Wrong billing address"
+    )
     assert push(workspace).dead == []
     [note] = [
         n
