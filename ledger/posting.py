@@ -31,7 +31,7 @@ from beanbill.ledger.books import LOT_KEY, CreditLot, UsageVersion
 from beanbill.ledger.entries import Posting, Transaction
 from beanbill.ledger.rounding import round_posting
 from beanbill.rating.config import BillingMode
-from beanbill.rating.money import AMOUNT_SCALE
+from beanbill.rating.money import AMOUNT_SCALE, plain_scaled
 
 FAR_FUTURE = date.max
 
@@ -125,7 +125,7 @@ def consumption_entry(
             income_account(family),
             -amount,
             currency,
-            ((keys.RATED_AMOUNT, Decimal(atto).scaleb(-AMOUNT_SCALE).normalize()),),
+            ((keys.RATED_AMOUNT, plain_scaled(atto, AMOUNT_SCALE)),),
         )
         for family, amount, atto in income
     ]
@@ -157,7 +157,7 @@ def consumption_entry(
             (keys.PERIOD_END, usage.period_end),
             *(((keys.DAY, usage.day),) if usage.day else ()),
             *(((keys.POSTED_THROUGH, usage.through),) if usage.through else ()),
-            (keys.RATED_TOTAL, Decimal(rated_total).scaleb(-AMOUNT_SCALE).normalize()),
+            (keys.RATED_TOTAL, plain_scaled(rated_total, AMOUNT_SCALE)),
             (keys.RATED_LINES, usage.rated_file),
             (keys.RATED_CHECKSUM, usage.rated_checksum),
             ("rounding", "half-even per family posting"),

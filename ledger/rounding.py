@@ -8,21 +8,26 @@ explain a posting are then allocated by largest remainder, so they sum exactly t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, localcontext
 
-from beanbill.rating.money import AMOUNT_SCALE
+from beanbill.rating.money import AMOUNT_SCALE, from_scaled_integer, rounded_half_even
 
 POSTING_ROUNDING = ROUND_HALF_EVEN
 
 
+# Enough digits for any amount in minor units with its full fraction (38 + 18).
+EXACT_PRECISION = 60
+
+
 def to_minor(amount_atto: int, minor_digits: int) -> Decimal:
     """The exact amount in minor units (a Decimal, usually with a fraction)."""
-    return Decimal(amount_atto).scaleb(minor_digits - AMOUNT_SCALE)
+    return from_scaled_integer(amount_atto, AMOUNT_SCALE - minor_digits)
 
 
 def round_posting(amount_atto: int, minor_digits: int) -> int:
-    """Round a posting's full-precision amount to minor units, half-even."""
-    return int(to_minor(amount_atto, minor_digits).to_integral_value(rounding=POSTING_ROUNDING))
+    """Round a posting's full-precision amount to minor units, half-even (integers only)."""
+    assert POSTING_ROUNDING == ROUND_HALF_EVEN
+    return rounded_half_even(amount_atto, 10 ** (AMOUNT_SCALE - minor_digits))
 
 
 def allocate_largest_remainder(total_minor: int, exact_minor: Sequence[Decimal]) -> list[int]:
@@ -33,6 +38,12 @@ def allocate_largest_remainder(total_minor: int, exact_minor: Sequence[Decimal])
     line order. Requires floor-sum <= total <= ceiling-sum, which rounding the exact sum
     (any mode) guarantees.
     """
+    with localcontext() as context:
+        context.prec = EXACT_PRECISION  # the differences below stay exact
+        return _allocate(total_minor, exact_minor)
+
+
+def _allocate(total_minor: int, exact_minor: Sequence[Decimal]) -> list[int]:
     floors = [int(value.to_integral_value(rounding=ROUND_FLOOR)) for value in exact_minor]
     left = total_minor - sum(floors)
     fractional = sum(1 for value, floor in zip(exact_minor, floors, strict=True) if value != floor)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 from decimal import Decimal
+from fractions import Fraction
 
 import babel.numbers
 
@@ -45,11 +46,24 @@ MAX_BOUND_MICRO = 2**62
 
 
 def to_scaled_integer(value: Decimal, scale: int) -> int:
-    """Return ``value × 10**scale`` as an int; refuse any digit the scale cannot hold."""
-    scaled = value.scaleb(scale)
-    if scaled != scaled.to_integral_value():
+    """Return ``value × 10**scale`` as an int; refuse any digit the scale cannot hold.
+
+    Through ``Fraction``: ``Decimal.scaleb`` would round to the context's 28 digits."""
+    if not value.is_finite():
+        raise ValueError(f"{value} is not a finite number")
+    scaled = Fraction(value) * 10**scale
+    if scaled.denominator != 1:
         raise ValueError(f"{value} has more than {scale} decimal places")
     return int(scaled)
+
+
+def plain_scaled(value: int, scale: int) -> Decimal:
+    """``from_scaled_integer`` without trailing zeros (1500 at scale 3 → 1.5), exactly:
+    ``Decimal.normalize`` would round to the context's 28 digits."""
+    while scale > 0 and value % 10 == 0:
+        value //= 10
+        scale -= 1
+    return from_scaled_integer(value, scale)
 
 
 def from_scaled_integer(value: int, scale: int) -> Decimal:

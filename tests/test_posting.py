@@ -16,6 +16,7 @@ from beanbill.ledger.post import PostingError, balance, post, record_credit
 from beanbill.ledger.rounding import allocate_largest_remainder, round_posting, to_minor
 from beanbill.rating.closures import ClosedPeriods
 from beanbill.rating.ingest import ingest
+from beanbill.rating.money import AMOUNT_SCALE, plain_scaled, to_scaled_integer
 from beanbill.rating.periods import Month
 from beanbill.rating.rate import rate_months
 from beanbill.rating.workspace import Workspace
@@ -167,3 +168,20 @@ def test_daily_granularity_posts_one_transaction_per_day_of_a_closed_period(
     # 0.02499984 EUR a day rounds to 0.02 each day (posted monthly: 0.07499952 → 0.07)
     assert balance(workspace, "daily-books").unbilled_minor == 3 * 2
     assert post(workspace, NOVEMBER, AS_OF).written == 0
+
+
+def test_amounts_beyond_28_digits_stay_exact_from_rating_to_the_ledger() -> None:
+    """Decimal's default context keeps 28 digits: an atto amount has that many from 10
+    billion on. Every conversion between rated integers and ledger decimals is exact."""
+    atto = 12_345_678_901_234_567_890_123_456_789_012_345  # 1.2e16 EUR, 35 digits
+    text = "12345678901234567.890123456789012345"
+    assert plain_scaled(atto, AMOUNT_SCALE) == Decimal(text)
+    assert str(plain_scaled(atto, AMOUNT_SCALE)) == text
+    assert to_scaled_integer(Decimal(text), AMOUNT_SCALE) == atto
+    assert round_posting(atto, 2) == 1_234_567_890_123_456_789  # .890123… rounds up
+    assert round_posting(5 * 10**15, 2) == 0 and round_posting(15 * 10**15, 2) == 2  # ties even
+    assert plain_scaled(1_500_000_000_000_000_000, AMOUNT_SCALE) == Decimal("1.5")
+    shares = allocate_largest_remainder(
+        round_posting(atto, 2), [to_minor(atto - 1, 2), to_minor(1, 2)]
+    )
+    assert shares == [1_234_567_890_123_456_789, 0]

@@ -23,7 +23,7 @@ from beanbill.ledger.books import Books, CreditLot
 from beanbill.ledger.entries import Transaction
 from beanbill.ledger.invoicing import InvoicingError
 from beanbill.rating.config import BillingMode, Customer
-from beanbill.rating.money import AMOUNT_SCALE
+from beanbill.rating.money import AMOUNT_SCALE, to_scaled_integer
 from beanbill.rating.periods import Month
 
 
@@ -79,7 +79,7 @@ class Consumption:
         for posting in self.transaction.postings:
             rated = dict(posting.meta).get(keys.RATED_AMOUNT)
             if is_income(posting.account) and isinstance(rated, Decimal):
-                result[family_of(posting.account)] = int(rated.scaleb(AMOUNT_SCALE))
+                result[family_of(posting.account)] = to_scaled_integer(rated, AMOUNT_SCALE)
         return result
 
     def credits_drawn(self) -> int:
