@@ -115,9 +115,9 @@ def test_lines_follow_the_rated_detail_and_sum_to_the_posting() -> None:
     derived = derive(due(acme, item), rated, CATALOG, SELLER, TERMS)
     document = derived.document
     assert [line.description for line in document.lines] == [
-        "vCPU - acme/app-1",
-        "vCPU - acme/app-2",
-        "Egress - acme/lb",
+        "vCPU · acme/app-1",
+        "vCPU · acme/app-2",
+        "Egress · acme/lb",
     ]
     assert [line.net_minor for line in document.lines] == [600, 400, 250]
     assert [line.unit_code for line in document.lines] == ["HUR", "HUR", "E34"]

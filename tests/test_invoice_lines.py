@@ -127,7 +127,7 @@ def test_a_vcpu_line_reads_in_hours_at_the_published_price() -> None:
         Decimal(1),
     )
     assert line.net_minor == 582
-    assert line.description == "vCPU - r-cpu"
+    assert line.description == "vCPU · r-cpu"
 
 
 def test_a_per_second_price_reads_per_hour_exactly() -> None:
@@ -154,9 +154,9 @@ def test_storage_tiers_and_free_allowance_read_in_gb_months() -> None:
         group("disk", 72_000 * 3600 * 10**6, "0.008", 2, "Storage", basis_units=730 * 3600),
     ]
     free, tier, above = lines_of(groups)
-    assert free.description == "Block storage - r-disk (free allowance: first 100 GB-month)"
-    assert tier.description == "Block storage - r-disk (tier 100–10,000 GB-month)"
-    assert above.description == "Block storage - r-disk (above 10,000 GB-month)"
+    assert free.description == "Block storage · r-disk (free allowance: first 100 GB-month)"
+    assert tier.description == "Block storage · r-disk (tier 100–10,000 GB-month)"
+    assert above.description == "Block storage · r-disk (above 10,000 GB-month)"
     # 72,000 GB-hours are 98.6301 GB-months (a month is 730 hours)
     assert (above.shown_quantity, above.shown_unit, above.shown_price) == (
         Decimal("98.6301"),
@@ -177,10 +177,10 @@ def test_requests_read_per_million_with_a_base_quantity_on_the_e_invoice() -> No
     above = group("requests", 3_245_678 * 10**6, "0.30", 1, "Storage", basis_units=10**6)
     first, second = lines_of([below, above])
     assert first.description == (
-        "Object requests - r-requests (volume pricing: total up to 1 M requests)"
+        "Object requests · r-requests (volume pricing: total up to 1 M requests)"
     )
     assert second.description == (
-        "Object requests - r-requests (volume pricing: total above 1 M requests)"
+        "Object requests · r-requests (volume pricing: total above 1 M requests)"
     )
     assert (second.shown_quantity, second.shown_unit, second.shown_price) == (
         Decimal("3.2457"),
@@ -225,7 +225,7 @@ def addon(quantity_micro: int, price: str) -> RatedGroup:
 def test_an_add_on_reads_as_its_share_of_the_period() -> None:
     """Subscribed from Oct 20: 12 of October's 31 days, 0.387097 of a month at 9.90."""
     [monthly] = lines_of([addon(387_097, "9.90")])
-    assert monthly.description == "Backup - backup"
+    assert monthly.description == "Backup · backup"
     assert (monthly.shown_quantity, monthly.shown_unit, monthly.shown_price) == (
         Decimal("0.3871"),
         "month",
@@ -251,14 +251,14 @@ def test_a_price_change_says_from_and_until_which_day() -> None:
     before = group("cpu", 3600 * 10**6, "0.025", days=(date(2026, 10, 2), date(2026, 10, 14)))
     after = group("cpu", 3600 * 10**6, "0.023", days=(date(2026, 10, 16), date(2026, 10, 31)))
     first, second = lines_of([before, after])
-    assert first.description == "vCPU - r-cpu (until 2026-10-14)"
-    assert second.description == "vCPU - r-cpu (from 2026-10-15)"  # the price's first day
+    assert first.description == "vCPU · r-cpu (until 2026-10-14)"
+    assert second.description == "vCPU · r-cpu (from 2026-10-15)"  # the price's first day
     # Posted daily, or in a period without a change: nothing to say.
     [daily] = lines_of([after], day=date(2026, 10, 20))
-    assert daily.description == "vCPU - r-cpu"
+    assert daily.description == "vCPU · r-cpu"
     november = group("cpu", 3600 * 10**6, "0.023", days=(date(2026, 11, 2), date(2026, 11, 3)))
     [later] = lines_of([november], start=NOVEMBER, end=date(2026, 12, 1))
-    assert later.description == "vCPU - r-cpu"
+    assert later.description == "vCPU · r-cpu"
 
 
 def test_labels_depend_on_the_group_the_posting_and_the_catalog_only() -> None:
@@ -348,24 +348,24 @@ def test_rated_groups_carry_their_days_and_split_at_the_price_change(
     [number] = issue(workspace, Month(2026, 10), date(2026, 11, 3)).issued
     document = load_document(workspace.invoices_dir / f"{number}.json")
     lines = {line.description: line for line in document.lines}
-    assert lines["vCPU - vm-1 (until 2026-10-14)"].shown_quantity == 40  # 2 vCPU × 2 × 10 h
-    assert lines["vCPU - vm-1 (from 2026-10-15)"].net_minor == 92  # 40 h × 0.023
-    assert lines["Block storage - vol-1 (free allowance: first 100 GB-month)"].net_minor == 0
+    assert lines["vCPU · vm-1 (until 2026-10-14)"].shown_quantity == 40  # 2 vCPU × 2 × 10 h
+    assert lines["vCPU · vm-1 (from 2026-10-15)"].net_minor == 92  # 40 h × 0.023
+    assert lines["Block storage · vol-1 (free allowance: first 100 GB-month)"].net_minor == 0
     # 500 GB for 720 h = 493.1507 GB-month: 100 free, 393.1507 at 0.01
-    tier = lines["Block storage - vol-1 (tier 100–10,000 GB-month)"]
+    tier = lines["Block storage · vol-1 (tier 100–10,000 GB-month)"]
     assert (tier.shown_quantity, tier.unit_code, tier.net_minor) == (
         Decimal("393.1507"),
         "MON",
         393,
     )
-    requests = lines["Object requests - bucket (volume pricing: total above 1 M requests)"]
+    requests = lines["Object requests · bucket (volume pricing: total above 1 M requests)"]
     assert (requests.shown_quantity, requests.shown_unit, requests.net_minor) == (
         Decimal("2.5"),
         "M requests",
         75,
     )
     assert (requests.unit_price, requests.base_quantity) == (Decimal("0.3"), Decimal(10**6))
-    backup = lines["Backup - backup"]
+    backup = lines["Backup · backup"]
     assert (backup.shown_unit, backup.unit_code, backup.shown_quantity) == (
         "month",
         "MON",

@@ -303,7 +303,7 @@ def group_line(
     consumption: Consumption,
 ) -> tuple[str, LineUnits]:
     """(description, units) of one rated group."""
-    label = f"{name} - {group.resource}"
+    label = f"{name} · {group.resource}"
     if meter is not None:
         notes = group_notes(meter, group, consumption)
         if group.is_free and not any(note.startswith("free allowance") for note in notes):
