@@ -201,7 +201,8 @@ def test_granted_credit_lowers_the_taxable_base_and_purchased_credit_does_not() 
     document = derived.document
     reduction = document.lines[-1]
     assert (reduction.quantity, reduction.unit_price, reduction.net_minor) == (-1, 25, -2500)
-    assert "Promotional credit welcome" in reduction.description
+    assert reduction.description == "Promotional credit, a price reduction (ref. welcome)"
+    assert (reduction.shown_quantity, reduction.shown_price) == (1, -25)  # reads 1 × −25.00
     assert document.vat_breakdown()[0].base_minor == 9845
     assert document.tax_minor == 1969  # 98.45 × 20 % = 19.69
     assert (document.paid_minor, document.due_minor) == (0, 9845 + 1969)

@@ -165,9 +165,15 @@ def _reduction(label: str, amount_minor: int, digits: int, vat: VatTreatment) ->
     """A negative line (a price reduction). BR-27: a net price is never negative, so the
     quantity is -1."""
     price = Decimal(amount_minor).scaleb(-digits)
-    return InvoiceLine(
+    line = InvoiceLine(
         "0", label, Decimal(-1), DEFAULT_UNIT_CODE, price, Decimal(1), -amount_minor, vat
     )
+    return shown_as_reduction(line)
+
+
+def shown_as_reduction(line: InvoiceLine) -> InvoiceLine:
+    """A reduction reads "1 × −25.00 €" on the PDF (the e-invoice keeps −1 × 25.00)."""
+    return replace(line, shown_quantity=Decimal(1), shown_unit="", shown_price=-line.unit_price)
 
 
 def _apply_draws(
@@ -176,7 +182,7 @@ def _apply_draws(
     """Granted credit as a reduction line; purchased credit as paid in advance."""
     for draw in consumption.draws:
         if draw.kind == "grant":
-            label = f"Promotional credit {draw.lot_id} (a price reduction)"
+            label = f"Promotional credit, a price reduction (ref. {draw.lot_id})"
             moves.add(replace(_reduction(label, draw.amount_minor, digits, vat), section=section))
             moves.granted_minor += draw.amount_minor
             continue
@@ -240,7 +246,7 @@ def _consumed(
     unbilled = sum(moves.unbilled.values())
     priced = [line for line in moves.lines if line.quantity >= 0]  # not the reductions
     for line in coupon_lines(due, priced, families, unbilled, digits):
-        moves.add(replace(line, vat=vat))
+        moves.add(shown_as_reduction(replace(line, vat=vat)))
         moves.discount_minor -= line.net_minor
     return moves
 

@@ -63,7 +63,7 @@ def prepayment_document(
     validity = f" until {lot.expires.isoformat()}" if lot.expires else ""
     line = InvoiceLine(
         "1",
-        f"Prepaid credit {lot.lot_id}, usable from {lot.acquired.isoformat()}{validity}",
+        f"Prepaid credit usable from {lot.acquired.isoformat()}{validity} (ref. {lot.lot_id})",
         Decimal(1),
         DEFAULT_UNIT_CODE,
         price,
