@@ -164,11 +164,10 @@ def test_a_provisioned_invoice_itemizes_the_provision_and_regularizes_the_rest()
     derived = derive(due(provisioned, item), {}, CATALOG, SELLER, TERMS)
     assert [(line.description, line.net_minor) for line in derived.document.lines] == [
         (
-            "Credit provision for 2026-11-01 – 2026-11-30: Compute "
-            "(the amount consumed in 2026-10-01 – 2026-10-31)",
+            "Credit provision for November 2026: Compute (as consumed in October 2026)",
             800,
         ),
-        ("Regularization of over-consumption in 2026-10-01 – 2026-10-31", 300),
+        ("Regularization of over-consumption in October 2026", 300),
     ]
     document = derived.document
     assert (document.provision_start, document.provision_end) == (NOVEMBER, date(2026, 11, 30))

@@ -133,6 +133,9 @@ def provision_period(due: DueInvoice) -> Period:
 
 
 def _span(first: date, last: date) -> str:
+    """Days as people say them: "October 2026" for a whole month, else the dates."""
+    if first.day == 1 and (last + timedelta(days=1)).day == 1 and first.month == last.month:
+        return f"{first:%B %Y}"
     return first.isoformat() if first == last else f"{first.isoformat()} – {last.isoformat()}"
 
 
@@ -151,9 +154,7 @@ def _provisioned(due: DueInvoice, digits: int, vat: VatTreatment) -> _Moves:
     coming_span = _span(coming.start, coming.end - timedelta(days=1))
     consumed_span = _span(due.period_start, due.period_end - timedelta(days=1))
     for family, amount in sorted(provision.items()):
-        label = (
-            f"Credit provision for {coming_span}: {family} (the amount consumed in {consumed_span})"
-        )
+        label = f"Credit provision for {coming_span}: {family} (as consumed in {consumed_span})"
         moves.add(_one(label, amount, digits, vat))
     if over:
         label = f"Regularization of over-consumption in {consumed_span}"
