@@ -239,3 +239,17 @@ def test_a_prepayment_invoice_or_a_credit_note_cannot_be_cancelled_by_a_credit_n
         credit_note(books, note, ISSUE_DAY, "Again")
     # the credit note gives the VAT back as the invoice booked it: 10.00, not 30.00
     assert balances(books, VAT_OUTPUT) == [-2000]
+
+
+def test_show_says_what_an_issued_document_says(workspace: Callable[..., Workspace]) -> None:
+    books = workspace([egress("acme", "1")])
+    record_credit(books, "acme", "purchase", "100.00", date(2026, 10, 1), None, 1, "pack")
+    command = [BEANBILL, "invoice", "show", "-w", str(books.root)]
+    shown = subprocess.run([*command, "INV-2026-000001"], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert "INV-2026-000001: prepayment invoice for acme Ltd" in shown.stdout
+    assert "VAT S 20 %: 20.00 EUR on 100.00 EUR" in shown.stdout
+    assert "paid in advance 120.00 EUR" in shown.stdout and "total to pay 0.00 EUR" in shown.stdout
+    for hostile in ("../beanbill", "INV-2026-000009", "INV-2026-000001.json"):
+        refused = subprocess.run([*command, hostile], capture_output=True, text=True)
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
