@@ -29,6 +29,7 @@ from beanbill.exits import (
     reports_errors,
     workspace_option,
 )
+from beanbill.ledger import keys
 from beanbill.ledger.books import ledger_errors, load_books
 from beanbill.ledger.entries import format_minor
 from beanbill.ledger.invoicing.due import issued_numbers_of
@@ -535,6 +536,18 @@ def _print_credit_examples(workspace: Workspace) -> None:
     if number and workspace.settings.invoicing.oss:
         path = workspace.invoices_dir / f"{number}.pdf"
         click.echo(f"  OSS consumer   {path} (VAT at the rate of the customer's country)")
+    carried = next(
+        (
+            str(entry.meta[keys.INVOICE_NUMBER])
+            for entry in load_books(workspace.ledger_path, currency).entries
+            if keys.CARRIED_KEYS in entry.meta
+        ),
+        None,
+    )
+    if carried:
+        path = workspace.invoices_dir / f"{carried}.pdf"
+        minimum = workspace.settings.invoicing.minimum_amount
+        click.echo(f"  carried        {path} (earlier days below the {minimum} minimum)")
 
 
 def _invoice_number_of(workspace: Workspace, org: str) -> str | None:
@@ -614,6 +627,11 @@ def demo_command(workspace: Path, seed: int, customers: int) -> None:
     with ProgressBar("rendering invoices") as bar:
         invoices = issue(loaded, month, demo_module.DEMO_AS_OF, bar)
     click.echo(f"\nInvoices: {len(invoices.issued)} issued (HTML, PDF/A-3 with Factur-X, UBL)")
+    if invoices.held:
+        click.echo(
+            f"  {len(invoices.held)} held below the minimum amount, carried to the next "
+            "period's invoice"
+        )
     shown: set[str] = set()
     for customer in loaded.customers.customer:
         kind = (

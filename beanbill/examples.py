@@ -251,10 +251,18 @@ def example_ledger_text() -> str:
     return main_ledger_text(settings, catalog)
 
 
+# The demo's settings: SETTINGS, with Stripe's minimum charge as the minimum invoice
+# amount (daily invoices below it are carried to the next day's).
+DEMO_SETTINGS: dict[str, Any] = {
+    **SETTINGS,
+    "invoicing": {**SETTINGS["invoicing"], "minimum_amount": "0.50"},
+}
+
+
 def write_configuration(root: Path, customer_count: int, seed: int) -> None:
     """Settings, catalog, customers and the main ledger file of an example workspace."""
     root.mkdir(parents=True, exist_ok=True)
-    write_toml(root / SETTINGS_FILE, SETTINGS)
+    write_toml(root / SETTINGS_FILE, DEMO_SETTINGS)
     write_toml(root / CATALOG_FILE, CATALOG)
     write_toml(root / CUSTOMERS_FILE, {"customer": customer_records(customer_count, seed)})
     write_bytes_atomically(root / LEDGER_FILE, example_ledger_text().encode())
