@@ -22,7 +22,7 @@ from decimal import Decimal
 from beanbill.ledger import keys
 from beanbill.ledger.accounts import OrganizationAccounts, organization_accounts, vat_account
 from beanbill.ledger.books import Books, CreditLot
-from beanbill.ledger.entries import Entry, Posting, Transaction
+from beanbill.ledger.entries import Entry, Posting
 from beanbill.ledger.invoicing.derive import (
     buyer_vat,
     invoice_notes,
@@ -40,6 +40,7 @@ from beanbill.ledger.invoicing.issuance import document_entries, ledger_file
 from beanbill.ledger.invoicing.issue import crash_point, series_name
 from beanbill.ledger.invoicing.lines import DEFAULT_UNIT_CODE
 from beanbill.ledger.invoicing.recovery import PREPAYMENT_KEY_PREFIX, numbering_state
+from beanbill.ledger.posting import credit_entry
 from beanbill.ledger.writer import LedgerWriter
 from beanbill.rating.config import Customer, Settings
 from beanbill.rating.workspace import Workspace
@@ -99,32 +100,21 @@ def purchase_entries(
     seller_country: str,
     files: dict[str, str],
 ) -> list[Entry]:
-    """The purchase as the prepayment invoice's transaction, and its document entries."""
+    """The purchase as the prepayment invoice's transaction, and its document entries:
+    the lot's credit entry, paid with its VAT, which goes to output VAT."""
     currency = document.currency
     link = keys.link_of_invoice(document.number)
-    postings = [
-        Posting(purchase_account, document.gross_minor, currency),
-        Posting(accounts.credits, -lot.amount_minor, currency),
-    ]
+    credit = credit_entry(lot, accounts, currency, purchase_account)
+    paid, held = credit.postings  # the purchase account, the organization's credits
+    postings = [paid._replace(amount_minor=document.gross_minor), held]
     if document.tax_minor:
         account = vat_account(seller_country, document.lines[0].vat.country)
         postings.append(Posting(account, -document.tax_minor, currency))
-    meta: list[tuple[str, str | date | Decimal]] = [
-        (keys.ORG, lot.org),
-        (keys.CREDIT_LOT, lot.lot_id),
-        (keys.CREDIT_KIND, lot.kind),
-        ("priority", Decimal(lot.priority)),
-        (keys.INVOICE_NUMBER, document.number),
-    ]
-    if lot.expires is not None:
-        meta.append(("expires", lot.expires))
-    transaction = Transaction(
-        date=lot.acquired,
-        txn_id=keys.credit_txn_id(lot.lot_id),
+    transaction = credit._replace(
         narration=f"Credit purchase {lot.lot_id}: prepayment invoice {document.number}",
         postings=tuple(postings),
-        links=(f"credit-{lot.lot_id}", link),
-        meta=tuple(meta),
+        links=(*credit.links, link),
+        meta=(*credit.meta, (keys.INVOICE_NUMBER, document.number)),
     )
     documents = document_entries(lot.acquired, accounts.receivable, document.number, link, files)
     return [transaction, *documents]
