@@ -6,10 +6,19 @@ import subprocess
 import time
 import urllib.request
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+from beancount import loader
+from beancount.core.data import Open, Query
+from beancount.core.inventory import Inventory
+from beanquery.query import run_query
 from fava.core import FavaLedger
 
+from beanbill.ledger.books import load_books
+from beanbill.ledger.invoicing.issue import issue
+from beanbill.ledger.main_file import FAVA_OPTIONS, QUERIES
 from beanbill.ledger.post import post, record_credit
 from beanbill.rating.periods import Month
 from beanbill.rating.workspace import Workspace
@@ -59,3 +68,48 @@ def test_fava_loads_the_ledger_and_serves_income_statement_and_an_account(tmp_pa
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def _total(rows: list[tuple[Any, ...]], column: int) -> Decimal:
+    """The sum of a query column of amounts (positions or inventories) in EUR."""
+    total = Decimal(0)
+    for row in rows:
+        value = row[column]
+        if isinstance(value, Inventory):
+            total += value.get_currency_units("EUR").number or Decimal(0)
+        else:
+            total += value.units.number if hasattr(value, "units") else value.number
+    return total
+
+
+def test_the_ready_made_queries_run_and_agree_with_the_books(tmp_path: Path) -> None:
+    """Every query of the main file runs in beanquery (what Fava's Query page runs), and
+    its figures equal the balances of the accounts it reads."""
+    workspace = posted_demo(tmp_path / "demo")
+    issue(workspace, Month(2026, 10), date(2026, 11, 22))
+    entries, errors, options = loader.load_file(str(workspace.ledger_path))
+    assert errors == []
+    in_ledger = [entry.name for entry in entries if isinstance(entry, Query)]
+    assert in_ledger == [name for name, _ in QUERIES]
+    results = {name: run_query(entries, options, query)[1] for name, query in QUERIES}
+    books = load_books(workspace.ledger_path, "EUR")
+    opened = [entry.account for entry in entries if isinstance(entry, Open)]
+
+    def balance(prefix: str) -> Decimal:
+        accounts = {account for account in opened if account.startswith(prefix)}
+        return Decimal(sum(books.balances(accounts).values())).scaleb(-2)
+
+    assert _total(results["Unbilled per customer"], 1) == balance("Assets:Unbilled:")
+    assert _total(results["Receivables per customer"], 1) == balance("Assets:Receivable:") != 0
+    assert _total(results["Credits held per customer"], 1) == -balance("Liabilities:Credits:")
+    assert _total(results["Revenue per family and month"], 3) == -balance("Income:")
+    assert _total(results["VAT per month and return"], 3) == -balance("Liabilities:VAT") != 0
+    lots = results["Credit lots and their expiry"]
+    expected = sorted(
+        books.lots().values(), key=lambda lot: (lot.expires or date.max, lot.acquired)
+    )
+    assert [(row[1], row[2]) for row in lots] == [(lot.lot_id, lot.kind) for lot in expected]
+    fava = FavaLedger(str(workspace.ledger_path))
+    assert fava.errors == []
+    assert fava.fava_options.invert_income_liabilities_equity
+    assert [p.pattern for p in fava.fava_options.collapse_pattern] == [FAVA_OPTIONS[1][1]]
