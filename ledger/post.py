@@ -86,7 +86,7 @@ def _file_for(entry: Entry, kind: str) -> str:
     return f"books/{entry.date:%Y-%m}/{kind}.beancount"
 
 
-def _open_accounts(workspace: Workspace, books: Books, writer: LedgerWriter) -> None:
+def open_accounts(workspace: Workspace, books: Books, writer: LedgerWriter) -> None:
     """Every account a posting may need, opened before it is needed (never twice)."""
     currency = workspace.settings.billing.currency
     already = books.open_accounts()
@@ -144,7 +144,7 @@ def post(
     with workspace.writing():
         writer = LedgerWriter(workspace.ledger_path)
         books = load_books(workspace.ledger_path, currency)
-        _open_accounts(workspace, books, writer)  # opens change no balance: no reload
+        open_accounts(workspace, books, writer)  # opens change no balance: no reload
         accounts = organization_accounts(workspace.customers.customer)
         usages = read_period_usage(workspace, up_to, as_of)
         plans = plan_periods(books, usages, as_of, correct)
@@ -261,7 +261,7 @@ def record_credit(
     with workspace.writing():
         writer = LedgerWriter(workspace.ledger_path)
         books = load_books(workspace.ledger_path, currency)
-        _open_accounts(workspace, books, writer)
+        open_accounts(workspace, books, writer)
         if kind == "purchase" and workspace.settings.invoicing.credits_vat == "at_purchase":
             # the invoicing stack (WeasyPrint) loads only when a prepayment invoice is issued
             from beanbill.ledger.invoicing.prepayment import issue_prepayment

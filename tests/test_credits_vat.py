@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tomllib
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from beancount import loader
 
+from beanbill.examples import write_toml
 from beanbill.ledger.accounts import DISCOUNTS, PROMOTIONS, VAT_OUTPUT
 from beanbill.ledger.books import load_books
 from beanbill.ledger.invoicing import InvoicingError
@@ -28,7 +30,7 @@ from beanbill.ledger.post import post, record_credit
 from beanbill.rating.ingest import ingest
 from beanbill.rating.periods import Month
 from beanbill.rating.rate import rate_months
-from beanbill.rating.workspace import Workspace
+from beanbill.rating.workspace import SETTINGS_FILE, Workspace
 from tests.einvoice_validation import validate_cii, validate_ubl
 from tests.support import BEANBILL, customer, egress_meter, write_jsonl
 
@@ -253,3 +255,17 @@ def test_show_says_what_an_issued_document_says(workspace: Callable[..., Workspa
     for hostile in ("../beanbill", "INV-2026-000009", "INV-2026-000001.json"):
         refused = subprocess.run([*command, hostile], capture_output=True, text=True)
         assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+
+
+def test_oss_enabled_after_posting_opens_its_accounts_when_invoicing(
+    workspace: Callable[..., Workspace],
+) -> None:
+    books = workspace([egress("acme", "100")], invoicing={"oss": False}, country="DE")
+    post(books, OCTOBER, date(2026, 11, 2))
+    settings = tomllib.loads((books.root / SETTINGS_FILE).read_text())
+    settings["invoicing"]["oss"] = True  # the seller registers for the OSS before invoicing
+    write_toml(books.root / SETTINGS_FILE, settings)
+    [number] = issue(Workspace.load(books.root), OCTOBER, ISSUE_DAY).issued
+    assert balances(books, "Liabilities:VAT:OSS:DE") == [-1900]
+    assert loader.load_file(str(books.ledger_path))[1] == []
+    assert load_document(books.invoices_dir / f"{number}.json").tax_minor == 1900

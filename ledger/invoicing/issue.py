@@ -41,6 +41,7 @@ from beanbill.ledger.invoicing.files import relative_to_ledger_file, render_all
 from beanbill.ledger.invoicing.issuance import issuance_entries, ledger_file
 from beanbill.ledger.invoicing.numbering import Assigned, InvoiceNumbers
 from beanbill.ledger.invoicing.recovery import PREPAYMENT_KEY_PREFIX, numbering_state
+from beanbill.ledger.post import open_accounts
 from beanbill.ledger.writer import LedgerWriter
 from beanbill.rating.config import BillingMode
 from beanbill.rating.periods import Month
@@ -175,6 +176,8 @@ def issue(
 
         rendered = render_all(workspace, derived_all, one_rendered)
         crash_point("render")
+        # accounts this run may post to first (an OSS return enabled since the last post)
+        open_accounts(workspace, books, LedgerWriter(workspace.ledger_path))
         _post_issuances(workspace, numbered, rendered)
         crash_point("ledger")
         for _, assigned in numbered:
