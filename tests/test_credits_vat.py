@@ -25,7 +25,7 @@ from beanbill.ledger.invoicing import InvoicingError
 from beanbill.ledger.invoicing.corrections import credit_note
 from beanbill.ledger.invoicing.documents import DocumentType, load_document
 from beanbill.ledger.invoicing.due import issued_keys
-from beanbill.ledger.invoicing.issue import issue
+from beanbill.ledger.invoicing.issue import issue, preview
 from beanbill.ledger.post import post, record_credit
 from beanbill.rating.ingest import ingest
 from beanbill.rating.periods import Month
@@ -269,3 +269,14 @@ def test_oss_enabled_after_posting_opens_its_accounts_when_invoicing(
     assert balances(books, "Liabilities:VAT:OSS:DE") == [-1900]
     assert loader.load_file(str(books.ledger_path))[1] == []
     assert load_document(books.invoices_dir / f"{number}.json").tax_minor == 1900
+
+
+def test_drafts_show_periods_below_the_minimum_where_they_will_be_billed(
+    workspace: Callable[..., Workspace],
+) -> None:
+    usage = [egress("acme", "1", 5), egress("acme", "4", 6)]
+    books = workspace(usage, invoicing={"minimum_amount": "5.00"}, billing_period="daily")
+    post(books, OCTOBER, date(2026, 11, 2))
+    [draft] = preview(books, OCTOBER, date(2026, 10, 31))
+    assert (draft.net_minor, draft.carried_minor) == (500, 100)
+    assert not books.invoices_dir.exists()  # a draft writes nothing

@@ -337,13 +337,19 @@ def _numbered(draft: Derived, assigned: Assigned) -> Derived:
 
 
 def preview(workspace: Workspace, up_to: Month, issue_date: date) -> list[InvoiceDocument]:
-    """Draft invoices without numbers: nothing is assigned, rendered or posted."""
+    """Draft invoices without numbers: nothing is assigned, rendered or posted. Periods
+    below the minimum amount are shown where they would be billed (or not, if held)."""
     books = load_books(workspace.ledger_path, workspace.settings.billing.currency)
     with RatedStore(workspace) as store:
-        return [
-            derive_due(
-                workspace, store, item, f"DRAFT-{item.customer.id}-{item.period}", issue_date
-            ).document
+
+        def draft(item: DueInvoice) -> Derived:
+            number = f"DRAFT-{item.customer.id}-{item.period}"
+            return derive_due(workspace, store, item, number, issue_date)
+
+        due = [
+            item
             for item in due_invoices(workspace.customers.by_id(), books, consumptions(books), up_to)
             if posted_to_its_end(item, store)
         ]
+        drafts, _ = carry_forward(due, draft, minimum_minor(workspace))
+        return [derived.document for _, derived in drafts]
