@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 	  command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 	  (apt-get update -qq && apt-get install -y -qq libharfbuzz-subset0) >/dev/null 2>&1; } || \
 	  echo "note: libharfbuzz-subset0 not installed; invoice PDFs render slower"
+	@# The Fava billing pages are tested in Debian's chromium (skipped without it); best effort.
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
+	  echo "note: chromium not installed; the Fava billing browser test is skipped"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -92,6 +92,13 @@ def credit_note_txn_id(number: str) -> str:
     return f"{CREDIT_NOTE_PREFIX}{number}"
 
 
+def credit_note_number_of(txn_id: str) -> str | None:
+    """The credit note number of a credit note's transaction, None for any other."""
+    if not txn_id.startswith(CREDIT_NOTE_PREFIX):
+        return None
+    return txn_id.removeprefix(CREDIT_NOTE_PREFIX)
+
+
 def is_invoicing(txn_id: str) -> bool:
     """Issuances, credit notes and reversals: what decides which invoices are in force."""
     return txn_id.startswith((INVOICE_PREFIX, REVERSAL_PREFIX, CREDIT_NOTE_PREFIX))

@@ -26,6 +26,7 @@ PLUGIN_LINE = 'plugin "beanbill.ledger.plugin"'
 # How an accountant expects to read the books in Fava (``custom "fava-option"`` entries,
 # Fava 1.30): income, liabilities and equity shown positive; the per-organization
 # sub-accounts folded under their parent; accounts without a balance or a posting hidden.
+FAVA_EXTENSION = "beanbill.ledger.fava_billing"  # the billing pages: invoices, receivables
 PER_ORGANIZATION = (RECEIVABLE_ROOT, UNBILLED_ROOT, CREDITS_ROOT, UNAPPLIED_ROOT, VAT_OSS_ROOT)
 FAVA_OPTIONS = (
     ("invert-income-liabilities-equity", "true"),
@@ -38,47 +39,47 @@ FAVA_OPTIONS = (
 # revenue and liabilities are negative in Beancount, so they are negated to read positive.
 QUERIES = (
     (
-        "Receivables per customer",
+        "Receivables",
         f"SELECT account, sum(position) AS owed "
         f"WHERE account ~ '^{RECEIVABLE_ROOT}:' GROUP BY account "
         "HAVING sum(number) != 0 ORDER BY account",
     ),
     (
-        "Revenue per family and month",
+        "Revenue by family",
         "SELECT year(date) AS year, month(date) AS month, account, neg(sum(position)) AS revenue "
         "WHERE account ~ '^Income:' GROUP BY year, month, account ORDER BY year, month, account",
     ),
     (
-        "Revenue per customer and month",
+        "Revenue by customer",
         "SELECT entry_meta('org') AS org, year(date) AS year, month(date) AS month, "
         "neg(sum(position)) AS revenue WHERE account ~ '^Income:' "
         "GROUP BY org, year, month ORDER BY org, year, month",
     ),
     (
-        "Unbilled per customer",
+        "Unbilled",
         f"SELECT account, sum(position) AS unbilled WHERE account ~ '^{UNBILLED_ROOT}:' "
         "GROUP BY account HAVING sum(number) != 0 ORDER BY account",
     ),
     (
-        "Credits held per customer",
+        "Credits held",
         f"SELECT account, neg(sum(position)) AS credit WHERE account ~ '^{CREDITS_ROOT}:' "
         "GROUP BY account HAVING sum(number) != 0 ORDER BY account",
     ),
     (
-        "Credit lots and their expiry",
+        "Credit lots",
         f"SELECT date, entry_meta('credit-lot') AS lot, entry_meta('credit-kind') AS kind, "
         f"entry_meta('org') AS org, entry_meta('expires') AS expires, neg(position) AS amount "
         f"WHERE account ~ '^{CREDITS_ROOT}:' AND (entry_meta('credit-kind') = 'purchase' "
         f"OR entry_meta('credit-kind') = 'grant') ORDER BY expires, date",
     ),
     (
-        "VAT per month and return",
+        "VAT by month",
         f"SELECT year(date) AS year, month(date) AS month, account, neg(sum(position)) AS vat "
         f"WHERE account ~ '^{VAT_ROOT}' GROUP BY year, month, account "
         f"ORDER BY year, month, account",
     ),
     (
-        "Receivables settled (payments, credit notes) and fees per month",
+        "Settlements and fees",
         f"SELECT year(date) AS year, month(date) AS month, account, sum(position) AS amount "
         f"WHERE account ~ '^{RECEIVABLE_ROOT}:' AND number < 0 OR account ~ '^Expenses:Fees' "
         f"GROUP BY year, month, account ORDER BY year, month, account",
@@ -105,7 +106,9 @@ def main_ledger_text(settings: Settings, catalog: Catalog) -> str:
         "",
         f"{BOOKS_OPEN_DATE.isoformat()} commodity {currency}",
         "",
-        "; How Fava shows the books, and questions an accountant asks (its Query page).",
+        "; How Fava shows the books, the billing pages (invoices, receivables), and",
+        "; questions an accountant asks (its Query page).",
+        f'{BOOKS_OPEN_DATE.isoformat()} custom "fava-extension" "{FAVA_EXTENSION}"',
         *(
             f'{BOOKS_OPEN_DATE.isoformat()} custom "fava-option" "{name}" {quoted(value)}'
             for name, value in FAVA_OPTIONS

@@ -28,10 +28,11 @@ def issued_in_ledger(books: Books) -> list[Assigned]:
     for transaction in invoicing_transactions(books):
         meta = dict(transaction.meta)
         number = keys.invoice_number_of(transaction.txn_id)
+        note = keys.credit_note_number_of(transaction.txn_id)
         if number is not None:
             key = str(meta[keys.INVOICE_KEY])
-        elif transaction.txn_id.startswith(keys.CREDIT_NOTE_PREFIX):
-            number = transaction.txn_id.removeprefix(keys.CREDIT_NOTE_PREFIX)
+        elif note is not None:
+            number = note
             cancelled = keys.invoice_number_of(str(meta.get(keys.REVERSES, "")))
             if cancelled is None:
                 raise InvoicingError(f"{transaction.txn_id} reverses no invoice")
