@@ -41,6 +41,7 @@ USAGE_PREFIX = "usage:"
 INVOICE_PREFIX = "invoice:"
 REVERSAL_PREFIX = "reversal:"
 CREDIT_NOTE_PREFIX = "credit-note:"
+PREPAYMENT_PREFIX = "prepayment:"  # numbering keys of prepayment invoices (credit purchases)
 INVOICE_KEY_PATTERN = re.compile(r"^invoice:([^:]+):([^:]+)(?::r([2-9]|[1-9][0-9]+))?$")
 
 
@@ -151,3 +152,15 @@ def is_credit_note_key(document_key: str) -> bool:
 def credit_note_key(invoice_number: str) -> str:
     """The numbering key of the credit note that cancels ``invoice_number``."""
     return f"{CREDIT_NOTE_PREFIX}{invoice_number}"
+
+
+def prepayment_key(lot_id: str) -> str:
+    """The numbering key of the prepayment invoice of credit lot ``lot_id``."""
+    return f"{PREPAYMENT_PREFIX}{lot_id}"
+
+
+def prepayment_lot_of(document_key: str) -> str | None:
+    """The credit lot a prepayment invoice's numbering key names, None for other keys."""
+    if not document_key.startswith(PREPAYMENT_PREFIX):
+        return None
+    return document_key.removeprefix(PREPAYMENT_PREFIX)

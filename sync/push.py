@@ -26,7 +26,7 @@ from beanbill.ledger.invoicing.documents import (
     load_document,
 )
 from beanbill.ledger.invoicing.numbering import InvoiceNumbers
-from beanbill.ledger.invoicing.recovery import PREPAYMENT_KEY_PREFIX, numbering_state
+from beanbill.ledger.invoicing.recovery import numbering_state
 from beanbill.rating.errors import BeanbillError
 from beanbill.rating.storage import exclusive_lock
 from beanbill.rating.workspace import Workspace
@@ -77,9 +77,7 @@ def issued_snapshots(
     # Prepayment invoices are paid when the credit is bought (by card at checkout, or by
     # transfer): there is nothing to collect, so they are not pushed.
     issued = [
-        a
-        for a in numbers.all()
-        if a.issued and not a.document_key.startswith(PREPAYMENT_KEY_PREFIX)
+        a for a in numbers.all() if a.issued and keys.prepayment_lot_of(a.document_key) is None
     ]
     if len(issued) > MAX_DOCUMENTS_PER_RUN:
         raise BeanbillError(f"{len(issued)} issued documents: at most {MAX_DOCUMENTS_PER_RUN}")

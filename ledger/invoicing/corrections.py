@@ -31,7 +31,7 @@ from beanbill.ledger.invoicing.due import (
 from beanbill.ledger.invoicing.files import relative_to_ledger_file, write_documents
 from beanbill.ledger.invoicing.issuance import credit_note_entries, ledger_file
 from beanbill.ledger.invoicing.issue import crash_point, derive_due, series_name
-from beanbill.ledger.invoicing.recovery import PREPAYMENT_KEY_PREFIX, numbering_state
+from beanbill.ledger.invoicing.recovery import numbering_state
 from beanbill.ledger.writer import LedgerWriter
 from beanbill.rating.characters import REFUSED_CHARACTERS
 from beanbill.rating.rated_store import RatedStore
@@ -64,7 +64,7 @@ def credit_note(
         original = numbers.by_number(number)
         if original is None or not original.issued:
             raise InvoicingError(f"no issued invoice {number}")
-        if original.document_key.startswith(PREPAYMENT_KEY_PREFIX):
+        if keys.prepayment_lot_of(original.document_key) is not None:
             raise InvoicingError(
                 f"{number} is the prepayment invoice of a credit purchase: cancelling it "
                 "means refunding the credit, which beanbill does not model yet"

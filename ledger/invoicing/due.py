@@ -82,11 +82,6 @@ class Consumption:
                 result[family_of(posting.account)] = to_scaled_integer(rated, AMOUNT_SCALE)
         return result
 
-    def credits_drawn(self) -> int:
-        return sum(
-            p.amount_minor for p in self.transaction.postings if keys.CREDIT_LOT in dict(p.meta)
-        )
-
     def over_consumption(self) -> int:
         return sum(
             p.amount_minor

@@ -40,7 +40,7 @@ from beanbill.ledger.invoicing.due import (
 from beanbill.ledger.invoicing.files import relative_to_ledger_file, render_all
 from beanbill.ledger.invoicing.issuance import issuance_entries, ledger_file
 from beanbill.ledger.invoicing.numbering import Assigned, InvoiceNumbers
-from beanbill.ledger.invoicing.recovery import PREPAYMENT_KEY_PREFIX, numbering_state
+from beanbill.ledger.invoicing.recovery import numbering_state
 from beanbill.ledger.post import open_accounts
 from beanbill.ledger.writer import LedgerWriter
 from beanbill.rating.config import BillingMode
@@ -158,7 +158,7 @@ def issue(
         _check_dates(due, pending, issue_date)
         ordered = sorted(due, key=lambda item: (item.key not in pending, item.key))
         drafts, refused = _drafts(workspace, store, ordered, pending, issue_date)
-        ordered, held = _apply_minimum(workspace, store, ordered, drafts, issue_date)
+        ordered, drafts, held = _apply_minimum(workspace, store, ordered, drafts, issue_date)
         series = series_name(workspace.settings.invoicing.invoice_series, issue_date)
         numbered = [(item, numbers.assign(series, item.key, issue_date)) for item in ordered]
         crash_point("assign")
@@ -198,9 +198,9 @@ def _apply_minimum(
     ordered: list[DueInvoice],
     drafts: dict[str, Derived],
     issue_date: date,
-) -> tuple[list[DueInvoice], list[tuple[str, int]]]:
-    """The invoices to number (periods below the minimum merged into the next one, in
-    ``drafts`` under its key), and those held; ``ordered``'s order is kept."""
+) -> tuple[list[DueInvoice], dict[str, Derived], list[tuple[str, int]]]:
+    """The invoices to number in ``ordered``'s order (periods below the minimum merged
+    into the next one, under its key), their drafts by key, and the keys held."""
 
     def derive_one(item: DueInvoice) -> Derived:
         if not item.carried:
@@ -210,10 +210,9 @@ def _apply_minimum(
     derivable = [item for item in ordered if item.key in drafts]
     issue, held = carry_forward(derivable, derive_one, minimum_minor(workspace))
     merged_by_key = {item.key: (item, derived) for item, derived in issue}
-    drafts.clear()
-    drafts.update({key: derived for key, (_, derived) in merged_by_key.items()})
     result = [merged_by_key[item.key][0] for item in ordered if item.key in merged_by_key]
-    return result, [(item.key, amount) for item, amount in held]
+    merged_drafts = {key: derived for key, (_, derived) in merged_by_key.items()}
+    return result, merged_drafts, [(item.key, amount) for item, amount in held]
 
 
 def _finish_interrupted(
@@ -227,8 +226,7 @@ def _finish_interrupted(
         if key in in_ledger or keys.credit_note_txn_id(assigned.number) in posted:
             numbers.mark_issued(assigned.number)  # posted before the crash: bookkeeping left
             finished.append(assigned.number)
-        elif key.startswith(PREPAYMENT_KEY_PREFIX):
-            lot_id = key.removeprefix(PREPAYMENT_KEY_PREFIX)
+        elif (lot_id := keys.prepayment_lot_of(key)) is not None:
             if keys.credit_txn_id(lot_id) not in posted:
                 raise InvoicingError(
                     f"number {assigned.number} waits on the prepayment invoice of credit "

@@ -16,7 +16,6 @@ finishes it under the same number and date.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date
 from decimal import Decimal
 
 from beanbill.ledger import keys
@@ -39,20 +38,11 @@ from beanbill.ledger.invoicing.files import relative_to_ledger_file, write_docum
 from beanbill.ledger.invoicing.issuance import document_entries, ledger_file
 from beanbill.ledger.invoicing.issue import crash_point, series_name
 from beanbill.ledger.invoicing.lines import DEFAULT_UNIT_CODE
-from beanbill.ledger.invoicing.recovery import PREPAYMENT_KEY_PREFIX, numbering_state
+from beanbill.ledger.invoicing.recovery import numbering_state
 from beanbill.ledger.posting import credit_entry
 from beanbill.ledger.writer import LedgerWriter
 from beanbill.rating.config import Customer, Settings
 from beanbill.rating.workspace import Workspace
-
-
-def prepayment_key(lot_id: str) -> str:
-    """The numbering key of the prepayment invoice of credit lot ``lot_id``."""
-    return f"{PREPAYMENT_KEY_PREFIX}{lot_id}"
-
-
-def is_prepayment_key(document_key: str) -> bool:
-    return document_key.startswith(PREPAYMENT_KEY_PREFIX)
 
 
 def prepayment_document(
@@ -120,15 +110,6 @@ def purchase_entries(
     return [transaction, *documents]
 
 
-def issued_prepayments(books: Books) -> list[tuple[str, str, date]]:
-    """(number, numbering key, date) of every prepayment invoice in the ledger."""
-    return sorted(
-        (lot.invoice_number, prepayment_key(lot.lot_id), lot.acquired)
-        for lot in books.lots().values()
-        if lot.invoice_number
-    )
-
-
 def issue_prepayment(
     workspace: Workspace, books: Books, lot: CreditLot, writer: LedgerWriter
 ) -> tuple[bool, str | None]:
@@ -140,7 +121,7 @@ def issue_prepayment(
     """
     settings = workspace.settings
     numbers = numbering_state(workspace, books)
-    key = prepayment_key(lot.lot_id)
+    key = keys.prepayment_key(lot.lot_id)
     if keys.credit_txn_id(lot.lot_id) in books.txn_ids():
         pending = numbers.pending_for(key)
         if pending is not None:

@@ -19,7 +19,6 @@ from beanbill.ledger.invoicing.numbering import Assigned, InvoiceNumbers, parse_
 from beanbill.rating.workspace import Workspace
 
 MAX_LISTED = 5
-PREPAYMENT_KEY_PREFIX = "prepayment:"  # the numbering key of a lot's prepayment invoice
 
 
 def issued_in_ledger(books: Books) -> list[Assigned]:
@@ -44,7 +43,7 @@ def issued_in_ledger(books: Books) -> list[Assigned]:
     for lot in books.lots().values():  # prepayment invoices: credit purchases with VAT
         if lot.invoice_number:
             series, value = parse_number(lot.invoice_number)
-            key = f"{PREPAYMENT_KEY_PREFIX}{lot.lot_id}"
+            key = keys.prepayment_key(lot.lot_id)
             issued.append(Assigned(lot.invoice_number, series, value, key, True, lot.acquired))
     return issued
 
