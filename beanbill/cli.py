@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from beanbill.ledger.invoicing.issue import IssueSummary
 from beanbill.ledger.post import balance, post, record_credit
 from beanbill.progress import ProgressBar, on_terminal
-from beanbill.rating.config import EU_COUNTRIES
+from beanbill.rating.config import EU_COUNTRIES, BillingMode
 from beanbill.rating.errors import WorkspaceError
 from beanbill.rating.ingest import IngestSummary, ingest, summary_as_json
 from beanbill.rating.periods import Month, parse_month_range
@@ -326,13 +326,15 @@ def _print_balances(workspace: Workspace) -> None:
     click.echo("Balances (one organization per billing mode, then every over-consumption):")
     for customer in workspace.customers.customer:
         result = balance(workspace, customer.id)
-        over_consumed = result.credits_minor < 0
+        provisioned = customer.billing_mode is BillingMode.PROVISIONED
+        over_consumed = provisioned and result.unbilled_minor > 0
         if customer.billing_mode.value in shown and not over_consumed:
             continue
         shown.add(customer.billing_mode.value)
+        owed = "over-consumption owed" if provisioned else "unbilled"
         click.echo(
             f"  {customer.id} ({customer.billing_mode.value}): credits "
-            f"{_money(result.credits_minor, result.currency)}, unbilled "
+            f"{_money(result.credits_minor, result.currency)}, {owed} "
             f"{_money(result.unbilled_minor, result.currency)}"
         )
 

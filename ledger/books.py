@@ -149,7 +149,13 @@ class Books:
         meta = tuple((k, v) for k, v in user_meta(entry.meta).items() if k != TXN_ID_KEY)
         narration = entry.narration or ""
         return Transaction(
-            entry.date, txn_id, narration, postings, tuple(sorted(entry.links)), meta
+            entry.date,
+            txn_id,
+            narration,
+            postings,
+            tuple(sorted(entry.links)),
+            meta,
+            entry.payee or "",
         )
 
     def usage_versions(self) -> dict[tuple[str, str, str], UsageVersion]:

@@ -45,12 +45,16 @@ class Posting(NamedTuple):
 
 
 class Transaction(NamedTuple):
+    """A balanced transaction. ``payee`` names the customer (or the counterparty) so
+    Fava's journal reads like books; ``narration`` says what happened to whom."""
+
     date: date
     txn_id: str
     narration: str
     postings: tuple[Posting, ...]
     links: tuple[str, ...] = ()
     meta: Meta = ()
+    payee: str = ""
 
 
 class Open(NamedTuple):
@@ -65,13 +69,15 @@ class Open(NamedTuple):
 
 
 class Document(NamedTuple):
-    """A file (an invoice PDF, its XML) attached to an account, so Fava shows it."""
+    """A file (an invoice's PDF) attached to an account, so Fava shows it; ``meta``
+    names the files beside it (the XML e-invoices), which need no entry of their own."""
 
     date: date
     account: str
     path: str  # relative to the main ledger file
     txn_id: str
     links: tuple[str, ...] = ()
+    meta: Meta = ()
 
 
 Entry = Transaction | Open | Document
@@ -96,7 +102,7 @@ def render(entry: Entry) -> str:
     if isinstance(entry, Document):
         links = "".join(f" ^{link}" for link in entry.links)
         lines = [f"{entry.date.isoformat()} document {entry.account} {quoted(entry.path)}{links}"]
-        lines += _meta_lines(((TXN_ID_KEY, entry.txn_id),), "  ")
+        lines += _meta_lines(((TXN_ID_KEY, entry.txn_id), *entry.meta), "  ")
         return "\n".join(lines) + "\n"
     if isinstance(entry, Open):
         lines = [f"{entry.date.isoformat()} open {entry.account} {entry.currency}"]
@@ -106,7 +112,8 @@ def render(entry: Entry) -> str:
     if total != 0:
         raise LedgerTextError(f"{entry.txn_id}: postings sum to {total} minor units, not zero")
     links = "".join(f" ^{link}" for link in entry.links)
-    lines = [f"{entry.date.isoformat()} * {quoted(entry.narration)}{links}"]
+    payee = f"{quoted(entry.payee)} " if entry.payee else ""
+    lines = [f"{entry.date.isoformat()} * {payee}{quoted(entry.narration)}{links}"]
     lines += _meta_lines(((TXN_ID_KEY, entry.txn_id), *entry.meta), "  ")
     for posting in entry.postings:
         amount = format_minor(posting.amount_minor, posting.currency)

@@ -55,7 +55,8 @@ def read_period_usage(workspace: Workspace, up_to: Month, as_of: date) -> list[P
 
     With ``ledger.granularity = "daily"`` each day of a closed period is its own posting.
     """
-    modes = {customer.id: customer.billing_mode for customer in workspace.customers.customer}
+    customers = workspace.customers.by_id()
+    modes = {customer.id: customer.billing_mode for customer in customers.values()}
     daily = workspace.settings.ledger.granularity is PostingGranularity.DAILY
     with RatedStore(workspace) as store:
         totals = store.closed_totals(up_to, as_of, daily)
@@ -77,6 +78,8 @@ def read_period_usage(workspace: Workspace, up_to: Month, as_of: date) -> list[P
                 rated_file=total.rated_file,
                 day=total.day,
                 through=total.through,
+                name=customers[total.org].name,
+                payer=customers[total.org].parent or total.org,
             )
         )
     return usages
@@ -146,6 +149,7 @@ def post(
         books = load_books(workspace.ledger_path, currency)
         open_accounts(workspace, books, writer)  # opens change no balance: no reload
         accounts = organization_accounts(workspace.customers.customer)
+        names = {customer.id: customer.name for customer in workspace.customers.customer}
         usages = read_period_usage(workspace, up_to, as_of)
         plans = plan_periods(books, usages, as_of, correct)
         lots = books.lots()
@@ -175,7 +179,8 @@ def post(
                 entries = _period_entries(item, books, accounts[org], lots_by_org[org],
                                           remaining, currency, digits)  # fmt: skip
             else:
-                expiry = expiry_entry(item, remaining.get(item.lot_id, 0), accounts[org], currency)
+                expiry = expiry_entry(item, remaining.get(item.lot_id, 0), accounts[org],
+                                      currency, names[org])  # fmt: skip
                 entries = [(expiry, "credits")] if expiry else []
                 if expiry is not None:
                     remaining[item.lot_id] = 0
@@ -270,7 +275,7 @@ def record_credit(
             return lot, written
         accounts = organization_accounts([customers[org]])[org]
         purchase_account = workspace.settings.ledger.credit_purchase_account
-        entry = credit_entry(lot, accounts, currency, purchase_account)
+        entry = credit_entry(lot, accounts, currency, purchase_account, customers[org].name)
         result = writer.append(_file_for(entry, "credits"), [entry])
     return lot, result.written == 1
 

@@ -3,11 +3,12 @@
 Consumption of one closed billing period is one transaction: one income posting per
 product family (rounded once, half-even, from the rated full-precision total), paid for
 first by the organization's credit lots — lowest ``priority`` first, then the soonest
-expiry, then the oldest — and the rest goes to ``Assets:Unbilled`` (postpaid, prepaid) or
-leaves the credit balance negative (provisioned: over-consumption, regularized by the
-next unified invoice). A lot whose last valid day has passed gives up what is left:
-breakage to ``Income:Credits:Expired`` for purchased credit, back to
-``Expenses:Promotions`` for granted credit.
+expiry, then the oldest — and the rest goes to ``Assets:Unbilled``: consumed, not yet
+invoiced (postpaid, prepaid), or, provisioned, over-consumption marked so, which the next
+unified invoice regularizes. Money a customer owes is an asset, never a negative
+liability netted against other customers' prepayments. A lot whose last valid day has
+passed gives up what is left: breakage to ``Income:Credits:Expired`` for purchased
+credit, back to ``Expenses:Promotions`` for granted credit.
 
 Entries are pure functions of their inputs, so regenerating a posted period yields the
 same text and the writer leaves the ledger untouched.
@@ -30,6 +31,7 @@ from beanbill.ledger.accounts import (
 from beanbill.ledger.books import LOT_KEY, CreditLot, UsageVersion
 from beanbill.ledger.entries import Posting, Transaction
 from beanbill.ledger.rounding import round_posting
+from beanbill.ledger.wording import about, billing_link, usage_narration
 from beanbill.rating.config import BillingMode
 from beanbill.rating.money import AMOUNT_SCALE, plain_scaled
 
@@ -50,6 +52,8 @@ class PeriodUsage:
     rated_file: str
     day: date | None = None  # daily postings; and a period's part in its second month
     through: date | None = None  # last day of a part (a period split at a month end)
+    name: str = ""  # the organization's name: the transaction's payee
+    payer: str = ""  # who is invoiced for it (a parent pays for its teams)
 
     @property
     def last_day(self) -> date:
@@ -78,6 +82,7 @@ def reversal_entry(original: Transaction, when: date) -> Transaction:
         date=when,
         txn_id=keys.reversal_txn_id(original.txn_id),
         narration=f"Reversal of {original.narration}",
+        payee=original.payee,
         postings=tuple(
             posting._replace(amount_minor=-posting.amount_minor) for posting in original.postings
         ),
@@ -140,16 +145,20 @@ def consumption_entry(
         if due == 0:
             break
     if due > 0 and usage.billing_mode is BillingMode.PROVISIONED:
-        postings.append(Posting(accounts.credits, due, currency, ((keys.OVER_CONSUMPTION, True),)))
+        postings.append(Posting(accounts.unbilled, due, currency, ((keys.OVER_CONSUMPTION, True),)))
     elif due > 0:
         postings.append(Posting(accounts.unbilled, due, currency))
     rated_total = sum(atto for _, atto in usage.family_atto)
     return Transaction(
         date=version.date if version else usage.last_day,
         txn_id=version.txn_id if version else usage.txn_id,
-        narration=f"Usage {usage.period}" + (f" through {usage.through}" if usage.through else ""),
+        narration=usage_narration(usage.period, usage.day, usage.through, usage.name),
         postings=tuple(postings),
-        links=(f"usage-{usage.org}-{usage.period}",),
+        links=(
+            f"usage-{usage.org}-{usage.period}",
+            billing_link(usage.payer or usage.org, usage.period),
+        ),
+        payee=usage.name,
         meta=(
             (keys.ORG, usage.org),
             (keys.PERIOD, usage.period),
@@ -166,7 +175,7 @@ def consumption_entry(
 
 
 def expiry_entry(
-    lot: CreditLot, left_minor: int, accounts: OrganizationAccounts, currency: str
+    lot: CreditLot, left_minor: int, accounts: OrganizationAccounts, currency: str, name: str = ""
 ) -> Transaction | None:
     if lot.expires is None or left_minor <= 0:
         return None
@@ -174,7 +183,8 @@ def expiry_entry(
     return Transaction(
         date=lot.expires + timedelta(days=1),
         txn_id=keys.expiry_txn_id(lot.lot_id),
-        narration=f"Credit {lot.lot_id} expired",
+        narration=about(f"Credit {lot.lot_id} expired", name),
+        payee=name,
         postings=(
             Posting(accounts.credits, left_minor, currency, ((LOT_KEY, lot.lot_id),)),
             Posting(counter, -left_minor, currency),
@@ -185,7 +195,11 @@ def expiry_entry(
 
 
 def credit_entry(
-    lot: CreditLot, accounts: OrganizationAccounts, currency: str, purchase_account: str
+    lot: CreditLot,
+    accounts: OrganizationAccounts,
+    currency: str,
+    purchase_account: str,
+    name: str = "",
 ) -> Transaction:
     """A purchase (paid into ``purchase_account``, a clearing account) or a promotional grant."""
     source = purchase_account if lot.kind == "purchase" else PROMOTIONS
@@ -200,7 +214,8 @@ def credit_entry(
     return Transaction(
         date=lot.acquired,
         txn_id=keys.credit_txn_id(lot.lot_id),
-        narration=f"Credit {lot.kind} {lot.lot_id}",
+        narration=about(f"Credit {lot.kind} {lot.lot_id}", name),
+        payee=name,
         postings=(
             Posting(source, lot.amount_minor, currency),
             Posting(accounts.credits, -lot.amount_minor, currency),

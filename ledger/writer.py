@@ -8,7 +8,10 @@
   half an entry. Includes are added to the main file the same way, after the file exists.
 - Idempotent: each entry has a ``txn-id``. Writing an entry whose txn-id is present with
   the same text is a no-op (the ledger stays byte-identical); with other text it is a
-  ``LedgerConflictError`` naming both.
+  ``LedgerConflictError`` naming both. Wording is not substance: an entry whose heading
+  changed between versions of beanbill (payee, narration, links) but whose date, postings
+  and metadata did not, is left as it was first written — and so is a document entry whose
+  file is the same.
 """
 
 from __future__ import annotations
@@ -71,6 +74,29 @@ def _blocks_by_txn_id(text: str) -> dict[str, tuple[int, str]]:
     return blocks
 
 
+DOCUMENT_HEAD = re.compile(r'^(\S+ document \S+ "(?:[^"\\]|\\.)*")')
+
+
+def same_substance(present: str, text: str) -> bool:
+    """Whether two texts of one txn-id state the same fact.
+
+    A transaction's heading (payee, narration, links) is wording, which later versions
+    improve; its date, flag, metadata and postings are the fact. A document entry is the
+    fact of its date, account and file.
+    """
+    present_lines = present.rstrip("\n").split("\n")
+    new_lines = text.rstrip("\n").split("\n")
+    present_head = present_lines[0].split(" ", 2)
+    new_head = new_lines[0].split(" ", 2)
+    if len(new_head) < 3 or present_head[:2] != new_head[:2]:
+        return False
+    if new_head[1] == "document":
+        present_match = DOCUMENT_HEAD.match(present_lines[0])
+        new_match = DOCUMENT_HEAD.match(new_lines[0])
+        return bool(present_match and new_match and present_match[1] == new_match[1])
+    return present_lines[1:] == new_lines[1:]
+
+
 def _same(entry: Entry, parsed: data.Directive) -> bool:
     meta = user_meta(parsed.meta)
     if isinstance(entry, Document):
@@ -80,7 +106,7 @@ def _same(entry: Entry, parsed: data.Directive) -> bool:
             and parsed.account == entry.account
             and Path(parsed.filename).name == Path(entry.path).name
             and set(parsed.links or ()) == set(entry.links)
-            and meta == {TXN_ID_KEY: entry.txn_id}
+            and meta == {TXN_ID_KEY: entry.txn_id, **dict(entry.meta)}
         )
     expected_meta = {TXN_ID_KEY: entry.txn_id, **dict(entry.meta)}
     if meta != expected_meta or parsed.date != entry.date:
@@ -106,6 +132,7 @@ def _same(entry: Entry, parsed: data.Directive) -> bool:
     ]
     return (
         parsed.narration == entry.narration
+        and (parsed.payee or "") == entry.payee
         and set(parsed.links) == set(entry.links)
         and postings == expected
     )
@@ -156,6 +183,8 @@ class LedgerWriter:
                     new_texts.append(text)
                 elif present[1] == text or isinstance(entry, Open):
                     unchanged += 1  # an account is opened once; later names do not rewrite it
+                elif same_substance(present[1], text):
+                    unchanged += 1  # written by an earlier version in other words: kept
                 else:
                     raise LedgerConflictError(
                         f"txn-id {entry.txn_id} is already in {target}:{present[0]} with other "

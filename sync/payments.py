@@ -26,6 +26,7 @@ from beanbill.ledger.accounts import (
 from beanbill.ledger.entries import Entry, Open, Posting, Transaction
 from beanbill.ledger.invoicing.documents import DocumentError, load_document
 from beanbill.ledger.invoicing.numbering import InvoiceNumbers
+from beanbill.ledger.wording import about, billing_link_of_key
 from beanbill.ledger.writer import LedgerConflictError, LedgerWriter
 from beanbill.rating.errors import BeanbillError
 from beanbill.rating.workspace import Workspace
@@ -121,12 +122,15 @@ def movement_entry(
     currency: str,
     overpaid: tuple[str, int] | None = None,
     unapplied: str | None = None,
+    name: str = "",
+    story: tuple[str, ...] = (),
 ) -> Transaction:
     """The transaction for one movement; raises Unmatched when the books cannot take it.
 
     ``processor`` holds the accounts the connector named ``target`` declared;
     ``overpaid`` (account, minor units) is the part of a payment beyond what its invoice
-    was due, held for the customer instead of being taken off the receivable.
+    was due, held for the customer instead of being taken off the receivable. ``name``
+    (the customer's) is the payee; ``story`` the links of the invoice's billing periods.
     """
     if movement.currency != currency:
         raise Unmatched(f"{movement.currency} is not the books' currency {currency}")
@@ -135,7 +139,7 @@ def movement_entry(
     if not BOOKS_OPEN_DATE <= movement.day <= LAST_DAY:
         raise Unmatched(f"day {movement.day} is outside the books ({BOOKS_OPEN_DATE}..{LAST_DAY})")
     debit, credit = _accounts(movement.kind, processor, receivable, unapplied)
-    about = f" of invoice {movement.document}" if movement.document else ""
+    invoice = f" of invoice {movement.document}" if movement.document else ""
     meta: list[tuple[str, str | date]] = [("remote-id", movement.remote_id)]
     if org:
         meta.append(("org", org))
@@ -150,10 +154,11 @@ def movement_entry(
     return Transaction(
         date=movement.day,
         txn_id=movement.txn_id,
-        narration=f"{target.capitalize()} {NARRATIONS[movement.kind]}{about}",
+        narration=about(f"{target.capitalize()} {NARRATIONS[movement.kind]}{invoice}", name),
         postings=tuple(p for p in postings if p.amount_minor),
-        links=(f"invoice-{movement.document}",) if movement.document else (),
+        links=(keys.link_of_invoice(movement.document), *story) if movement.document else (),
         meta=tuple(meta),
+        payee=name,
     )
 
 
@@ -163,10 +168,21 @@ class IssuedInvoices:
     def __init__(self, workspace: Workspace) -> None:
         self.folder = workspace.invoices_dir
         self.issued = {
-            a.number
+            a.number: a.document_key
             for a in InvoiceNumbers(workspace.state_dir).all()
             if a.issued and not keys.is_credit_note_key(a.document_key)
         }
+
+    def story(self, number: str | None) -> tuple[str, ...]:
+        """The billing period's story link of an issued invoice (none for a prepayment
+        invoice, whose story is its credit lot's)."""
+        key = self.issued.get(number or "")
+        if key is None or keys.prepayment_lot_of(key) is not None:
+            return ()
+        try:
+            return (billing_link_of_key(key),)
+        except keys.LedgerKeyError:
+            return ()
 
     def payer_and_due(self, movement: Movement, org: str | None) -> tuple[str, int]:
         """(paying organization, amount due) of the invoice a payment names."""
@@ -195,6 +211,7 @@ def post_movements(
     currency = workspace.settings.billing.currency
     accounts = organization_accounts(workspace.customers.customer)
     invoices = IssuedInvoices(workspace)
+    names = {customer.id: customer.name for customer in workspace.customers.customer}
     by_file: dict[str, dict[str, Entry]] = defaultdict(dict)
     opens: dict[str, Open] = {}
     for movement in movements:
@@ -220,7 +237,7 @@ def post_movements(
                 opens[unapplied] = Open(BOOKS_OPEN_DATE, unapplied, currency)
             entry = movement_entry(
                 movement, target, connector.accounts, org, receivable, currency, overpaid,
-                unapplied,
+                unapplied, names.get(org or "", ""), invoices.story(movement.document),
             )  # fmt: skip
         except Unmatched as error:
             summary.problems[movement.txn_id] = str(error)

@@ -151,13 +151,20 @@ def test_detail_that_no_longer_explains_the_posting_is_refused() -> None:
         derive(due(customer(), item), {}, CATALOG, SELLER, TERMS)
 
 
-def test_a_provisioned_invoice_itemizes_the_provision_and_regularizes_the_rest() -> None:
+@pytest.mark.parametrize("held_in", ["unbilled", "credits"])
+def test_a_provisioned_invoice_itemizes_the_provision_and_regularizes_the_rest(
+    held_in: str,
+) -> None:
+    """The over-consumption is owed (unbilled, an asset); books of earlier versions held
+    it as a debit in the credits account, and their invoices still clear it there."""
     provisioned = customer("prov", billing_mode="provisioned")
-    credits = organization_accounts([provisioned])["prov"].credits
+    accounts = organization_accounts([provisioned])["prov"]
+    credits = accounts.credits
+    over_account = accounts.unbilled if held_in == "unbilled" else credits
     postings = (
         Posting(income_account("Compute"), -800, "EUR", ((keys.RATED_AMOUNT, Decimal("8")),)),
         Posting(credits, 500, "EUR", ((keys.CREDIT_LOT, "lot-1"),)),
-        Posting(credits, 300, "EUR", ((keys.OVER_CONSUMPTION, True),)),
+        Posting(over_account, 300, "EUR", ((keys.OVER_CONSUMPTION, True),)),
     )
     transaction = Transaction(NOVEMBER, "usage:prov:2026-10", "Usage 2026-10", postings)
     item = Consumption(transaction, "prov", "2026-10", OCTOBER, NOVEMBER, "rated/x", None)
@@ -172,8 +179,12 @@ def test_a_provisioned_invoice_itemizes_the_provision_and_regularizes_the_rest()
     document = derived.document
     assert (document.provision_start, document.provision_end) == (NOVEMBER, date(2026, 11, 30))
     assert (document.period_start, document.period_end) == (OCTOBER, date(2026, 10, 31))
-    assert derived.credits_minor == (("prov", 1100),)
-    assert derived.unbilled_minor == ()
+    if held_in == "unbilled":
+        assert derived.credits_minor == (("prov", 800),)  # the provision
+        assert derived.unbilled_minor == (("prov", 300),)  # the over-consumption, cleared
+    else:
+        assert derived.credits_minor == (("prov", 1100),)
+        assert derived.unbilled_minor == ()
 
 
 def test_reverse_charge_for_an_eu_business_elsewhere() -> None:

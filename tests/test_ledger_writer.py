@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 from beancount import loader
+from beancount.core import data
 
 from beanbill.examples import example_ledger_text
-from beanbill.ledger.entries import Open, Posting, Transaction
+from beanbill.ledger.entries import Document, Open, Posting, Transaction
 from beanbill.ledger.text import LedgerTextError
 from beanbill.ledger.writer import LedgerConflictError, LedgerWriter
 from tests.support import BEAN_CHECK, beancount_snapshot
@@ -90,6 +91,62 @@ def test_same_txn_id_with_other_content_is_a_hard_error_naming_both(tmp_path: Pa
     assert beancount_snapshot(tmp_path) == before
 
 
+def test_new_wording_of_a_written_fact_keeps_the_old_text(tmp_path: Path) -> None:
+    """A later version names the customer as payee and links the invoice's story: what an
+    earlier version wrote stays byte-identical, and re-running changes nothing."""
+    path = main_file(tmp_path)
+    writer = LedgerWriter(path)
+    writer.append("books/2026-10/usage.beancount", [usage("a", 1234)])
+    before = beancount_snapshot(tmp_path)
+    reworded = usage("a", 1234, narration="Usage October 2026 — A GmbH")._replace(
+        payee="A GmbH", links=("usage-a-2026-10", "billing-a-2026-10")
+    )
+    result = writer.append("books/2026-10/usage.beancount", [reworded])
+    assert (result.written, result.unchanged) == (0, 1)
+    assert beancount_snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"meta": (("org", "b"),)},
+        {"date": date(2026, 10, 30)},
+        {"postings": (Posting("Income:Usage:Compute", -1, "EUR"), Posting("Assets:Bank:Operating", 1, "EUR"))},
+    ],
+)  # fmt: skip
+def test_a_changed_fact_in_new_words_is_still_a_conflict(
+    tmp_path: Path, change: dict[str, object]
+) -> None:
+    path = main_file(tmp_path)
+    writer = LedgerWriter(path)
+    writer.append("books/2026-10/usage.beancount", [usage("a", 1234)])
+    changed = usage("a", 1234)._replace(payee="A GmbH", **change)
+    with pytest.raises(LedgerConflictError):
+        writer.append("books/2026-10/usage.beancount", [changed])
+
+
+def test_one_document_entry_with_its_files_in_metadata(tmp_path: Path) -> None:
+    path = main_file(tmp_path)
+    writer = LedgerWriter(path)
+    (tmp_path / "books" / "2026-11").mkdir(parents=True)
+    (tmp_path / "books" / "2026-11" / "F-1.pdf").write_bytes(b"%PDF-1.7")
+    old = Document(
+        date(2026, 11, 1), "Assets:Bank:Operating", "F-1.pdf", "document:F-1:pdf", ("invoice-F-1",)
+    )
+    writer.append("books/2026-11/invoices.beancount", [old])
+    before = beancount_snapshot(tmp_path)
+    new = old._replace(links=("invoice-F-1", "billing-a-2026-10"), meta=(("cii", "F-1.cii.xml"),))
+    assert writer.append("books/2026-11/invoices.beancount", [new]).unchanged == 1
+    assert beancount_snapshot(tmp_path) == before
+    moved = new._replace(path="F-2.pdf")
+    with pytest.raises(LedgerConflictError):
+        writer.append("books/2026-11/invoices.beancount", [moved])
+    fresh = new._replace(txn_id="document:F-3:pdf", path="F-1.pdf")
+    writer.append("books/2026-11/invoices.beancount", [fresh])
+    documents = [e for e in load_clean(path) if isinstance(e, data.Document)]
+    assert [d.meta.get("cii") for d in documents] == [None, "F-1.cii.xml"]
+
+
 @pytest.mark.parametrize("text", HOSTILE)
 def test_hostile_text_stays_inside_its_string(tmp_path: Path, text: str) -> None:
     path = main_file(tmp_path)
@@ -101,8 +158,13 @@ def test_hostile_text_stays_inside_its_string(tmp_path: Path, text: str) -> None
     opening = Open(date(2000, 1, 1), "Assets:Receivable:A", "EUR", (("org-name", text),))
     writer.append("books/accounts.beancount", [opening])
     writer.append("books/2026-10/usage.beancount", [usage("a", 100, narration=text)])
+    writer.append(
+        "books/2026-11/usage.beancount",
+        [usage("b", 100)._replace(payee=text, date=date(2026, 11, 30))],
+    )
     entries = load_clean(path)
-    assert [e.narration for e in entries if hasattr(e, "narration")] == [text]
+    assert [e.narration for e in entries if hasattr(e, "narration")] == [text, "Usage 2026-10"]
+    assert [e.payee for e in entries if hasattr(e, "payee")] == [None, text]
     assert [
         e.meta["org-name"] for e in entries if getattr(e, "account", "") == "Assets:Receivable:A"
     ] == [text]

@@ -60,9 +60,8 @@ def test_consumption_draws_credits_in_order_and_books_the_rest_by_mode(books: Wo
     _, errors, _ = loader.load_file(str(books.ledger_path))
     assert errors == []
     prov = balance(books, "prov")
-    assert (
-        prov.credits_minor == 150 - 250
-    )  # grant first (priority 10), purchase, then over-consumption
+    # grant first (priority 10), then the purchase; the over-consumption is owed: an asset
+    assert (prov.credits_minor, prov.unbilled_minor) == (0, 100)
     assert {lot.lot_id: left for lot, left in prov.lots} == {"p1": 0, "g1": 0}
     assert balance(books, "post").unbilled_minor == 250
     pre = balance(books, "pre")
@@ -100,10 +99,12 @@ def test_a_re_rated_closed_period_is_corrected_by_new_entries_only(
     entries, errors, _ = loader.load_file(str(books.ledger_path))
     assert errors == []
     reversal = next(e for e in entries if e.meta.get("reverses") == "usage:post:2026-11")
-    assert reversal.links == {"usage-post-2026-11"} and reversal.date == AS_OF
+    assert reversal.links == {"usage-post-2026-11", "billing-post-2026-11"}
+    assert reversal.date == AS_OF and reversal.payee == "post Ltd"
     assert balance(books, "post").unbilled_minor == 500
     prov = balance(books, "prov")
-    assert prov.credits_minor == 150 - 500  # the reversal gave the credits back, drawn again
+    # the reversal gave the credits back, drawn again; the rest is owed
+    assert (prov.credits_minor, prov.unbilled_minor) == (0, 500 - 150)
     assert {lot.lot_id: left for lot, left in prov.lots} == {"p1": 0, "g1": 0}
     before = beancount_snapshot(books.root)
     assert post(books, NOVEMBER, date(2026, 12, 20), correct=True).written == 0

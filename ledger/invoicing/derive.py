@@ -149,7 +149,10 @@ def _provisioned(due: DueInvoice, digits: int, vat: VatTreatment) -> _Moves:
             provision[family] += amount
             moves.credits[consumption.org] += amount
         over += consumption.over_consumption()
-        moves.credits[consumption.org] += consumption.over_consumption()
+        in_unbilled = consumption.over_consumption_unbilled()
+        if in_unbilled:
+            moves.unbilled[consumption.org] += in_unbilled
+        moves.credits[consumption.org] += consumption.over_consumption() - in_unbilled
     coming = provision_period(due)
     coming_span = _span(coming.start, coming.end - timedelta(days=1))
     consumed_span = _span(due.period_start, due.period_end - timedelta(days=1))

@@ -20,7 +20,7 @@ from beancount.core import data
 from beanbill.ledger import keys
 from beanbill.ledger.accounts import CREDITS_ROOT, UNBILLED_ROOT, family_of, is_income, under
 from beanbill.ledger.books import Books, CreditLot
-from beanbill.ledger.entries import Transaction
+from beanbill.ledger.entries import Posting, Transaction
 from beanbill.ledger.invoicing import InvoicingError
 from beanbill.rating.config import BillingMode, Customer
 from beanbill.rating.money import AMOUNT_SCALE, to_scaled_integer
@@ -83,15 +83,26 @@ class Consumption:
         return result
 
     def over_consumption(self) -> int:
+        return sum(p.amount_minor for p in self._over_consumption_postings())
+
+    def over_consumption_unbilled(self) -> int:
+        """The over-consumption held in unbilled (an asset: owed by the customer). Books
+        written by earlier versions held it as a debit in the credits account."""
+        return sum(
+            p.amount_minor
+            for p in self._over_consumption_postings()
+            if under(p.account, UNBILLED_ROOT)
+        )
+
+    def _over_consumption_postings(self) -> list[Posting]:
+        return [p for p in self.transaction.postings if dict(p.meta).get(keys.OVER_CONSUMPTION)]
+
+    def unbilled(self) -> int:
+        """Consumption left to invoice (postpaid, prepaid): over-consumption excluded."""
         return sum(
             p.amount_minor
             for p in self.transaction.postings
-            if dict(p.meta).get(keys.OVER_CONSUMPTION)
-        )
-
-    def unbilled(self) -> int:
-        return sum(
-            p.amount_minor for p in self.transaction.postings if under(p.account, UNBILLED_ROOT)
+            if under(p.account, UNBILLED_ROOT) and not dict(p.meta).get(keys.OVER_CONSUMPTION)
         )
 
 

@@ -40,6 +40,7 @@ from beanbill.ledger.invoicing.issue import crash_point, series_name
 from beanbill.ledger.invoicing.lines import DEFAULT_UNIT_CODE
 from beanbill.ledger.invoicing.recovery import numbering_state
 from beanbill.ledger.posting import credit_entry
+from beanbill.ledger.wording import about
 from beanbill.ledger.writer import LedgerWriter
 from beanbill.rating.config import Customer, Settings
 from beanbill.rating.workspace import Workspace
@@ -94,19 +95,24 @@ def purchase_entries(
     the lot's credit entry, paid with its VAT, which goes to output VAT."""
     currency = document.currency
     link = keys.link_of_invoice(document.number)
-    credit = credit_entry(lot, accounts, currency, purchase_account)
+    credit = credit_entry(lot, accounts, currency, purchase_account, document.buyer.name)
     paid, held = credit.postings  # the purchase account, the organization's credits
     postings = [paid._replace(amount_minor=document.gross_minor), held]
     if document.tax_minor:
         account = vat_account(seller_country, document.lines[0].vat.country)
         postings.append(Posting(account, -document.tax_minor, currency))
     transaction = credit._replace(
-        narration=f"Credit purchase {lot.lot_id}: prepayment invoice {document.number}",
+        narration=about(
+            f"Credit purchase {lot.lot_id}, prepayment invoice {document.number}",
+            document.buyer.name,
+        ),
         postings=tuple(postings),
         links=(*credit.links, link),
         meta=(*credit.meta, (keys.INVOICE_NUMBER, document.number)),
     )
-    documents = document_entries(lot.acquired, accounts.receivable, document.number, link, files)
+    documents = document_entries(
+        lot.acquired, accounts.receivable, document.number, transaction.links, files
+    )
     return [transaction, *documents]
 
 
