@@ -26,7 +26,9 @@ PLUGIN_LINE = 'plugin "beanbill.ledger.plugin"'
 # How an accountant expects to read the books in Fava (``custom "fava-option"`` entries,
 # Fava 1.30): income, liabilities and equity shown positive; the per-organization
 # sub-accounts folded under their parent; accounts without a balance or a posting hidden.
-FAVA_EXTENSION = "beanbill.ledger.fava_billing"  # the billing pages: invoices, receivables
+# The billing pages (invoices, receivables, credits, revenue, sync): the extension reads the
+# sync state too, so it lives in the CLI package, not in this layer.
+FAVA_EXTENSION = "beanbill.fava_billing"
 PER_ORGANIZATION = (RECEIVABLE_ROOT, UNBILLED_ROOT, CREDITS_ROOT, UNAPPLIED_ROOT, VAT_OSS_ROOT)
 FAVA_OPTIONS = (
     ("invert-income-liabilities-equity", "true"),
@@ -106,8 +108,8 @@ def main_ledger_text(settings: Settings, catalog: Catalog) -> str:
         "",
         f"{BOOKS_OPEN_DATE.isoformat()} commodity {currency}",
         "",
-        "; How Fava shows the books, the billing pages (invoices, receivables), and",
-        "; questions an accountant asks (its Query page).",
+        "; How Fava shows the books, the billing pages (invoices, receivables, credits, revenue,",
+        "; sync), and questions an accountant asks (its Query page).",
         f'{BOOKS_OPEN_DATE.isoformat()} custom "fava-extension" "{FAVA_EXTENSION}"',
         *(
             f'{BOOKS_OPEN_DATE.isoformat()} custom "fava-option" "{name}" {quoted(value)}'

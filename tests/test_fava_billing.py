@@ -3,6 +3,11 @@
 A demo workspace is rated, posted and invoiced by beanbill itself; the test then pays one
 invoice in full and one in part, and cancels one with a credit note. The aging totals
 are checked against the receivable balance beanquery computes on its own.
+
+``build_books`` also gives the other pages something to show (tests/test_fava_pages.py):
+a granted lot that expires unused, one that is partly used and expires later, and a sync
+state with a synced invoice, a dead letter, a document to retry, webhook events waiting,
+posted and quarantined, and a failed payment.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ from beanquery.query import run_query
 from fava.core import FavaLedger
 
 from beanbill.ledger.accounts import BANK, organization_accounts
-from beanbill.ledger.fava_billing import page_date
 from beanbill.ledger.fava_billing.billing import (
     BUCKETS,
     InvoiceRow,
@@ -32,14 +36,17 @@ from beanbill.ledger.fava_billing.billing import (
     selected,
     to_minor,
 )
+from beanbill.ledger.fava_billing.periods import page_date
 from beanbill.ledger.invoicing.corrections import credit_note
 from beanbill.ledger.invoicing.issue import issue
 from beanbill.ledger.post import post, record_credit
 from beanbill.rating.periods import Month
-from beanbill.rating.workspace import Workspace
+from beanbill.rating.workspace import SETTINGS_FILE, Workspace
+from beanbill.sync.state import SqliteSyncState
 from tests.support import rated_demo
 
-EXTENSION_LINE = '2000-01-01 custom "fava-extension" "beanbill.ledger.fava_billing"\n'
+EXTENSION_LINE = '2000-01-01 custom "fava-extension" "beanbill.fava_billing"\n'
+TARGET = "stripe"
 ISSUE_DAY = date(2026, 11, 22)
 CREDIT_NOTE_DAY = date(2026, 11, 25)
 PAYMENT_DAY = date(2026, 12, 1)
@@ -53,6 +60,31 @@ class Books:
     part_paid: str
     prepayment: str
     credit_note: str
+    expired_lot: str  # granted, expires before October's usage: written off whole
+    expiring_lot: str  # granted, partly used in October, last valid day 2027-01-31
+
+
+EXPIRED_GRANT = ("org-0002", "30.00", date(2026, 10, 1), date(2026, 10, 20))
+EXPIRING_GRANT = ("org-0005", "1000.00", date(2026, 10, 1), date(2027, 1, 31))
+QUARANTINE_REASON = "quarantined: KeyError: 'customer'"
+DEAD_REASON = "PermanentError: No such customer: 'cus_gone'"
+RETRY_REASON = "TransientError: timed out"
+
+
+def record_sync_state(workspace: Workspace, synced: str, dead: str, retrying: str) -> None:
+    """A Stripe target enabled, and its state as pushes and webhooks would leave it."""
+    with (workspace.root / SETTINGS_FILE).open("a") as settings:
+        settings.write("\n[sync.stripe]\nenabled = true\n")
+    state = SqliteSyncState(workspace.state_dir)
+    state.record_attempt(synced, TARGET, None)
+    state.mark_synced(synced, TARGET, {"invoice": "in_synced"})
+    state.record_attempt(dead, TARGET, DEAD_REASON)
+    state.mark_dead(dead, TARGET, DEAD_REASON)
+    state.record_attempt(retrying, TARGET, RETRY_REASON)
+    for event in ("evt_waiting", "evt_posted", "evt_poisoned"):
+        state.store_event(TARGET, event, "invoice.paid", {"id": event})
+    state.mark_processed(TARGET, {"evt_posted": "posted", "evt_poisoned": QUARANTINE_REASON})
+    state.set_status(TARGET, "in_failed", synced, "payment_failed", "payment failed")
 
 
 def pay(workspace: Workspace, number: str, org: str, amount: Decimal, index: int) -> str:
@@ -66,10 +98,17 @@ def pay(workspace: Workspace, number: str, org: str, amount: Decimal, index: int
     )
 
 
+def grant(workspace: Workspace, org: str, amount: str, acquired: date, expires: date) -> str:
+    """A promotional credit grant; its lot id."""
+    lot, _ = record_credit(workspace, org, "grant", amount, acquired, expires, 10, None)
+    return lot.lot_id
+
+
 def build_books(root: Path) -> Books:
     """A demo workspace invoiced for October 2026, then paid and corrected in part."""
     workspace, _ = rated_demo(root, 8, seed=11)
     record_credit(workspace, "org-0003", "purchase", "50.00", date(2026, 10, 1), None, 100, None)
+    expired, expiring = (grant(workspace, *lot) for lot in (EXPIRED_GRANT, EXPIRING_GRANT))
     post(workspace, Month(2026, 10), ISSUE_DAY)
     issued = issue(workspace, Month(2026, 10), ISSUE_DAY).issued
     assert len(issued) >= 3, issued
@@ -85,7 +124,8 @@ def build_books(root: Path) -> Books:
     assert EXTENSION_LINE in main.read_text()  # a new workspace's main file enables it
     main.write_text(main.read_text() + 'include "books/test-payments.beancount"\n')
     [prepayment] = [row.number for row in rows.values() if row.prepayment]
-    return Books(workspace, credited, paid, part_paid, prepayment, note)
+    record_sync_state(workspace, synced=paid, dead=part_paid, retrying=note)
+    return Books(workspace, credited, paid, part_paid, prepayment, note, expired, expiring)
 
 
 def load(workspace: Workspace) -> tuple[list[Any], dict[str, Any]]:

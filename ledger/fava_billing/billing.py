@@ -135,6 +135,45 @@ def customers(entries: Iterable[Any]) -> dict[str, Customer]:
     return found
 
 
+def account_owners(entries: Iterable[Any], root: str) -> dict[str, Customer]:
+    """Each organization's account under ``root`` (credits, unbilled, ...), by account.
+
+    The id and name come from the Open entry's metadata, as for the receivables; an
+    account opened without them is named after its last component.
+    """
+    found = {}
+    for entry in entries:
+        if isinstance(entry, Open) and under(entry.account, root) and entry.account != root:
+            meta = entry.meta or {}
+            org = str(meta.get(ORG_ID, entry.account.rsplit(":", 1)[-1]))
+            found[entry.account] = Customer(org, str(meta.get(ORG_NAME, org)), entry.account)
+    return found
+
+
+def owner_of(account: str, owners: Mapping[str, Customer]) -> Customer:
+    """The organization an account belongs to, even one no Open entry describes."""
+    return owners.get(account) or Customer(account.rsplit(":", 1)[-1], "", account)
+
+
+def documents_to_push(entries: Iterable[Any], as_of: date) -> list[str]:
+    """The numbers of the documents a sync target should have by ``as_of``: invoices
+    with something to collect, and credit notes. Prepayment invoices (credit bought and
+    paid at once) are never pushed, as ``sync push`` decides."""
+    numbers = []
+    for entry in entries:
+        if not isinstance(entry, Transaction) or entry.date > as_of:
+            continue
+        meta = entry.meta or {}
+        note = keys.credit_note_number_of(str(meta.get(keys.TXN_ID, "")))
+        if note is not None:
+            numbers.append(note)
+        elif keys.INVOICE_NUMBER in meta and any(
+            under(posting.account, RECEIVABLE_ROOT) for posting in entry.postings
+        ):
+            numbers.append(str(meta[keys.INVOICE_NUMBER]))
+    return numbers
+
+
 def days_past_due(due: date | None, issued: date, as_of: date) -> int:
     """Days since the due date (the issue date when there is none): 0 or less is current."""
     return (as_of - (due or issued)).days
