@@ -48,6 +48,7 @@ from typing import Any, NamedTuple, TypeVar
 from zoneinfo import ZoneInfo
 
 import stripe
+from stripe.params import InvoicePaymentListParams
 
 from beanbill.ledger.accounts import ProcessorAccounts
 from beanbill.ledger.invoicing.documents import DocumentType, InvoiceDocument
@@ -99,6 +100,9 @@ INQUIRY_STATUSES = frozenset({"warning_needs_response", "warning_under_review", 
 # Balance transaction types that are Stripe's own charges to us, with ``fee = 0`` and the
 # amount (negative) in ``amount``: Billing, Tax and other product fees.
 STRIPE_FEE_TYPES = frozenset({"stripe_fee", "stripe_fx_fee", "tax_fee"})
+# Balance transactions of a card payment: their source is the charge
+# (https://docs.stripe.com/api/balance_transactions/object, ``type``).
+PAYMENT_TRANSACTION_TYPES = frozenset({"charge", "payment"})
 TAXABILITY = {  # why a line bears no VAT, in Stripe's taxability reasons
     VatCategory.REVERSE_CHARGE: "reverse_charge",
     VatCategory.OUTSIDE_SCOPE: "not_subject_to_tax",
@@ -400,6 +404,9 @@ class StripeConnector:
         self.limiter = RateLimiter(settings.requests_per_second)
         self.calls = 0
         self._generations: dict[str, int] = {}  # key → keys spent by server errors
+        # PaymentIntent → (our invoice number, organization): what a refund or a fee
+        # paid back or cost belongs to; asked once per run.
+        self._invoice_of_intent: dict[str, tuple[str | None, str | None]] = {}
         self.client = stripe.StripeClient(
             api_key,
             stripe_version=STRIPE_API_VERSION,
@@ -811,6 +818,8 @@ class StripeConnector:
             raise MalformedEvent(f"{identifier}: refund status {status!r}")
         day = refund.day("created", self.timezone)
 
+        number, org = self.invoice_of_payment(refund.reference("payment_intent"))
+
         def movement(kind: MovementKind, prefix: str) -> Movement:
             return Movement(
                 f"{prefix}:{identifier}",
@@ -819,6 +828,8 @@ class StripeConnector:
                 refund.amount("amount"),
                 refund.currency(),
                 identifier,
+                number,
+                org,
                 remote_customer=refund.reference("customer") or customer,
             )
 
@@ -849,6 +860,7 @@ class StripeConnector:
         # the listing of balance transactions names them.
         result: list[Movement] = []
         withdrawn = 0
+        number, org = self.invoice_of_payment(dispute.reference("payment_intent"))
         for transaction in dispute.each("balance_transactions", stripe.BalanceTransaction):
             amount = transaction.signed_amount("amount")
             withdrawn += -amount if amount < 0 else 0
@@ -863,9 +875,13 @@ class StripeConnector:
                         abs(amount),
                         transaction.currency(),
                         identifier,
+                        number,
+                        org,
                     )
                 )
-            result.extend(self.fee_of(transaction))
+            result.extend(
+                fee._replace(document=number, org=org) for fee in self.fee_of(transaction)
+            )
         if status == "lost":
             result.append(  # what was withdrawn (in the balance's currency) is owed again
                 Movement(
@@ -875,10 +891,43 @@ class StripeConnector:
                     withdrawn or dispute.amount("amount"),
                     dispute.currency(),
                     identifier,
+                    number,
+                    org,
                     remote_customer=self._customer_of_charge(dispute.reference("charge")),
                 )
             )
         return result
+
+    def invoice_of_payment(self, intent: str | None) -> tuple[str | None, str | None]:
+        """(our invoice number, organization) a PaymentIntent paid, or (None, None).
+
+        Since API 2025-03-31.basil neither Charge nor PaymentIntent names its invoice; the
+        InvoicePayment does (https://docs.stripe.com/api/invoice-payment/list, filtered by
+        ``payment[payment_intent]``, the invoice expanded): one call per payment, once.
+        """
+        if intent is None:
+            return None, None
+        if intent not in self._invoice_of_intent:
+            params: InvoicePaymentListParams = {
+                "payment": {"type": "payment_intent", "payment_intent": intent},
+                "limit": 1,
+                "expand": ["data.invoice"],
+            }
+            listing = self._call(
+                functools.partial(self.client.v1.invoice_payments.list, params=params)
+            )
+            found: tuple[str | None, str | None] = (None, None)
+            for item in listing.data:
+                invoice = Fields(stripe.InvoicePayment, item).nested("invoice", stripe.Invoice)
+                metadata = invoice.metadata()
+                if self._ours(metadata) and metadata.get(NUMBER_KEY):
+                    found = (metadata.get(NUMBER_KEY), metadata.get(ORG_KEY))
+            self._invoice_of_intent[intent] = found
+        return self._invoice_of_intent[intent]
+
+    def _intent_of_charge(self, charge: str) -> str | None:
+        found = self._call(functools.partial(self.client.v1.charges.retrieve, charge))
+        return Fields(stripe.Charge, found).reference("payment_intent")
 
     def _customer_of_charge(self, charge: str | None) -> str | None:
         """A dispute names no customer: its charge does (one call, when money is owed)."""
@@ -995,8 +1044,10 @@ class StripeConnector:
         payouts = self._list(lambda: v1.payouts.list(params=created))  # type: ignore[arg-type]
         disputes = self._list(lambda: v1.disputes.list(params=created))  # type: ignore[arg-type]
         notes = self._list(lambda: v1.credit_notes.list(params={"limit": PAGE_SIZE}))
+        # the charge inline: a fee names the invoice its payment paid, one call fewer
+        with_source = {**created, "expand": ["data.source"]}
         transactions = self._list(
-            lambda: v1.balance_transactions.list(params=created)  # type: ignore[arg-type]
+            lambda: v1.balance_transactions.list(params=with_source)  # type: ignore[arg-type]
         )
         movements: list[Movement | Malformed] = []
         movements.extend(_each(invoices, stripe.Invoice, balance))
@@ -1016,6 +1067,7 @@ class StripeConnector:
         if fee == 0:
             return []
         identifier = transaction.text("id")
+        number, org = self.invoice_of_payment(self._intent_of_source(transaction))
         return [
             Movement(
                 f"stripe-fee:{identifier}",
@@ -1024,8 +1076,21 @@ class StripeConnector:
                 abs(fee),
                 transaction.currency(),
                 identifier,
+                number,
+                org,
             )
         ]
+
+    def _intent_of_source(self, transaction: Fields) -> str | None:
+        """The PaymentIntent of a card payment's balance transaction (its ``source`` is
+        the charge: expanded by the listing, else asked for); None for other sources."""
+        if transaction.get("type") not in PAYMENT_TRANSACTION_TYPES:
+            return None
+        source = transaction.get("source")
+        if isinstance(source, dict):
+            return Fields(stripe.Charge, source).reference("payment_intent")
+        charge = transaction.reference("source")
+        return self._intent_of_charge(charge) if charge else None
 
     def customer_balances_minor(self, currency: str) -> dict[str, int]:
         """Stripe's customer balances (``Customer.balance``, the invoice credit balance) of

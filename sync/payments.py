@@ -57,6 +57,14 @@ NARRATIONS = {
     MovementKind.BALANCE_SETTLED: "customer balance settled",
     MovementKind.BALANCE_CHARGED: "customer balance credited or carried",
 }
+PAYEE_ONLY_KINDS = frozenset(
+    {
+        MovementKind.FEE,
+        MovementKind.FEE_RETURNED,
+        MovementKind.DISPUTE_HOLD,
+        MovementKind.DISPUTE_WON,
+    }
+)
 # Movements between an organization's receivable and its unapplied account (the mirror of
 # the remote customer balance): both must be known.
 BALANCE_KINDS = frozenset({MovementKind.BALANCE_SETTLED, MovementKind.BALANCE_CHARGED})
@@ -141,7 +149,10 @@ def movement_entry(
     debit, credit = _accounts(movement.kind, processor, receivable, unapplied)
     invoice = f" of invoice {movement.document}" if movement.document else ""
     meta: list[tuple[str, str | date]] = [("remote-id", movement.remote_id)]
-    if org:
+    if org and movement.kind not in PAYEE_ONLY_KINDS:
+        # Fees and dispute holds name their customer as payee only: they were booked
+        # without an org before their invoice could be found, and the metadata of a
+        # written entry is its fact (rewording is allowed, not new facts).
         meta.append(("org", org))
     postings = [
         Posting(debit, movement.amount_minor, currency),

@@ -20,8 +20,17 @@ from beanbill.ledger.invoicing.corrections import credit_note
 from beanbill.ledger.post import balance
 from beanbill.ledger.wording import billing_link, period_label, usage_narration
 from beanbill.stripe_peer import client, pay
+from beanbill.sync.reconcile import reconcile
+from beanbill.targets import sync_state
 from tests.support import Issued, push
-from tests.test_stripe_behaviour import charge_of, deliver, documents_by_org, remote_invoice
+from tests.test_stripe_behaviour import (
+    SINCE,
+    charge_of,
+    deliver,
+    documents_by_org,
+    remote_invoice,
+    stripe_connector,
+)
 
 CREDIT_DAY = date(2026, 11, 20)
 
@@ -65,16 +74,19 @@ def test_a_billing_periods_story_shares_one_link_and_names_the_customer(
     )
     outcomes = deliver(localstripe, workspace)
     assert not [o for o in outcomes if o.startswith(("quarantined", "unmatched"))], outcomes
+    connector = stripe_connector(workspace)
+    reconcile(workspace, connector, sync_state(workspace), SINCE)  # books the card fee
     note, _ = credit_note(workspace, number, CREDIT_DAY, "Refunded in part: wrong plan")
 
     entries = entries_of(workspace.ledger_path)
     story = by_link(entries)[billing_link("fr-post", "2026-10")]
     kinds = sorted(str(entry.meta["txn-id"]).split(":")[0] for entry in story)
-    # the team's and the payer's usage, the invoice and its PDF, the payment, the credit
-    # note and its PDF: the whole story from any one of them
+    # the team's and the payer's usage, the invoice and its PDF, the payment, its fee,
+    # the refund, the credit note and its PDF: the whole story from any one of them
     assert kinds == sorted(
-        ["usage", "usage", "invoice", "document", "stripe-payment", "credit-note", "document"]
-    )
+        ["usage", "usage", "invoice", "document", "stripe-payment", "stripe-fee",
+         "stripe-refund", "credit-note", "document"]
+    )  # fmt: skip
     usage = {
         entry.meta["org"]: entry
         for entry in story
@@ -92,18 +104,17 @@ def test_a_billing_periods_story_shares_one_link_and_names_the_customer(
     assert issuance.payee == "fr-post Ltd"
     assert issuance.narration == f"Invoice {number}, October 2026 — fr-post Ltd"
     assert f"invoice-{number}" in issuance.links
-    [refund] = [
-        entry for entry in entries
-        if isinstance(entry, data.Transaction) and entry.meta["txn-id"].startswith("stripe-refund")
-    ]  # fmt: skip
-    assert refund.payee == "fr-post Ltd" and refund.narration == "Stripe refund — fr-post Ltd"
-    for kind in ("stripe-payment", "credit-note"):
+    for kind in ("stripe-payment", "stripe-fee", "stripe-refund", "credit-note"):
         assert transactions[kind].payee == "fr-post Ltd", kind
         assert f"invoice-{number}" in transactions[kind].links, kind
         assert number in transactions[kind].narration, kind
     assert transactions["stripe-payment"].narration == (
         f"Stripe payment of invoice {number} — fr-post Ltd"
     )
+    assert transactions["stripe-fee"].narration == (
+        f"Stripe processing fee of invoice {number} — fr-post Ltd"
+    )
+    assert "org" not in transactions["stripe-fee"].meta  # as fees were always written
     assert transactions["credit-note"].narration == (
         f"Credit note {note} cancelling invoice {number} — fr-post Ltd"
     )

@@ -209,6 +209,15 @@ def test_a_dispute_holds_its_amount_books_its_fee_and_a_loss_makes_it_due_again(
     card_fees = sum(i.amount_paid * 14 // 1000 + 25 for i in paid.values())
     assert fees["Expenses:Fees:Stripe"] > card_fees  # the dispute fee is booked too
     assert_books_agree_with_the_peer(localstripe, workspace)
+    # every movement of the disputed payment is part of its invoice's story
+    number = documents["fr-post"].number
+    linked = Counter(
+        str(entry.meta["txn-id"]).split(":")[0]
+        for entry in load_books(workspace.ledger_path, "EUR").entries
+        if f"invoice-{number}" in (getattr(entry, "links", None) or ())
+    )
+    assert linked["stripe-dispute"] == linked["stripe-dispute-lost"] == 1, linked
+    assert linked["stripe-fee"] == 2, linked  # the card fee and the dispute fee
 
 
 def test_a_won_dispute_is_reinstated(issued: Issued, localstripe: str) -> None:

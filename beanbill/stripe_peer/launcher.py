@@ -33,6 +33,10 @@ the objects' shapes.
   post-payment), refund + credit + out-of-band must equal the post-payment amount, never
   more than is still creditable, ``credit_amount`` credits the customer balance,
   ``refund_amount`` refunds the invoice's charge; ``credit_note.created``.
+- Invoice payments: ``GET /v1/invoice_payments`` (by ``invoice`` or by
+  ``payment[type]=payment_intent`` and ``payment[payment_intent]``, ``expand[]=data.invoice``):
+  the mapping from a payment (what refunds and fees name) to the invoice it paid; since API
+  2025-03-31.basil neither Charge nor PaymentIntent carries ``invoice``.
 - Refunds: ``refund.created`` (the Refund, with ``customer``) and ``charge.refunded``;
   never more than the charge's unrefunded amount; ``GET /v1/refunds?charge=``.
 - Disputes (test-only ``POST /_beanbill/disputes``, ``/_beanbill/disputes/{id}/close``, as
@@ -1574,6 +1578,80 @@ async def fail_next(request: web.Request, handler: Handler) -> web.StreamRespons
     return _error_response(500, "api_error", "beanbill's Stripe peer: failure on request")
 
 
+INVOICE_PAYMENT_PARAMS = names(
+    "created ending_before expand invoice limit payment starting_after status"
+)
+INVOICE_PAYMENT_PAYMENT_PARAMS = {"payment_intent", "payment_record", "type"}
+
+
+def _invoice_payment(invoice: Invoice, expand: list[str]) -> dict[str, Any]:
+    """An InvoicePayment as Stripe shows it
+    (https://docs.stripe.com/api/invoice-payment/object): the invoice's payment by its
+    PaymentIntent, ``paid`` once the invoice is."""
+    paid = _status(invoice) == "paid"
+    return {
+        "id": "inpay_" + hashlib.sha256(invoice.id.encode()).hexdigest()[:24],
+        "object": "invoice_payment",
+        "amount_paid": _amount_paid(invoice) if paid else None,
+        "amount_requested": _amount_paid(invoice) if paid else _amount_remaining(invoice),
+        "created": invoice.created,
+        "currency": invoice.currency,
+        "invoice": invoice._export() if "data.invoice" in expand else invoice.id,
+        "is_default": True,
+        "livemode": False,
+        "payment": {"type": "payment_intent", "payment_intent": invoice.payment_intent},
+        "status": "paid" if paid else "open",
+        "status_transitions": {
+            "canceled_at": None,
+            "paid_at": invoice.status_transitions.get("paid_at") if paid else None,
+        },
+    }
+
+
+async def list_invoice_payments(request: web.Request) -> web.Response:
+    """``GET /v1/invoice_payments`` (https://docs.stripe.com/api/invoice-payment/list):
+    filtered by ``invoice`` or ``payment`` (``type`` is required in it: ``payment_intent``
+    or ``payment_record``; payment records are not modelled here, so none match)."""
+    data = server.unflatten_data(request.query) or {}
+    only(data, INVOICE_PAYMENT_PARAMS, {"expand", "invoice", "limit", "payment", "status"})
+    payment = data.get("payment")
+    if payment is not None:
+        if not isinstance(payment, dict):
+            raise refusal("Invalid object", "payment")
+        only(payment, INVOICE_PAYMENT_PAYMENT_PARAMS)
+        if payment.get("type") not in ("payment_intent", "payment_record"):
+            raise refusal(
+                "Invalid payment[type]: must be one of payment_intent, payment_record",
+                "payment[type]",
+            )
+    limit = integer(data.get("limit", 10), "limit")
+    if not 1 <= limit <= 100:
+        raise refusal("Invalid limit: must be between 1 and 100", "limit")
+    expand = data.get("expand") or []
+    found = [
+        _invoice_payment(invoice, expand)
+        for invoice in _invoices()
+        if getattr(invoice, "payment_intent", None) is not None
+        and (data.get("invoice") is None or invoice.id == data["invoice"])
+        and (
+            payment is None
+            or (
+                payment["type"] == "payment_intent"
+                and payment.get("payment_intent") in (None, invoice.payment_intent)
+            )
+        )
+    ]
+    found = [item for item in found if data.get("status") in (None, item["status"])]
+    return web.json_response(
+        {
+            "object": "list",
+            "url": "/v1/invoice_payments",
+            "has_more": len(found) > limit,
+            "data": found[:limit],
+        }
+    )
+
+
 def _json(obj: Any, expand: Any = None) -> web.Response:
     if isinstance(obj, StripeObject):
         return web.json_response(obj._export(expand=expand))
@@ -1718,6 +1796,7 @@ def install() -> None:
     app.router.add_route(
         "POST", "/v1/credit_notes", server.api_create(CreditNote, "/v1/credit_notes")
     )
+    app.router.add_route("GET", "/v1/invoice_payments", list_invoice_payments)
     app.router.add_post("/_beanbill/disputes", create_dispute)
     app.router.add_post("/_beanbill/disputes/{id}/close", close_dispute)
     app.router.add_post("/_beanbill/redeliver", redeliver)
