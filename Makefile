@@ -30,10 +30,12 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	@# The Tryton peer (trytond 8.0 in its own venv, a template database): built once, cached in .peers/
+	$(BIN)/python -m tests.peers.tryton
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_rating.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR)
+	rm -rf $(VENV) $(DEMO_DIR) .peers

@@ -10,26 +10,37 @@ peer, set in this process's environment only.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import click
+import tomli_w
 from beancount.core import data
 
 from beanbill import stripe_peer
 from beanbill.connectors.stripe import ACCOUNTS
+from beanbill.connectors.tryton import TrytonConnector
 from beanbill.ledger import keys
 from beanbill.ledger.accounts import BANK, RECEIVABLE_ROOT
 from beanbill.ledger.books import ledger_errors, load_books
 from beanbill.ledger.entries import format_minor
+from beanbill.ledger.invoicing.documents import DocumentType
 from beanbill.rating.workspace import SETTINGS_FILE, Workspace
+from beanbill.sync.erp import ErpInvoice
+from beanbill.sync.push import issued_documents
+from beanbill.sync.reconcile import ledger_dues
 from beanbill.sync_commands import run_push, run_reconcile
+from beanbill.targets import connectors
 
 SETTLE_SECONDS = 30
 SHOWN_ACCOUNTS = (ACCOUNTS.clearing, ACCOUNTS.fees, BANK)  # names from the chart, not here
@@ -44,10 +55,68 @@ def skipped_message(workspace: Workspace) -> str:
     )
 
 
+def _tryton_peer() -> Any | None:
+    """The test suite's Tryton launcher (tests/peers/tryton.py beside this package, in a
+    source checkout), when `make test` has built the peer: the demo never installs it."""
+    launcher = Path(__file__).resolve().parent.parent / "tests" / "peers" / "tryton.py"
+    if not launcher.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("beanbill_demo_tryton_peer", launcher)
+    if spec is None or spec.loader is None:
+        return None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module if module.is_built() else None
+
+
+def _start_tryton(workspace: Workspace, stack: contextlib.ExitStack) -> bool:
+    """Add a local Tryton to the targets when its peer is available; whether it was."""
+    peer = _tryton_peer()
+    if peer is None:
+        click.echo(
+            "\nTryton: skipped (its local peer is built by `make test` in a source checkout); "
+            f"for your Tryton, add [sync.tryton] to {workspace.root / SETTINGS_FILE}."
+        )
+        return False
+    running = stack.enter_context(peer.running_tryton(workspace.root / "tryton-peer"))
+    os.environ[peer.PASSWORD_ENV] = peer.PASSWORD
+    settings = {"sync": {"tryton": running.settings()}}
+    with (workspace.root / SETTINGS_FILE).open("a", encoding="utf-8") as file:
+        file.write("\n" + tomli_w.dumps(settings))
+    click.echo(f"\nTryton 8.0 (database {running.database} on {running.url}) is a target too")
+    return True
+
+
+def _show_tryton(workspace: Workspace) -> None:
+    """The ERP's view: our invoices in Tryton, posted and paid, totals as ours."""
+    target = next(t for t in connectors(workspace) if isinstance(t, TrytonConnector))
+    numbers = [d.number for d in issued_documents(workspace) if d.type is DocumentType.INVOICE]
+    found = [i for i in target.erp_invoices(numbers) if isinstance(i, ErpInvoice)]
+    dues, _ = ledger_dues(workspace)
+    same = sum(1 for invoice in found if invoice.total_minor == dues.get(invoice.number))
+    states = Counter(invoice.state for invoice in found)
+    recorded = sum(1 for i in found for p in i.payments if p.recorded_txn_id)
+    click.echo(
+        f"Tryton invoices: {len(found)} of {len(numbers)} with beanbill's number, {same} with "
+        f"our total; "
+        + ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
+        + f"; {recorded} payments recorded from the ledger"
+    )
+
+
 def run(workspace: Workspace) -> None:
     if not stripe_peer.localstripe_installed():
         click.echo("\n" + skipped_message(workspace))  # a blank line, like every section
         return
+    with contextlib.ExitStack() as stack:
+        tryton = _start_tryton(workspace, stack)
+        _run_with_stripe(workspace)
+        if tryton:
+            _show_tryton(Workspace.load(workspace.root))
+
+
+def _run_with_stripe(workspace: Workspace) -> None:
     with stripe_peer.running_localstripe() as url:
         os.environ["STRIPE_SECRET_KEY"] = stripe_peer.API_KEY
         os.environ["STRIPE_WEBHOOK_SECRET"] = "whsec_" + secrets.token_hex(16)

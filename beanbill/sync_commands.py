@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -22,25 +23,65 @@ from beanbill.exits import (
 )
 from beanbill.progress import ProgressBar
 from beanbill.rating.workspace import Workspace
+from beanbill.sync.erp import Erp, reconcile_erp
 from beanbill.sync.interface import Connector
 from beanbill.sync.payments import apply_events
 from beanbill.sync.push import PushSummary, issued_snapshots, one_push_at_a_time, push_all
 from beanbill.sync.reconcile import ReconcileReport, reconcile
+from beanbill.sync.retry import PermanentError, TransientError
+from beanbill.sync.state import SyncState
 from beanbill.targets import TargetError, connectors, retry_policy, sync_state
 
 DEFAULT_RECONCILE_DAYS = 35
 DEFAULT_PORT = 8787
 
 
-def run_push(workspace: Workspace) -> PushSummary:
+@dataclass
+class TargetsPushSummary(PushSummary):
+    """A push to every target: also the targets that could not start, and why."""
+
+    unstarted: list[tuple[str, str]] = field(default_factory=list)  # (target, reason)
+
+    @property
+    def needs_attention(self) -> bool:
+        return super().needs_attention or bool(self.unstarted)
+
+
+def _merge(total: PushSummary, part: PushSummary) -> None:
+    total.synced += part.synced
+    total.already += part.already
+    total.waiting += part.waiting
+    total.dead += part.dead
+
+
+def _started(targets: list[Connector], summary: TargetsPushSummary) -> list[Connector]:
+    """The targets that pass their check at start (an ERP's accounts and taxes exist);
+    one that fails is named and skipped, never holding back the others."""
+    ready = []
+    for target in targets:
+        check = getattr(target, "check", None)
+        try:
+            if callable(check):
+                check()
+            ready.append(target)
+        except (TransientError, PermanentError) as error:
+            summary.unstarted.append((target.name, str(error)))
+    return ready
+
+
+def run_push(workspace: Workspace) -> TargetsPushSummary:
+    """Push to every enabled target, one after the other: a target that cannot start or
+    fails leaves the others' pushes whole."""
     targets = connectors(workspace)
     if not targets:
-        click.echo("sync: no target enabled ([sync.stripe] in beanbill.toml)")
-        return PushSummary()
+        click.echo("sync: no target enabled ([sync.stripe] or [sync.tryton] in beanbill.toml)")
+        return TargetsPushSummary()
+    summary = TargetsPushSummary()
     with one_push_at_a_time(workspace):
         documents, unreadable = issued_snapshots(workspace)
         state = sync_state(workspace)
-        total = len(documents) * len(targets)
+        ready = _started(targets, summary)
+        total = len(documents) * len(ready)
         policy = retry_policy(workspace)
         concurrency = workspace.settings.sync.concurrency
         with ProgressBar("pushing") as bar:
@@ -50,28 +91,48 @@ def run_push(workspace: Workspace) -> PushSummary:
                 done[0] += count
                 bar(done[0], total)
 
-            summary = push_all(documents, targets, state, policy, concurrency, advance)
+            for connector in ready:
+                pushed = push_all(documents, [connector], state, policy, concurrency, advance)
+                _merge(summary, pushed)
     summary.unreadable = unreadable
     click.echo(
         f"sync push: {len(summary.synced):,} synced now, {summary.already:,} already synced, "
         f"{len(summary.waiting):,} waiting for their invoice, {len(summary.dead):,} dead letters"
     )
+    for name, reason in summary.unstarted:
+        click.echo(f"  not started: {name}: {reason}")
     for document, target, reason in summary.dead:
         click.echo(f"  dead: {document} → {target}: {reason}")
     for number in summary.waiting:
         click.echo(f"  waiting: {number} (its invoice is not synced)")
     for number, reason in summary.unreadable:
         click.echo(f"  not pushed: {number}: {reason}")
+    if summary.unstarted and len(summary.unstarted) == len(targets):
+        name, reason = summary.unstarted[0]
+        raise TargetError(f"sync push: no target could start: {name}: {reason}")
     return summary
 
 
+def _reconcile_one(
+    workspace: Workspace, connector: Connector, state: SyncState, since: date
+) -> ReconcileReport:
+    if isinstance(connector, Erp):  # an ERP's books: payments both ways
+        return reconcile_erp(workspace, connector, state, retry_policy(workspace))
+    while apply_events(workspace, connector, state):
+        pass  # what webhooks brought first: reconciliation then only fills gaps
+    return reconcile(workspace, connector, state, since)
+
+
 def run_reconcile(workspace: Workspace, since: date) -> list[ReconcileReport]:
+    """Reconcile every enabled target; one that cannot be reached is a discrepancy of its
+    own and the others are reconciled all the same."""
     state = sync_state(workspace)
     reports = []
     for connector in connectors(workspace):
-        while apply_events(workspace, connector, state):
-            pass  # what webhooks brought first: reconciliation then only fills gaps
-        report = reconcile(workspace, connector, state, since)
+        try:
+            report = _reconcile_one(workspace, connector, state, since)
+        except (TransientError, PermanentError) as error:
+            report = ReconcileReport(discrepancies=[f"{connector.name}: not reconciled: {error}"])
         click.echo(
             f"reconcile {connector.name} since {since}: {report.checked_invoices:,} invoices, "
             f"{report.movements:,} movements, {report.posted.posted:,} posted now, "
@@ -161,7 +222,8 @@ def serve_command(workspace: Path, host: str, port: int) -> None:
     from beanbill.sync.serve import create_app
 
     loaded = load_workspace(workspace)
-    targets: list[Connector] = connectors(loaded)
+    # Only payment processors send webhooks (an ERP is reconciled by polling).
+    targets = [target for target in connectors(loaded) if not isinstance(target, Erp)]
     for target in targets:
         if not getattr(target, "webhook_secret", None):
             raise TargetError(f"{target.name}: no webhook secret in the environment")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from beanbill.connectors.stripe import StripeConnector
+from beanbill.connectors.tryton import TrytonConnector, line_families
 from beanbill.rating.errors import BeanbillError
 from beanbill.rating.workspace import Workspace
 from beanbill.sync.interface import Connector
@@ -17,7 +18,7 @@ from beanbill.sync.state import SqliteSyncState
 
 
 class TargetError(BeanbillError):
-    """A target is enabled but cannot be used (a key is missing)."""
+    """A target is enabled but cannot be used (a key or password is missing)."""
 
 
 def connectors(workspace: Workspace) -> list[Connector]:
@@ -38,6 +39,12 @@ def connectors(workspace: Workspace) -> list[Connector]:
                 settings.sync.workspace_id_of(settings.seller),
             )
         )
+    tryton = settings.sync.tryton
+    if tryton is not None and tryton.enabled:
+        password = os.environ.get(tryton.password_env, "")
+        if not password:
+            raise TargetError(f"Tryton is enabled but {tryton.password_env} is not set")
+        result.append(TrytonConnector(tryton, password, line_families(workspace.catalog)))
     return result
 
 

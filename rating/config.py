@@ -346,6 +346,51 @@ class StripeSettings(StrictModel):
         return self
 
 
+class TrytonTax(StrictModel):
+    """Which Tryton tax carries beanbill's VAT of one category and rate (none: no tax)."""
+
+    category: Literal["S", "AE", "O", "G"]  # beanbill's VAT categories (EN16931 codes)
+    rate_percent: Annotated[Decimal, Field(ge=0, le=100)]
+    tax: PlainText | None = None  # the tax's name in Tryton; omitted: the line bears none
+
+
+class TrytonSettings(StrictModel):
+    """The Tryton ERP target (JSON-RPC). The password never lives here: only the name of
+    the environment variable holding it. Accounts are Tryton account codes, taxes Tryton
+    tax names; ``beanbill sync push`` checks each one exists before pushing anything."""
+
+    enabled: bool = True
+    url: str = Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    database: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")
+    user: str = Field(min_length=1, max_length=64, pattern=r"^[^\s]+$")
+    password_env: str = Field(default="TRYTON_PASSWORD", pattern=r"^[A-Z][A-Z0-9_]*$")
+    # Product family (catalog ``family``, "Addons", "Services") → revenue account code.
+    revenue_accounts: dict[str, PlainText] = {}
+    # Lines of no single family (discounts, promotional credit, regularizations).
+    default_revenue_account: PlainText
+    # The prepaid credit deducted from an invoice: a (negative) line on this account.
+    prepaid_account: PlainText | None = None
+    taxes: list[TrytonTax] = Field(default=[], max_length=100)
+    payment_method: PlainText = "Stripe"  # records the ledger's payments on ERP invoices
+    timeout_seconds: int = Field(default=30, ge=1, le=300)
+
+    @field_validator("revenue_accounts")
+    @classmethod
+    def _families_are_names(cls, accounts: dict[str, str]) -> dict[str, str]:
+        wrong = sorted(family for family in accounts if not FAMILY_PATTERN.fullmatch(family))
+        if wrong:
+            raise ValueError(f"not product family names: {', '.join(wrong)}")
+        return accounts
+
+    @model_validator(mode="after")
+    def _one_tax_per_rate(self) -> Self:
+        keys = [(tax.category, tax.rate_percent.normalize()) for tax in self.taxes]
+        twice = sorted({f"{c} {r}%" for c, r in keys if keys.count((c, r)) > 1})
+        if twice:
+            raise ValueError(f"VAT mapped twice: {', '.join(twice)}")
+        return self
+
+
 class SyncSettings(StrictModel):
     """The nightly push: how hard to try, how many at once, and where to."""
 
@@ -356,6 +401,7 @@ class SyncSettings(StrictModel):
     # sharing one Stripe account must have different ids. Unset: derived from the seller.
     workspace_id: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
     stripe: StripeSettings | None = None
+    tryton: TrytonSettings | None = None
 
     def workspace_id_of(self, seller: Seller) -> str:
         """This workspace's id in remote systems: the configured one, else the seller's."""

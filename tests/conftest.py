@@ -21,6 +21,7 @@ from beanbill.rating.periods import Month
 from beanbill.rating.rate import rate_months
 from beanbill.rating.workspace import Workspace
 from beanbill.stripe_peer import API_KEY, reset, running_localstripe
+from tests.peers.tryton import PASSWORD, PASSWORD_ENV, TrytonPeer, running_tryton
 from tests.stripe_contract_check import log_problems
 from tests.support import (
     SMALL_CATALOG,
@@ -76,6 +77,15 @@ def localstripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     problems = log_problems(log)
     assert problems == [], "requests Stripe would refuse:\n" + "\n".join(problems)
+
+
+@pytest.fixture
+def tryton(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TrytonPeer]:
+    """A real trytond 8.0 on loopback serving a fresh copy of the set-up template database
+    (tests/peers/tryton.py installs and builds it on first use), its password in the env."""
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    with running_tryton(tmp_path / "tryton") as peer:
+        yield peer
 
 
 @pytest.fixture

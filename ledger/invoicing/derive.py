@@ -119,11 +119,21 @@ def seller_legal_line(seller: Seller) -> str:
     return " - ".join(part for part in parts if part)
 
 
-def _one(label: str, amount_minor: int, digits: int, vat: VatTreatment) -> InvoiceLine:
+def _one(
+    label: str, amount_minor: int, digits: int, vat: VatTreatment, family: str | None = None
+) -> InvoiceLine:
     """A line of quantity 1 for a whole amount (a provision, a regularization)."""
     price = Decimal(amount_minor).scaleb(-digits)
     return InvoiceLine(
-        "0", label, Decimal(1), DEFAULT_UNIT_CODE, price, Decimal(1), amount_minor, vat
+        "0",
+        label,
+        Decimal(1),
+        DEFAULT_UNIT_CODE,
+        price,
+        Decimal(1),
+        amount_minor,
+        vat,
+        family=family,
     )
 
 
@@ -158,7 +168,7 @@ def _provisioned(due: DueInvoice, digits: int, vat: VatTreatment) -> _Moves:
     consumed_span = _span(due.period_start, due.period_end - timedelta(days=1))
     for family, amount in sorted(provision.items()):
         label = f"Credit provision for {coming_span}: {family} (as consumed in {consumed_span})"
-        moves.add(_one(label, amount, digits, vat))
+        moves.add(_one(label, amount, digits, vat, family))
     if over:
         label = f"Regularization of over-consumption in {consumed_span}"
         moves.add(_one(label, over, digits, vat))
@@ -243,6 +253,7 @@ def _consumed(
                     detail.shown_unit,
                     detail.shown_price,
                     section,
+                    detail.family,
                 )
             )
         _apply_draws(moves, consumption, digits, vat, section)

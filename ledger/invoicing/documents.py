@@ -67,6 +67,9 @@ class InvoiceLine:
     shown_unit: str | None = None  # "h", "GB-month", "M requests", "month"
     shown_price: Decimal | None = None  # per one ``shown_unit``, exact (any decimals)
     section: str | None = None  # central invoices: the team organization's name
+    # The product family it bills (its revenue account, for an ERP); None for reductions,
+    # regularizations, credit, and in documents issued before the field existed.
+    family: str | None = None
 
 
 @dataclass(frozen=True)
