@@ -8,7 +8,6 @@ Exit codes scripts can rely on:
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from beanbill.ledger import keys
 from beanbill.ledger.books import ledger_errors, load_books
 from beanbill.ledger.entries import format_minor
 from beanbill.ledger.invoicing.due import issued_numbers_of
+from beanbill.ledger.main_file import FAVA_EXTENSION
 
 if TYPE_CHECKING:
     from beanbill.ledger.invoicing.issue import IssueSummary
@@ -558,6 +558,10 @@ def _invoice_number_of(workspace: Workspace, org: str) -> str | None:
     return numbers[0] if numbers else None
 
 
+OLD_EXTENSION_LINE = '"beanbill.ledger.fava_billing"'  # main files written before 2026-11-30
+EXTENSION_LINE = f'"{FAVA_EXTENSION}"'
+
+
 @main.command(name="fava")
 @workspace_option
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
@@ -566,15 +570,22 @@ def fava_command(workspace: Path, port: int) -> None:
     """Browse the workspace ledger in Fava: read-only, on 127.0.0.1 only.
 
     Read-only because beanbill appends to the ledger and Fava's editor would rewrite
-    files without fsync.
+    files without fsync. Fava runs in this process and opens the books from Beancount's
+    cache when it is valid (seconds instead of half a minute for a year); it reloads
+    when beanbill appends.
     """
+    from beanbill.fava_server import serve  # Fava and Flask load only for this command
+
     loaded = load_workspace(workspace)
-    fava = Path(sys.executable).with_name("fava")
-    if not fava.exists():
-        raise WorkspaceError(f"Fava is not installed next to {sys.executable}")
-    arguments = [str(fava), "--read-only", "--host", "127.0.0.1", "--port", str(port)]
-    click.echo(f"Fava on http://127.0.0.1:{port}/ (read-only), ledger {loaded.ledger_path}")
-    os.execv(arguments[0], [*arguments, str(loaded.ledger_path)])
+    ledger = loaded.ledger_path
+    if ledger.is_file() and OLD_EXTENSION_LINE in ledger.read_text(encoding="utf-8"):
+        click.echo(
+            f"note: {loaded.ledger_path} enables the billing pages under their old name: "
+            f"replace {OLD_EXTENSION_LINE} with {EXTENSION_LINE} (the pages read the sync state)",
+            err=True,
+        )
+    where = f"Fava on http://127.0.0.1:{port}/ (read-only), ledger {loaded.ledger_path}"
+    serve(loaded.ledger_path, port, listening=lambda: click.echo(where))
 
 
 @main.command(name="demo")
