@@ -5,6 +5,12 @@ it is kept, whatever happens next. Bad or stale signatures get a 400 and change 
 Request handlers never touch the ledger; one writer thread drains the inbox in bounded
 batches (woken by each new event, and every few seconds regardless), so a crash of the
 server loses nothing: on restart the writer finds what was kept and not yet posted.
+
+Each post makes Beancount's cache of the books stale (the accountant's ``beanbill fava``
+and ``bean-check`` open a year in seconds only from a valid cache). Once the inbox has
+been quiet for a while after a post, the writer checks the books as the nightly run does,
+which writes the cache again: the next morning's first page is fast although payments
+came in overnight.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -20,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from beanbill.ledger.books import ledger_errors
 from beanbill.rating.workspace import Workspace
 from beanbill.sync.interface import Connector, WebhookRejected
 from beanbill.sync.payments import apply_events
@@ -28,33 +36,58 @@ from beanbill.sync.state import SyncState, SyncStateError
 MAX_BODY_BYTES = 1_000_000
 IDLE_WAKE_SECONDS = 5.0
 ERROR_PAUSE_SECONDS = 2.0
+# Quiet time after the last post before the books' cache is written again: long enough
+# that a burst of payments is one rewrite (a year's cache takes about 30 s to write).
+WARM_AFTER_QUIET_SECONDS = 300.0
 logger = logging.getLogger("beanbill.serve")
 
 
 class InboxWriter:
     """The single ledger writer of the server: drains the inbox until stopped."""
 
-    def __init__(self, workspace: Workspace, connectors: list[Connector], state: SyncState):
+    def __init__(
+        self,
+        workspace: Workspace,
+        connectors: list[Connector],
+        state: SyncState,
+        warm_after_seconds: float = WARM_AFTER_QUIET_SECONDS,
+    ):
         self.workspace = workspace
         self.connectors = connectors
         self.state = state
+        self.warm_after_seconds = warm_after_seconds
+        self.posted_at: float | None = None  # the last post the cache does not hold yet
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="beanbill-ledger-writer")
 
     def _run(self) -> None:
         while not self.stopping.is_set():
-            self.wake.wait(IDLE_WAKE_SECONDS)
+            self.wake.wait(min(IDLE_WAKE_SECONDS, self.warm_after_seconds))
             self.wake.clear()
             try:
                 while any(
                     apply_events(self.workspace, connector, self.state)
                     for connector in self.connectors
                 ):
-                    pass
+                    self.posted_at = time.monotonic()
+                self._warm_when_quiet()
             except Exception:  # keep serving: the events stay in the inbox for the next try
                 logger.exception("posting webhook events failed; will try again")
                 self.stopping.wait(ERROR_PAUSE_SECONDS)
+
+    def _warm_when_quiet(self) -> None:
+        """Check the books and write their cache once posting has been quiet long enough."""
+        if self.posted_at is None:
+            return
+        if time.monotonic() - self.posted_at < self.warm_after_seconds:
+            return
+        self.posted_at = None
+        errors = ledger_errors(self.workspace.ledger_path)
+        if errors:
+            logger.error(
+                "bean-check finds %d error(s) in the books; first: %s", len(errors), errors[0]
+            )
 
     def start(self) -> None:
         self.thread.start()
@@ -81,8 +114,13 @@ async def _body_within(request: Request, limit_bytes: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def create_app(workspace: Workspace, connectors: list[Connector], state: SyncState) -> Starlette:
-    writer = InboxWriter(workspace, connectors, state)
+def create_app(
+    workspace: Workspace,
+    connectors: list[Connector],
+    state: SyncState,
+    warm_after_seconds: float = WARM_AFTER_QUIET_SECONDS,
+) -> Starlette:
+    writer = InboxWriter(workspace, connectors, state, warm_after_seconds)
     by_name = {connector.name: connector for connector in connectors}
 
     async def webhook(request: Request) -> JSONResponse:
