@@ -7,7 +7,6 @@ letters, discrepancies, rejected input), 2 nothing done.
 from __future__ import annotations
 
 import sys
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -23,6 +22,7 @@ from beanbill.exits import (
 )
 from beanbill.progress import ProgressBar
 from beanbill.rating.workspace import Workspace
+from beanbill.sync.attention import attention
 from beanbill.sync.erp import Erp, reconcile_erp
 from beanbill.sync.interface import Connector
 from beanbill.sync.payments import apply_events
@@ -30,7 +30,13 @@ from beanbill.sync.push import PushSummary, issued_snapshots, one_push_at_a_time
 from beanbill.sync.reconcile import ReconcileReport, reconcile
 from beanbill.sync.retry import PermanentError, TransientError
 from beanbill.sync.state import SyncState
-from beanbill.targets import TargetError, connectors, retry_policy, sync_state
+from beanbill.targets import (
+    TargetError,
+    connectors,
+    enabled_target_names,
+    retry_policy,
+    sync_state,
+)
 
 DEFAULT_RECONCILE_DAYS = 35
 DEFAULT_PORT = 8787
@@ -162,25 +168,30 @@ def push_command(workspace: Path) -> None:
 @workspace_option
 @reports_errors
 def status_command(workspace: Path) -> None:
-    """What was pushed where, the dead letters, the webhook inbox and payment states."""
-    state = sync_state(load_workspace(workspace))
-    records = state.records()
-    counts = Counter((record.target, record.status.value) for record in records)
-    for (target, status), count in sorted(counts.items()):
-        click.echo(f"{target:10} {status:8} {count:6,}")
-    for record in records:
-        if record.status.value != "synced":
+    """What was pushed where, what is pending, the dead letters, the webhook inbox and
+    payment states; exits 1 when something needs a human (the Fava Sync page shows the
+    same, from ``sync.attention``)."""
+    loaded = load_workspace(workspace)
+    state = sync_state(loaded)
+    documents, _ = issued_snapshots(loaded)
+    targets = attention(state, enabled_target_names(loaded), [d.number for d in documents])
+    for target in targets:
+        for status, count in target.push_counts.items():
+            click.echo(f"{target.target:10} {status:8} {count:6,}")
+        if target.pending:
+            click.echo(f"{target.target:10} {'to push':8} {len(target.pending):6,}")
+        for record in (*target.dead, *target.retrying):
             click.echo(
                 f"  {record.document} → {record.target}: {record.status.value} after "
                 f"{record.attempts} attempts: {record.last_error or ''}"
             )
-    for target in sorted({record.target for record in records}):
-        inbox: Counter[str] = Counter()
-        for outcome, count in state.inbox_counts(target).items():
-            inbox[outcome.split(":", 1)[0]] += count
-        click.echo(f"{target} inbox: " + ", ".join(f"{k} {v:,}" for k, v in sorted(inbox.items())))
-        for payment in state.statuses(target):
+        inbox = ", ".join(f"{kind} {count:,}" for kind, count in target.inbox.items())
+        click.echo(f"{target.target} inbox: {inbox or 'empty'}")
+        for outcome, count in target.problem_events:
+            click.echo(f"  {count:,} event(s) {outcome}")
+        for payment in target.payment_states:
             click.echo(f"  {payment.remote_id} {payment.document or ''} {payment.status}")
+    sys.exit(EXIT_ATTENTION if any(t.needs_attention for t in targets) else EXIT_OK)
 
 
 @sync_group.command(name="retry")

@@ -48,6 +48,18 @@ def connectors(workspace: Workspace) -> list[Connector]:
     return result
 
 
+def enabled_target_names(workspace: Workspace) -> tuple[str, ...]:
+    """The targets the settings enable, by name, without building their connectors (no
+    key needed). Each target's table is named as its connector: ``[sync.stripe]`` is the
+    ``stripe`` target."""
+    sync = workspace.settings.sync
+    return tuple(
+        name
+        for name in sorted(type(sync).model_fields)
+        if getattr(getattr(sync, name), "enabled", False) is True
+    )
+
+
 def retry_policy(workspace: Workspace) -> RetryPolicy:
     sync = workspace.settings.sync
     return RetryPolicy(attempts=sync.attempts, max_wait_seconds=float(sync.max_wait_seconds))

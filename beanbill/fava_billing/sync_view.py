@@ -19,6 +19,7 @@ from beanbill.rating.errors import BeanbillError
 from beanbill.rating.workspace import SETTINGS_FILE, Workspace
 from beanbill.sync.attention import TargetAttention, attention, by_document
 from beanbill.sync.state import STATE_FILE, PushRecord, SqliteSyncState
+from beanbill.targets import enabled_target_names
 
 
 @dataclass(frozen=True)
@@ -59,25 +60,13 @@ def find_workspace(ledger_path: Path) -> FoundWorkspace:
     return FoundWorkspace(workspace, None)
 
 
-def enabled_targets(workspace: Workspace) -> tuple[str, ...]:
-    """The targets the settings enable, by name, without building their connectors:
-    Fava needs no key. Each target's table is named as its connector (``[sync.stripe]``
-    is the ``stripe`` target), so a target added to the settings is found here too."""
-    sync = workspace.settings.sync
-    return tuple(
-        name
-        for name in sorted(type(sync).model_fields)
-        if getattr(getattr(sync, name), "enabled", False) is True
-    )
-
-
 def read_sync(found: FoundWorkspace, issued: Sequence[str]) -> SyncView:
     """The sync state of ``found``'s workspace; ``issued`` are the documents every
     enabled target should have. A missing state is never created here."""
     workspace = found.workspace
     if workspace is None:
         return SyncView(note=found.problem)
-    enabled = enabled_targets(workspace)
+    enabled = enabled_target_names(workspace)
     path = workspace.state_dir / STATE_FILE
     if not path.is_file():
         targets = ", ".join(enabled) or "no target is enabled"
