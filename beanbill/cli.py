@@ -36,6 +36,7 @@ from beanbill.ledger.main_file import FAVA_EXTENSION
 
 if TYPE_CHECKING:
     from beanbill.ledger.invoicing.issue import IssueSummary
+from beanbill.api_commands import api_key
 from beanbill.ledger.post import balance, post, record_credit
 from beanbill.progress import ProgressBar, on_terminal
 from beanbill.rating.config import EU_COUNTRIES, BillingMode
@@ -46,6 +47,7 @@ from beanbill.rating.rate import RatedMonth, rate_months
 from beanbill.rating.workspace import SETTINGS_FILE, Workspace
 from beanbill.report import render_summary
 from beanbill.sync_commands import (
+    DEFAULT_PORT,
     DEFAULT_RECONCILE_DAYS,
     run_push,
     run_reconcile,
@@ -552,6 +554,20 @@ def _print_credit_examples(workspace: Workspace) -> None:
         click.echo(f"  carried        {path} (earlier days below the {minimum} minimum)")
 
 
+def _print_demo_keys(workspace: Workspace) -> None:
+    """Two API keys for trying the customer API on the demo: shown once, stored hashed."""
+    from beanbill.api.keys import KeyStore
+
+    store = KeyStore(workspace.state_dir)
+    organizations = [customer.id for customer in workspace.customers.customer]
+    admin = store.create(None, organizations, "demo admin").secret_key
+    customer = store.create(organizations[0], organizations, "demo customer").secret_key
+    address = f"http://127.0.0.1:{DEFAULT_PORT}/v1"
+    click.echo(f"Customer API: beanbill serve -w {workspace.root}, then {address}")
+    click.echo(f"  admin key            {admin}")
+    click.echo(f"  {organizations[0]} key        {customer}")
+
+
 def _invoice_number_of(workspace: Workspace, org: str) -> str | None:
     books = load_books(workspace.ledger_path, workspace.settings.billing.currency)
     numbers = issued_numbers_of(books, org)
@@ -673,6 +689,7 @@ def demo_command(workspace: Path, seed: int, customers: int) -> None:
     click.echo(f"bean-check: {errors if errors else 'no errors'}")
     click.echo(f"Results: {loaded.rated_dir}  rejects: {loaded.rejects_dir}")
     demo_stripe.run(loaded)
+    _print_demo_keys(loaded)
     click.echo(f"Ledger: {loaded.ledger_path}  (browse it: beanbill fava -w {loaded.root})")
 
 
@@ -730,3 +747,4 @@ def run_command(workspace: Path, period: str | None, as_of: datetime | None) -> 
 
 main.add_command(sync_group)
 main.add_command(serve_command)
+main.add_command(api_key)

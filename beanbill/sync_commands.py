@@ -227,9 +227,11 @@ def reconcile_command(workspace: Path, since: datetime | None) -> None:
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535))
 @reports_errors
 def serve_command(workspace: Path, host: str, port: int) -> None:
-    """Receive payment webhooks (POST /webhooks/stripe) and post them to the ledger."""
+    """Receive payment webhooks (POST /webhooks/stripe) and post them to the ledger;
+    serve the customer API (/v1, its OpenAPI document at /openapi.json) beside them."""
     import uvicorn
 
+    from beanbill.api.app import create_app as create_api
     from beanbill.sync.serve import create_app
 
     loaded = load_workspace(workspace)
@@ -239,5 +241,10 @@ def serve_command(workspace: Path, host: str, port: int) -> None:
         if not getattr(target, "webhook_secret", None):
             raise TargetError(f"{target.name}: no webhook secret in the environment")
     app = create_app(loaded, targets, sync_state(loaded))
-    click.echo(f"beanbill serve on http://{host}:{port}/webhooks/<target>", err=True)
+    app.mount("/", create_api(loaded))  # after the webhooks and /health, which match first
+    click.echo(
+        f"beanbill serve on http://{host}:{port}/webhooks/<target>, the customer API on "
+        f"http://{host}:{port}/v1 (OpenAPI document: /openapi.json)",
+        err=True,
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

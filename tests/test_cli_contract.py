@@ -38,6 +38,9 @@ ARGUMENTS = {
     ("sync", "status"): [],
     ("sync", "retry"): [],
     ("sync", "reconcile"): [],
+    ("api-key", "create"): ["org-0001"],
+    ("api-key", "list"): [],
+    ("api-key", "revoke"): ["3f9c0a1b2c4d"],
 }
 SKIPPED = {("demo",), ("init",), ("ingest",)}  # demo and init make workspaces; see below
 
@@ -51,7 +54,8 @@ def commands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple
 
 
 def test_every_command_is_listed_here() -> None:
-    assert set(commands(main)) == set(ARGUMENTS) | SKIPPED | {("credits",), ("sync",)}
+    groups = {("credits",), ("sync",), ("api-key",)}
+    assert set(commands(main)) == set(ARGUMENTS) | SKIPPED | groups
 
 
 @pytest.mark.parametrize("path", sorted(ARGUMENTS))

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_FOLDERS = ("beanbill", "rating", "ledger", "sync", "connectors")
 FORBIDDEN_IMPORTS = frozenset({"tests", "saxonche"})
-TEST_ONLY_DEPENDENCIES = frozenset({"saxonche", "localstripe"})
+TEST_ONLY_DEPENDENCIES = frozenset({"saxonche", "localstripe", "schemathesis"})
 MAXIMUM_MODULES = 500  # far above today's count: a runaway walk (a symlink loop) fails fast
 
 
