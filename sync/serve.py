@@ -56,7 +56,7 @@ class InboxWriter:
         self.connectors = connectors
         self.state = state
         self.warm_after_seconds = warm_after_seconds
-        self.posted_at: float | None = None  # the last post the cache does not hold yet
+        self.last_post_monotonic_seconds: float | None = None  # a post the cache lacks
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="beanbill-ledger-writer")
@@ -70,7 +70,7 @@ class InboxWriter:
                     apply_events(self.workspace, connector, self.state)
                     for connector in self.connectors
                 ):
-                    self.posted_at = time.monotonic()
+                    self.last_post_monotonic_seconds = time.monotonic()
                 self._warm_when_quiet()
             except Exception:  # keep serving: the events stay in the inbox for the next try
                 logger.exception("posting webhook events failed; will try again")
@@ -78,11 +78,11 @@ class InboxWriter:
 
     def _warm_when_quiet(self) -> None:
         """Check the books and write their cache once posting has been quiet long enough."""
-        if self.posted_at is None:
+        if self.last_post_monotonic_seconds is None:
             return
-        if time.monotonic() - self.posted_at < self.warm_after_seconds:
+        if time.monotonic() - self.last_post_monotonic_seconds < self.warm_after_seconds:
             return
-        self.posted_at = None
+        self.last_post_monotonic_seconds = None
         errors = ledger_errors(self.workspace.ledger_path)
         if errors:
             logger.error(
