@@ -111,7 +111,8 @@ def test_new_wording_of_a_written_fact_keeps_the_old_text(tmp_path: Path) -> Non
     [
         {"meta": (("org", "b"),)},
         {"date": date(2026, 10, 30)},
-        {"postings": (Posting("Income:Usage:Compute", -1, "EUR"), Posting("Assets:Bank:Operating", 1, "EUR"))},
+        {"postings": (Posting("Income:Usage:Compute", -1, "EUR"),
+                      Posting("Assets:Bank:Operating", 1, "EUR"))},
     ],
 )  # fmt: skip
 def test_a_changed_fact_in_new_words_is_still_a_conflict(
