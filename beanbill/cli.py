@@ -40,9 +40,10 @@ from beanbill.api_commands import api_key
 from beanbill.ledger.post import balance, post, record_credit
 from beanbill.progress import ProgressBar, on_terminal
 from beanbill.rating.config import EU_COUNTRIES, BillingMode
-from beanbill.rating.errors import WorkspaceError
+from beanbill.rating.errors import RatingError, WorkspaceError
 from beanbill.rating.ingest import IngestSummary, ingest, summary_as_json
 from beanbill.rating.periods import Month, parse_month_range
+from beanbill.rating.provisional import local_today, rate_open
 from beanbill.rating.rate import RatedMonth, rate_months
 from beanbill.rating.workspace import SETTINGS_FILE, Workspace
 from beanbill.report import render_summary
@@ -161,20 +162,36 @@ def _print_rated(result: RatedMonth) -> None:
 @main.command(name="rate")
 @workspace_option
 @click.option(
-    "--period", "-p", required=True, help="A month (2026-11) or a range (2026-09..2026-11)."
+    "--period", "-p", default=None, help="A month (2026-11) or a range (2026-09..2026-11)."
+)
+@click.option(
+    "--open",
+    "open_periods",
+    is_flag=True,
+    help="Rate the current (open) periods provisionally, into provisional/ (never posted).",
 )
 @reports_errors
-def rate_command(workspace: Path, period: str) -> None:
+def rate_command(workspace: Path, period: str | None, open_periods: bool) -> None:
     """Rate every billing period that starts in the given month(s).
 
     Writes rated/month=YYYY-MM/lines.parquet (per organization, period, day, meter,
     resource and pricing tier) and totals.parquet (per organization, period and product
     family). Re-running gives byte-identical files.
+
+    With --open: the months of the periods running today, rated by the same engine into
+    provisional/month=YYYY-MM/, which the customer API's usage and forecast read and
+    `post` never does.
     """
+    if (period is None) == (not open_periods):
+        raise click.UsageError("give --period MONTH or --open (one of them)")
     loaded = load_workspace(workspace)
-    months = parse_month_range(period)
-    with ProgressBar("rating") as bar:
-        results = rate_months(loaded, months, bar)
+    if open_periods:
+        with ProgressBar("rating open periods") as bar:
+            results = rate_open(loaded, local_today(loaded), bar)
+    else:
+        assert period is not None
+        with ProgressBar("rating") as bar:
+            results = rate_months(loaded, parse_month_range(period), bar)
     for result in results:
         _print_rated(result)
 
@@ -742,6 +759,12 @@ def run_command(workspace: Path, period: str | None, as_of: datetime | None) -> 
     attention |= pushed.needs_attention or any(report.discrepancies for report in reports)
     errors = ledger_errors(loaded.ledger_path)
     click.echo(f"bean-check: {errors if errors else 'no errors'}")
+    try:  # the open periods, provisionally (the API's usage and forecast); never posted
+        for result in rate_open(loaded, as_of.date() if as_of else local_today(loaded)):
+            click.echo(f"provisional {result.month}: {result.line_count:,} lines")
+    except RatingError as error:
+        click.echo(f"provisional rating failed: {error}", err=True)
+        attention = True
     sys.exit(EXIT_ATTENTION if attention or errors else EXIT_OK)
 
 

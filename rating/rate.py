@@ -106,8 +106,13 @@ def _raise_problems(rating_input: RatingInput, problems: list[str]) -> None:
 
 
 def rate_month(
-    workspace: Workspace, month: Month, connection: ibis.BaseBackend | None = None
+    workspace: Workspace,
+    month: Month,
+    connection: ibis.BaseBackend | None = None,
+    folder: Path | None = None,
 ) -> RatedMonth:
+    """Rate ``month`` into ``folder`` (default: the rated store ``post`` reads; provisional
+    rating of open periods passes its own folder, so the same engine writes both)."""
     connection = connection or ibis.duckdb.connect(**workspace.duckdb_config())
     settings = workspace.settings.billing
     rating_input = month_input(month, settings.timezone, workspace.catalog, workspace.customers)
@@ -116,8 +121,9 @@ def rate_month(
     )
     events = load_events(connection, files)
     check_references(connection, events, rating_input)
-    lines_path = rated_store.lines_path(workspace, month)
-    totals_path = rated_store.totals_path(workspace, month)
+    folder = folder or rated_store.month_folder(workspace, month)
+    lines_path = folder / rated_store.LINES_FILE
+    totals_path = folder / rated_store.TOTALS_FILE
     lines_temporary = temporary_sibling(lines_path)
     totals_temporary = temporary_sibling(totals_path)
     scratch = f"usage_lines_{month.year}_{month.month:02d}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
+from pathlib import Path
 from typing import NamedTuple
 
 from beanbill.rating.errors import RatingError
@@ -20,7 +21,8 @@ MAX_DETAIL_ROWS = 200_000  # one organization's month: resources × days, bounde
 
 _DETAIL_SQL = """
 SELECT period, period_start, period_end, family, meter, unit, resource, day,
-       sum(quantity_micro) AS quantity_micro, sum(amount_atto) AS amount_atto
+       sum(quantity_micro) AS quantity_micro,
+       sum(amount_atto)::HUGEINT AS amount_atto  -- a Python int, not a Decimal to convert
 FROM read_parquet($path)
 WHERE org = $org AND list_contains($periods, period)
 GROUP BY ALL
@@ -44,10 +46,19 @@ class UsageDay(NamedTuple):
     amount_atto: int
 
 
-def usage_days(store: RatedStore, month: Month, org: str, periods: Sequence[str]) -> list[UsageDay]:
+def usage_days(
+    store: RatedStore,
+    month: Month,
+    org: str,
+    periods: Sequence[str],
+    path: Path | None = None,
+) -> list[UsageDay]:
     """``org``'s rated usage of ``periods`` (billing periods starting in ``month``), per
-    family, meter, resource and day, in that order. Empty when the month is not rated."""
-    path = lines_path(store.workspace, month)
+    family, meter, resource and day, in that order. Empty when the month is not rated.
+
+    ``path``: another file of rated lines of ``month`` (the provisional rating of open
+    periods, same schema); default the rated store's."""
+    path = path or lines_path(store.workspace, month)
     if not periods or not path.is_file():
         return []
     parameters = {

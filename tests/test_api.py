@@ -141,6 +141,7 @@ def test_the_openapi_document_describes_every_route(billed: Billed) -> None:
         "/v1/organizations",
         "/v1/organizations/{org}",
         "/v1/organizations/{org}/usage",
+        "/v1/organizations/{org}/forecast",
         "/v1/organizations/{org}/credits",
         "/v1/invoices",
         "/v1/invoices/{number}",

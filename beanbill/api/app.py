@@ -4,10 +4,14 @@ Routes (every one needs an API key, ``Authorization: Bearer <key>``):
 
 - ``POST /v1/events``: usage events in (the file ingest's rules);
 - ``GET /v1/organizations[/{org}]``: what the key sees;
-- ``GET /v1/organizations/{org}/usage?month=YYYY-MM``: closed periods, drilled down;
+- ``GET /v1/organizations/{org}/usage?month=YYYY-MM``: closed periods, drilled down, and
+  open ones from the provisional rating (flagged ``provisional``);
+- ``GET /v1/organizations/{org}/forecast``: the current period's expected total;
 - ``GET /v1/organizations/{org}/credits``: credit balance and lots;
 - ``GET /v1/invoices``, ``/v1/invoices/{number}`` and its ``pdf``, ``cii``, ``ubl`` and
-  ``payments``.
+  ``payments``;
+- ``/portal/``: the customer portal's pages (``beanbill.api.portal``; the same keys as a
+  login; not in the document).
 
 The document is served at ``/openapi.json`` (and read at ``/docs``). Mounting it beside
 the webhooks in ``beanbill serve`` is the server's business; the app itself starts no
@@ -23,8 +27,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from beanbill.api import credits, events, invoices, organizations, usage
+from beanbill.api import credits, events, forecast, invoices, organizations, usage
 from beanbill.api.context import ApiContext, ApiSettings, today_utc
+from beanbill.api.portal import portal_router
 from beanbill.api.problems import ApiProblem
 from beanbill.rating.workspace import Workspace
 
@@ -55,6 +60,7 @@ def routes(settings: ApiSettings) -> FastAPI:
     app.include_router(events.router(settings))
     app.include_router(organizations.router())
     app.include_router(usage.router())
+    app.include_router(forecast.router())
     app.include_router(credits.router())
     app.include_router(invoices.router())
     return app
@@ -73,5 +79,6 @@ def create_app(
     """The API over ``workspace``; ``today`` dates statuses (overdue, expiring lots)."""
     settings = settings or ApiSettings()
     app = routes(settings)
+    app.include_router(portal_router())  # the customer portal: /portal/ (not in the document)
     app.state.context = ApiContext(workspace, settings, today)
     return app

@@ -1,0 +1,266 @@
+"""Customer API: events in over loopback against a file-ingest floor, and the open period's
+usage drill-down latency for an organization with a million events.
+
+    .venv/bin/python bench/bench_api.py --events 100000 --big-events 1000000
+
+1. **Events in**: the same events, in 1,000-event batches, are posted to ``POST /v1/events``
+   of a real server (uvicorn on 127.0.0.1, one keep-alive client) and, as the floor, written
+   to one JSON Lines file and ingested into a fresh workspace (``rating.ingest``), in the
+   same run. Sustained events/s of each; the goal is the API at ≥ 50 % of the floor.
+2. **Drill-down**: an organization with ``--big-events`` interval events in the open month
+   (beside 999 others with as many in all) is rated provisionally (``rate_open``: what is
+   precomputed, timed); then ``GET /v1/organizations/{org}/usage?month=`` and its forecast
+   are requested ``--requests`` times over loopback; p50/p99 latency; the goal is p99
+   < 200 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import statistics
+import sys
+import threading
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+import uvicorn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from beanbill.api.app import create_app  # noqa: E402
+from beanbill.api.context import ApiSettings  # noqa: E402
+from beanbill.api.keys import KeyStore  # noqa: E402
+from beanbill.api.rate_limit import RateLimit  # noqa: E402
+from beanbill.examples import SETTINGS  # noqa: E402
+from beanbill.rating.ingest import ingest  # noqa: E402
+from beanbill.rating.provisional import rate_open  # noqa: E402
+from beanbill.rating.workspace import Workspace  # noqa: E402
+from tests.support import SMALL_CATALOG, customer, write_workspace  # noqa: E402
+
+BATCH = 1_000
+ORGANIZATIONS = 1_000
+BIG = "org-big"
+TODAY = date(2026, 11, 30)  # the open month: November 2026
+MONTH_START_EPOCH = 1_793_491_200  # 2026-11-01T00:00:00Z
+DAYS = 29  # complete days before TODAY
+BIG_RESOURCES = 100
+MAX_EVENTS = 10_000_000
+UNLIMITED = ApiSettings(rate_limit=RateLimit(per_second=1e9, burst=1_000_000_000))
+
+
+def workspace(root: Path, organizations: list[str]) -> Workspace:
+    shutil.rmtree(root, ignore_errors=True)
+    customers = [customer(org) for org in organizations]
+    return write_workspace(root, SETTINGS, SMALL_CATALOG, customers)
+
+
+def events_in_memory(count: int) -> list[dict[str, Any]]:
+    """Interval (cpu) and counter (egress) events of 100 organizations in November."""
+    events: list[dict[str, Any]] = []
+    for index in range(count):
+        org = f"org-{index % 100:05d}"
+        start = MONTH_START_EPOCH + (index * 7919) % (DAYS * 86_400)
+        if index % 4 == 3:
+            at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start))
+            events.append(
+                {"id": f"e{index}", "org": org, "resource": f"{org}/lb", "meter": "egress",
+                 "at": at, "quantity": str(1 + index % 50)}
+            )  # fmt: skip
+        else:
+            end = start + 60 + (index * 104729) % 7200
+            events.append(
+                {"id": f"e{index}", "org": org, "resource": f"{org}/vm-{index % 7}",
+                 "meter": "cpu", "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
+                 "end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(end)),
+                 "quantity": str(1 + index % 8)}
+            )  # fmt: skip
+    return events
+
+
+class Server:
+    """The app on 127.0.0.1 (an ephemeral port) in a thread, as ``beanbill serve`` runs it."""
+
+    def __init__(self, app: Any) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def admin_key(workspace: Workspace, organizations: list[str]) -> str:
+    return KeyStore(workspace.state_dir).create(None, organizations, "bench").secret_key
+
+
+def bench_events(folder: Path, count: int) -> dict[str, Any]:
+    organizations = [f"org-{index:05d}" for index in range(100)]
+    events = events_in_memory(count)
+    floor_workspace = workspace(folder / "floor", organizations)
+    path = folder / "events.jsonl"
+    path.write_text("".join(json.dumps(event) + "\n" for event in events))
+    started = time.perf_counter()
+    summary = ingest(floor_workspace, [path])
+    floor_seconds = time.perf_counter() - started
+    assert summary.accepted == count, summary
+    api_workspace = workspace(folder / "api", organizations)
+    key = admin_key(api_workspace, organizations)
+    app = create_app(api_workspace, UNLIMITED, today=lambda: TODAY)
+    accepted = 0
+    batch_seconds: list[float] = []
+    with Server(app) as base, httpx.Client(base_url=base, timeout=120) as client:
+        headers = {"Authorization": f"Bearer {key}"}
+        started = time.perf_counter()
+        for first in range(0, count, BATCH):
+            sent = time.perf_counter()
+            response = client.post(
+                "/v1/events", headers=headers, json={"events": events[first : first + BATCH]}
+            )
+            batch_seconds.append(time.perf_counter() - sent)
+            if response.status_code != 200:
+                raise RuntimeError(
+                    f"batch at {first}: {response.status_code} {response.text[:500]}"
+                )
+            accepted += int(response.json()["accepted"])
+        api_seconds = time.perf_counter() - started
+    assert accepted == count, accepted
+    floor_rate = count / floor_seconds
+    api_rate = count / api_seconds
+    return {
+        "events": count,
+        "floor_seconds": round(floor_seconds, 3),
+        "floor_events_per_second": round(floor_rate),
+        "api_seconds": round(api_seconds, 3),
+        "api_events_per_second": round(api_rate),
+        "api_share_of_floor": round(api_rate / floor_rate, 3),
+        "batch_p50_ms": round(statistics.median(batch_seconds) * 1000, 1),
+        "batch_p99_ms": round(_percentile(batch_seconds, 0.99) * 1000, 1),
+    }
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def big_events(path: Path, big: int) -> None:
+    """``big`` interval events of one organization (100 resources) and as many of 999
+    others, made by DuckDB (deterministic), as Parquet."""
+    query = f"""
+        WITH base AS (
+            SELECT i, CAST(hash(i, 1) % {DAYS} AS BIGINT) AS day,
+                   CAST(hash(i, 2) % 86000 AS BIGINT) AS offset_s,
+                   CAST(1 + hash(i, 3) % 3600 AS BIGINT) AS duration
+            FROM range({2 * big}) t(i)
+        )
+        SELECT 'ev-' || i AS id,
+               CASE WHEN i < {big} THEN '{BIG}'
+                    ELSE printf('org-%05d', i % {ORGANIZATIONS - 1}) END AS org,
+               CASE WHEN i < {big} THEN printf('{BIG}/vm-%03d', i % {BIG_RESOURCES})
+                    ELSE printf('org-%05d/vm', i % {ORGANIZATIONS - 1}) END AS resource,
+               'cpu' AS meter,
+               strftime(make_timestamp(({MONTH_START_EPOCH} + day * 86400 + offset_s)
+                                       * 1000000), '%Y-%m-%dT%H:%M:%SZ') AS start,
+               strftime(make_timestamp(({MONTH_START_EPOCH} + day * 86400 + offset_s
+                                        + duration) * 1000000), '%Y-%m-%dT%H:%M:%SZ') AS "end",
+               CAST(1 + i % 8 AS VARCHAR) AS quantity
+        FROM base
+    """
+    connection = duckdb.connect()
+    connection.execute(f"COPY ({query}) TO '{path}' (FORMAT parquet)")
+
+
+def bench_drill_down(folder: Path, big: int, requests: int) -> dict[str, Any]:
+    organizations = [BIG, *(f"org-{index:05d}" for index in range(ORGANIZATIONS - 1))]
+    loaded = workspace(folder / "big", organizations)
+    path = folder / "big.parquet"
+    big_events(path, big)
+    started = time.perf_counter()
+    summary = ingest(loaded, [path])
+    ingest_seconds = time.perf_counter() - started
+    assert summary.accepted == 2 * big, summary
+    started = time.perf_counter()
+    [rated] = rate_open(loaded, TODAY)
+    rate_seconds = time.perf_counter() - started
+    key = admin_key(loaded, organizations)
+    app = create_app(loaded, UNLIMITED, today=lambda: TODAY)
+    figures: dict[str, Any] = {
+        "big_events": big,
+        "all_events": 2 * big,
+        "ingest_seconds": round(ingest_seconds, 3),
+        "rate_open_seconds": round(rate_seconds, 3),
+        "provisional_lines": rated.line_count,
+        "provisional_file_bytes": rated.lines_path.stat().st_size,
+    }
+    with Server(app) as base, httpx.Client(base_url=base, timeout=120) as client:
+        headers = {"Authorization": f"Bearer {key}"}
+        for name, target, parameters in (
+            ("usage", f"/v1/organizations/{BIG}/usage", {"month": "2026-11"}),
+            ("forecast", f"/v1/organizations/{BIG}/forecast", {}),
+        ):
+            client.get(target, headers=headers, params=parameters).raise_for_status()  # warm
+            seconds = []
+            size = 0
+            for _ in range(requests):
+                sent = time.perf_counter()
+                response = client.get(target, headers=headers, params=parameters)
+                seconds.append(time.perf_counter() - sent)
+                response.raise_for_status()
+                size = len(response.content)
+            figures[f"{name}_p50_ms"] = round(statistics.median(seconds) * 1000, 1)
+            figures[f"{name}_p99_ms"] = round(_percentile(seconds, 0.99) * 1000, 1)
+            figures[f"{name}_response_bytes"] = size
+        usage = client.get(
+            f"/v1/organizations/{BIG}/usage", headers=headers, params={"month": "2026-11"}
+        ).json()
+        figures["usage_resource_days"] = sum(
+            len(resource["days"])
+            for period in usage["periods"]
+            for family in period["families"]
+            for meter in family["meters"]
+            for resource in meter["resources"]
+        )
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000, help="events posted in batches")
+    parser.add_argument("--big-events", type=int, default=1_000_000, help="the big org's events")
+    parser.add_argument("--requests", type=int, default=200, help="drill-down requests timed")
+    parser.add_argument("--folder", type=Path, default=Path("/tmp/beanbill-bench-api"))
+    arguments = parser.parse_args()
+    for name in ("events", "big_events"):
+        if not BATCH <= getattr(arguments, name) <= MAX_EVENTS:
+            parser.error(f"--{name.replace('_', '-')} must be between {BATCH} and {MAX_EVENTS}")
+    if not 10 <= arguments.requests <= 10_000:
+        parser.error("--requests must be between 10 and 10,000")
+    arguments.folder.mkdir(parents=True, exist_ok=True)
+    print(json.dumps({"events_in": bench_events(arguments.folder, arguments.events)}), flush=True)
+    drill_down = bench_drill_down(arguments.folder, arguments.big_events, arguments.requests)
+    print(json.dumps({"drill_down": drill_down}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
