@@ -579,8 +579,9 @@ def _print_demo_keys(workspace: Workspace) -> None:
     organizations = [customer.id for customer in workspace.customers.customer]
     admin = store.create(None, organizations, "demo admin").secret_key
     customer = store.create(organizations[0], organizations, "demo customer").secret_key
-    address = f"http://127.0.0.1:{DEFAULT_PORT}/v1"
-    click.echo(f"Customer API: beanbill serve -w {workspace.root}, then {address}")
+    address = f"http://127.0.0.1:{DEFAULT_PORT}"
+    click.echo(f"Customer API and portal: beanbill serve -w {workspace.root}, then")
+    click.echo(f"  API {address}/v1 (OpenAPI: {address}/openapi.json), portal {address}/portal/")
     click.echo(f"  admin key            {admin}")
     click.echo(f"  {organizations[0]} key        {customer}")
 

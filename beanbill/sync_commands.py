@@ -225,8 +225,15 @@ def reconcile_command(workspace: Path, since: datetime | None) -> None:
 @workspace_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--rate-open-minutes",
+    default=15,
+    show_default=True,
+    type=click.IntRange(0, 1440),
+    help="Rate the open periods (the API's usage and forecast) this often; 0: never.",
+)
 @reports_errors
-def serve_command(workspace: Path, host: str, port: int) -> None:
+def serve_command(workspace: Path, host: str, port: int, rate_open_minutes: int) -> None:
     """Receive payment webhooks (POST /webhooks/stripe) and post them to the ledger;
     serve the customer API (/v1, its OpenAPI document at /openapi.json) beside them."""
     import uvicorn
@@ -240,7 +247,8 @@ def serve_command(workspace: Path, host: str, port: int) -> None:
     for target in targets:
         if not getattr(target, "webhook_secret", None):
             raise TargetError(f"{target.name}: no webhook secret in the environment")
-    app = create_app(loaded, targets, sync_state(loaded))
+    every = float(rate_open_minutes * 60) if rate_open_minutes else None
+    app = create_app(loaded, targets, sync_state(loaded), rate_open_every_seconds=every)
     app.mount("/", create_api(loaded))  # after the webhooks and /health, which match first
     click.echo(
         f"beanbill serve on http://{host}:{port}/webhooks/<target>, the customer API on "

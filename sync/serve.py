@@ -11,6 +11,10 @@ and ``bean-check`` open a year in seconds only from a valid cache). Once the inb
 been quiet for a while after a post, the writer checks the books as the nightly run does,
 which writes the cache again: the next morning's first page is fast although payments
 came in overnight.
+
+With ``rate_open_every_seconds`` the server also rates the open periods provisionally
+(``beanbill rate --open``) on that schedule, so the customer API's usage and forecast
+stay fresh between nightly runs; provisional figures are never posted.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from beanbill.ledger.books import ledger_errors
+from beanbill.rating.provisional import local_today, rate_open
 from beanbill.rating.workspace import Workspace
 from beanbill.sync.interface import Connector, WebhookRejected
 from beanbill.sync.payments import apply_events
@@ -99,6 +104,35 @@ class InboxWriter:
         self.thread.join()
 
 
+class ProvisionalRater:
+    """Rates the open periods now and then every ``every_seconds`` until stopped."""
+
+    def __init__(self, workspace: Workspace, every_seconds: float):
+        if every_seconds <= 0:
+            raise ValueError("the provisional rating needs a positive interval")
+        self.workspace = workspace
+        self.every_seconds = every_seconds
+        self.rounds = 0  # ratings done, for the health answer
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="beanbill-provisional-rater")
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                rate_open(self.workspace, local_today(self.workspace))
+                self.rounds += 1
+            except Exception:  # keep serving: the next round tries again
+                logger.exception("rating the open periods failed; will try again")
+            self.stopping.wait(self.every_seconds)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+
+
 async def _body_within(request: Request, limit_bytes: int) -> bytes | None:
     """The body, or None as soon as it is known to exceed the limit: never read it all."""
     declared = request.headers.get("content-length", "")
@@ -119,8 +153,16 @@ def create_app(
     connectors: list[Connector],
     state: SyncState,
     warm_after_seconds: float = WARM_AFTER_QUIET_SECONDS,
+    rate_open_every_seconds: float | None = None,
 ) -> Starlette:
+    """The webhook server; ``rate_open_every_seconds`` (None: never) rates the open
+    periods on that schedule."""
     writer = InboxWriter(workspace, connectors, state, warm_after_seconds)
+    rater = (
+        ProvisionalRater(workspace, rate_open_every_seconds)
+        if rate_open_every_seconds is not None
+        else None
+    )
     by_name = {connector.name: connector for connector in connectors}
 
     async def webhook(request: Request) -> JSONResponse:
@@ -148,15 +190,22 @@ def create_app(
         return JSONResponse({"received": event.event_id, "duplicate": not new})
 
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"ok": True, "writer": writer.thread.is_alive()})
+        answer: dict[str, object] = {"ok": True, "writer": writer.thread.is_alive()}
+        if rater is not None:
+            answer["provisional_ratings"] = rater.rounds
+        return JSONResponse(answer)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         writer.start()
+        if rater is not None:
+            rater.start()
         try:
             yield
         finally:
             await run_in_threadpool(writer.stop)
+            if rater is not None:
+                await run_in_threadpool(rater.stop)
 
     return Starlette(
         routes=[

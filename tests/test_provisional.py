@@ -16,6 +16,7 @@ from beanbill.exits import EXIT_OK
 from beanbill.rating.ingest import ingest
 from beanbill.rating.periods import Month
 from beanbill.rating.provisional import (
+    local_today,
     open_months,
     provisional_dir,
     provisional_month_folder,
@@ -88,3 +89,23 @@ def test_the_rate_command_takes_a_period_or_open(demo: Workspace) -> None:
         refused = runner.invoke(main, ["rate", *arguments, "-w", str(demo.root)])
         assert refused.exit_code == 2, refused.output
         assert "--period MONTH or --open" in refused.output
+
+
+def test_serve_rates_the_open_periods_on_its_schedule(demo: Workspace) -> None:
+    """`beanbill serve --rate-open-minutes N`: the API's usage and forecast stay fresh
+    between nightly runs (here every 0.2 s, twice at least)."""
+    import time
+
+    from starlette.testclient import TestClient
+
+    from beanbill.sync.serve import create_app
+    from beanbill.targets import sync_state
+
+    app = create_app(demo, [], sync_state(demo), rate_open_every_seconds=0.2)
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/health").json()["provisional_ratings"] < 2:
+            assert time.monotonic() < deadline, "the open periods were not rated"
+            time.sleep(0.1)
+    today = local_today(demo)
+    assert (provisional_month_folder(demo, Month(today.year, today.month)) / LINES_FILE).is_file()
