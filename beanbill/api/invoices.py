@@ -133,19 +133,21 @@ def snapshot(folder: Path, number: str) -> InvoiceDocument | None:
 
 
 @dataclass(frozen=True)
-class _Visible:
+class VisibleInvoices:
     rows: list[InvoiceRow]  # the invoices this key sees, in issue order
     by_number: dict[str, InvoiceRow]
     credit_notes: dict[str, InvoiceRow]  # credit note number → the invoice it cancels
 
 
-def _visible(caller: Caller) -> tuple[_Visible, Sequence[Any]]:
+def visible_invoices(caller: Caller) -> tuple[VisibleInvoices, Sequence[Any]]:
+    """The invoices ``caller``'s key sees (as of today), and the ledger entries they were
+    read from; the API and the portal both list through it."""
     entries = caller.context.ledger.entries()
     rows = [
         row for row in invoices(entries, caller.context.today()) if row.org in caller.organizations
     ]
     notes = {row.credit_note: row for row in rows if row.credit_note}
-    return _Visible(rows, {row.number: row for row in rows}, notes), entries
+    return VisibleInvoices(rows, {row.number: row for row in rows}, notes), entries
 
 
 def summary_of(caller: Caller, row: InvoiceRow) -> InvoiceSummary:
@@ -173,7 +175,7 @@ def _month_of(day: date | None) -> str | None:
     return f"{day.year:04d}-{day.month:02d}" if day else None
 
 
-def _movements(entries: Sequence[Any], row: InvoiceRow, today: date) -> list[Movement]:
+def invoice_movements(entries: Sequence[Any], row: InvoiceRow, today: date) -> list[Movement]:
     """What moved the invoice's receivable (its link), in ledger order."""
     issuance = keys.invoice_txn_id(row.number)
     found: list[Movement] = []
@@ -217,9 +219,9 @@ FILE_KINDS = {
 }
 
 
-def _find(caller: Caller, number: str) -> tuple[_Visible, Sequence[Any], str]:
+def find_invoice(caller: Caller, number: str) -> tuple[VisibleInvoices, Sequence[Any], str]:
     """The visible invoices, the entries, and the organization ``number`` belongs to."""
-    visible, entries = _visible(caller)
+    visible, entries = visible_invoices(caller)
     row = visible.by_number.get(number) or visible.credit_notes.get(number)
     if row is None:
         raise NotFound(f"no invoice or credit note {number!r}")
@@ -250,7 +252,7 @@ def router() -> APIRouter:
         in issue order, filtered by organization, status and billing period."""
         if org is not None:
             caller.require(org)
-        visible, _ = _visible(caller)
+        visible, _ = visible_invoices(caller)
         rows = visible.rows
         if after is not None:
             numbers = [row.number for row in rows]
@@ -276,7 +278,7 @@ def router() -> APIRouter:
         responses=responses(*COMMON),
     )
     def get_invoice(caller: CallerDependency, number: NumberParameter) -> InvoiceDetail:
-        visible, _, org = _find(caller, number)
+        visible, _, org = find_invoice(caller, number)
         document = snapshot(caller.context.workspace.invoices_dir, number)
         if document is None:
             raise NotFound(f"the snapshot of {number} is missing: `beanbill invoice render`")
@@ -297,7 +299,7 @@ def router() -> APIRouter:
         responses=responses(*COMMON),
     )
     def get_payments(caller: CallerDependency, number: NumberParameter) -> PaymentHistory:
-        visible, entries = _visible(caller)
+        visible, entries = visible_invoices(caller)
         row = visible.by_number.get(number)
         if row is None:
             raise NotFound(f"no invoice {number!r}")
@@ -307,7 +309,7 @@ def router() -> APIRouter:
             currency=row.currency,
             outstanding_minor=row.outstanding_minor,
             outstanding=minor_text(row.outstanding_minor, row.currency),
-            movements=_movements(entries, row, caller.context.today()),
+            movements=invoice_movements(entries, row, caller.context.today()),
         )
 
     def file_route(kind: str) -> None:
@@ -327,7 +329,7 @@ def router() -> APIRouter:
             operation_id=f"download_{kind}",
         )
         def download(caller: CallerDependency, number: NumberParameter) -> Response:
-            _find(caller, number)
+            find_invoice(caller, number)
             path = caller.context.workspace.invoices_dir / f"{number}.{suffix}"
             if not path.is_file():
                 raise NotFound(

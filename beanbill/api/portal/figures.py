@@ -121,7 +121,7 @@ def credits_of(caller: Caller, org: str) -> CreditsView:
 
 def invoices_of(caller: Caller, org: str) -> list[InvoiceSummary]:
     """``org``'s invoices (a parent's central invoices are its own), newest first."""
-    visible, _ = invoice_api._visible(caller)
+    visible, _ = invoice_api.visible_invoices(caller)
     rows = [row for row in visible.rows if row.org == org]
     return [invoice_api.summary_of(caller, row) for row in reversed(rows)]
 
@@ -137,11 +137,11 @@ def outstanding_of(summaries: list[InvoiceSummary]) -> dict[str, int]:
 
 def invoice_of(caller: Caller, org: str, number: str) -> InvoiceView:
     """One of ``org``'s invoices and its payment history; any other is "not found"."""
-    visible, entries = invoice_api._visible(caller)
+    visible, entries = invoice_api.visible_invoices(caller)
     row = visible.by_number.get(number)
     if row is None or row.org != org:
         raise NotFound(f"no invoice {number!r}")
-    movements = invoice_api._movements(entries, row, caller.context.today())
+    movements = invoice_api.invoice_movements(entries, row, caller.context.today())
     return InvoiceView(invoice_api.summary_of(caller, row), movements)
 
 
@@ -150,7 +150,7 @@ def document_path(caller: Caller, org: str, number: str, kind: str) -> tuple[Pat
     its path and media type; anything else is "not found"."""
     if kind not in invoice_api.FILE_KINDS:
         raise NotFound(f"no file kind {kind!r}")
-    _, _, owner = invoice_api._find(caller, number)
+    _, _, owner = invoice_api.find_invoice(caller, number)
     if owner != org:
         raise NotFound(f"no invoice or credit note {number!r}")
     suffix, media_type, _ = invoice_api.FILE_KINDS[kind]
