@@ -34,14 +34,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import re
 import resource
 import socket
 import subprocess
 import sys
 import time
-import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
@@ -54,7 +52,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from beanbill.connectors.stripe import ACCOUNTS  # noqa: E402
-from beanbill.examples import german_vat_id, write_toml  # noqa: E402
 from beanbill.ledger.books import cache_path  # noqa: E402
 from beanbill.ledger.invoicing import files as invoice_files  # noqa: E402
 from beanbill.ledger.invoicing.documents import load_document  # noqa: E402
@@ -63,9 +60,10 @@ from beanbill.ledger.post import post, record_credit  # noqa: E402
 from beanbill.rating.ingest import ingest  # noqa: E402
 from beanbill.rating.periods import Month  # noqa: E402
 from beanbill.rating.rate import rate_months  # noqa: E402
-from beanbill.rating.workspace import CUSTOMERS_FILE, Workspace  # noqa: E402
+from beanbill.rating.workspace import Workspace  # noqa: E402
 from beanbill.sync.interface import Movement, MovementKind  # noqa: E402
 from beanbill.sync.payments import post_movements  # noqa: E402
+from bench.bench_invoices import mix_countries  # noqa: E402
 from bench.bench_ledger import daily_usage, make_workspace  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -117,16 +115,7 @@ def build(root: Path, organizations: int, months: int, copies: int) -> None:
     invoice_files.invoice_pdf = lambda document, legal: PLACEHOLDER_PDF
     started = time.perf_counter()
     make_workspace(root, organizations, PERIODS)
-    customers = tomllib.loads((root / CUSTOMERS_FILE).read_text())["customer"]
-    rng = random.Random(5)
-    for index, record in enumerate(customers):
-        if index % 4 == 3:  # reverse-charge customers in Germany
-            record["country"] = "DE"
-            record["vat_id"] = german_vat_id(rng)
-        elif index % 8 == 1:  # consumers in Belgium: OSS at the Belgian rate
-            record["country"] = "BE"
-            record.pop("vat_id", None)
-    write_toml(root / CUSTOMERS_FILE, {"customer": customers})
+    mix_countries(root)
     workspace = Workspace.load(root)
     all_months = [Month(FIRST_DAY.year, number) for number in range(1, months + 1)]
     days = (all_months[-1].next().first_day - FIRST_DAY).days

@@ -50,10 +50,9 @@ SAMPLE = 100
 MONTH = Month(2026, 10)
 
 
-def build(root: Path) -> tuple[Workspace, tuple[str, str]]:
-    """The rated and posted workspace, and the measure of its credit purchases (each
-    issues a prepayment invoice: numbered, rendered, posted, one command at a time)."""
-    make_workspace(root, ORGANIZATIONS, ("monthly",))
+def mix_countries(root: Path) -> None:
+    """The customers' countries as the benches bill them: a quarter reverse-charge
+    businesses in Germany, an eighth consumers in Belgium (OSS), the rest French."""
     customers = tomllib.loads((root / CUSTOMERS_FILE).read_text())["customer"]
     rng = random.Random(5)
     for index, record in enumerate(customers):
@@ -64,6 +63,13 @@ def build(root: Path) -> tuple[Workspace, tuple[str, str]]:
             record["country"] = "BE"
             record.pop("vat_id", None)
     write_toml(root / CUSTOMERS_FILE, {"customer": customers})
+
+
+def build(root: Path) -> tuple[Workspace, tuple[str, str]]:
+    """The rated and posted workspace, and the measure of its credit purchases (each
+    issues a prepayment invoice: numbered, rendered, posted, one command at a time)."""
+    make_workspace(root, ORGANIZATIONS, ("monthly",))
+    mix_countries(root)
     workspace = Workspace.load(root)
     ingest(workspace, [write_jsonl(root / "usage.jsonl", usage(workspace))])
     rate_months(workspace, [MONTH])

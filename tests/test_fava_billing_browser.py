@@ -9,7 +9,6 @@ are kept in the test's folder and copied to /tmp/look-fava/ for a person to look
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 import urllib.request
@@ -17,12 +16,12 @@ from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 from beanquery.query import run_query
 
 from beanbill.stripe_peer import free_port
+from tests.browser import RecordingPage
 from tests.support import BEANBILL
 from tests.test_fava_billing import (
     DEAD_REASON,
@@ -85,16 +84,8 @@ def beanquery_total(books: Books, account_pattern: str, as_of: date) -> Decimal:
     return Decimal(total or 0)
 
 
-class Browser:
+class Browser(RecordingPage):
     """One page of Debian's chromium that records every console error and screenshot."""
-
-    def __init__(self, page: Any, folder: Path) -> None:
-        self.page = page
-        self.folder = folder
-        self.errors: list[str] = []
-        self.shots: list[Path] = []
-        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda error: self.errors.append(str(error)))
 
     def visit(self, name: str, url: str, ready: str) -> str:
         """Open ``url``, wait for ``ready`` and the network to settle, keep a screenshot;
@@ -102,9 +93,7 @@ class Browser:
         self.page.goto(url)
         self.page.wait_for_selector(ready)
         self.page.wait_for_load_state("networkidle")
-        shot = self.folder / f"{name}.png"
-        self.page.screenshot(path=str(shot), full_page=True)
-        self.shots.append(shot)
+        self.screenshot(name)
         article = self.page.query_selector("article")
         return str(article.inner_text()) if article else ""
 
@@ -123,9 +112,7 @@ def browser(
         seen = Browser(page, folder)
         yield seen
         chromium.close()
-    LOOK.mkdir(exist_ok=True)
-    for shot in seen.shots:
-        shutil.copy(shot, LOOK / shot.name)
+    seen.copy_screenshots(LOOK)
 
 
 def extension_url(base: str, tab: str, as_of: date, **arguments: str) -> str:

@@ -10,7 +10,6 @@ screenshots are copied to /tmp/look-portal/ for a person to look at.
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import pytest
 import uvicorn
 
 from beanbill.stripe_peer import free_port
+from tests.browser import RecordingPage
 from tests.test_portal import HOSTILE_NAME, Portal, build_portal
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -51,16 +51,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Portal, s
         thread.join(timeout=10)
 
 
-class Browser:
+class Browser(RecordingPage):
     """One page of Debian's chromium recording console errors, dialogs and screenshots."""
 
     def __init__(self, page: Any, folder: Path) -> None:
-        self.page = page
-        self.folder = folder
-        self.errors: list[str] = []
-        self.shots: list[Path] = []
-        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda error: self.errors.append(str(error)))
+        super().__init__(page, folder)
         page.on("dialog", self._dialog)
 
     def _dialog(self, dialog: Any) -> None:
@@ -72,9 +67,7 @@ class Browser:
         """Wait for ``ready`` and the network, and keep a full-page screenshot."""
         self.page.wait_for_selector(ready)
         self.page.wait_for_load_state("networkidle")
-        shot = self.folder / f"{name}.png"
-        self.page.screenshot(path=str(shot), full_page=True)
-        self.shots.append(shot)
+        self.screenshot(name)
 
     def follow(self, name: str, selector: str, ready: str) -> None:
         with self.page.expect_navigation():
@@ -94,9 +87,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
         seen = Browser(context.new_page(), folder)
         yield seen
         chromium.close()
-    LOOK.mkdir(exist_ok=True)
-    for shot in seen.shots:
-        shutil.copy(shot, LOOK / shot.name)
+    seen.copy_screenshots(LOOK)
 
 
 def chart_point(browser: Browser, dataset: int) -> tuple[float, float]:
