@@ -55,7 +55,7 @@ from beanbill.sync_commands import (
     serve_command,
     sync_group,
 )
-from beanbill.targets import connectors
+from beanbill.targets import check_keys
 
 DEMO_CUSTOMERS = 50
 INIT_CUSTOMERS = 6
@@ -494,6 +494,25 @@ def invoice_show(workspace: Path, number: str) -> None:
             click.echo(f"  {suffix:8} {path}")
 
 
+@invoice_group.command(name="send")
+@workspace_option
+@click.argument("number")
+@click.option("--reason", default="on request", show_default=True, help="Recorded with it.")
+@reports_errors
+def invoice_send(workspace: Path, number: str, reason: str) -> None:
+    """E-mail an issued document again (the customer lost it): a new message, recorded
+    beside the push, which stays as it was."""
+    from beanbill.ledger.invoicing.numbering import parse_number
+    from beanbill.sync_commands import send_again
+
+    parse_number(number)  # a number, never a path
+    sent = send_again(load_workspace(workspace), number, reason)
+    click.echo(f"{number} sent again to {sent['recipients']} ({sent['message_id']})")
+    if sent.get("refused"):
+        click.echo(f"  refused: {sent['refused']}")
+        sys.exit(EXIT_ATTENTION)
+
+
 @invoice_group.command(name="render")
 @workspace_option
 @click.argument("number")
@@ -730,7 +749,7 @@ def run_command(workspace: Path, period: str | None, as_of: datetime | None) -> 
     from beanbill.ledger.invoicing.issue import issue
 
     loaded = load_workspace(workspace)
-    connectors(loaded)  # a target without its key fails the night before any work
+    check_keys(loaded)  # a target without its key fails the night before any work
     day = as_of.date() if as_of else datetime.now(UTC).date()
     month = Month.parse(period) if period else Month(day.year, day.month).previous()
     inbox = sorted(

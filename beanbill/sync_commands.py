@@ -23,16 +23,28 @@ from beanbill.exits import (
 from beanbill.progress import ProgressBar
 from beanbill.rating.workspace import Workspace
 from beanbill.sync.attention import attention
+from beanbill.sync.crm import Crm, CrmReport, update_crm, workspace_companies
 from beanbill.sync.erp import Erp, reconcile_erp
-from beanbill.sync.interface import Connector
+from beanbill.sync.interface import Connector, DocumentTarget
 from beanbill.sync.payments import apply_events
-from beanbill.sync.push import PushSummary, issued_snapshots, one_push_at_a_time, push_all
+from beanbill.sync.push import (
+    PushSummary,
+    documents_for,
+    issued_snapshots,
+    one_push_at_a_time,
+    push_all,
+)
 from beanbill.sync.reconcile import ReconcileReport, reconcile
 from beanbill.sync.retry import PermanentError, TransientError
 from beanbill.sync.state import SyncState
 from beanbill.targets import (
     TargetError,
     connectors,
+    crm_targets,
+    delivery_targets,
+    document_targets,
+    documents_of_target,
+    enabled_crm_names,
     enabled_target_names,
     retry_policy,
     sync_state,
@@ -47,10 +59,12 @@ class TargetsPushSummary(PushSummary):
     """A push to every target: also the targets that could not start, and why."""
 
     unstarted: list[tuple[str, str]] = field(default_factory=list)  # (target, reason)
+    crm: list[CrmReport] = field(default_factory=list)
 
     @property
     def needs_attention(self) -> bool:
-        return super().needs_attention or bool(self.unstarted)
+        crm = any(report.needs_attention for report in self.crm)
+        return super().needs_attention or bool(self.unstarted) or crm
 
 
 def _merge(total: PushSummary, part: PushSummary) -> None:
@@ -60,7 +74,7 @@ def _merge(total: PushSummary, part: PushSummary) -> None:
     total.dead += part.dead
 
 
-def _started(targets: list[Connector], summary: TargetsPushSummary) -> list[Connector]:
+def _started(targets: list[DocumentTarget], summary: TargetsPushSummary) -> list[DocumentTarget]:
     """The targets that pass their check at start (an ERP's accounts and taxes exist);
     one that fails is named and skipped, never holding back the others."""
     ready = []
@@ -78,16 +92,20 @@ def _started(targets: list[Connector], summary: TargetsPushSummary) -> list[Conn
 def run_push(workspace: Workspace) -> TargetsPushSummary:
     """Push to every enabled target, one after the other: a target that cannot start or
     fails leaves the others' pushes whole."""
-    targets = connectors(workspace)
-    if not targets:
-        click.echo("sync: no target enabled ([sync.stripe] or [sync.tryton] in beanbill.toml)")
+    state = sync_state(workspace)
+    targets = document_targets(workspace, state)
+    crms = crm_targets(workspace)
+    if not targets and not crms:
+        click.echo(
+            "sync: no target enabled ([sync.stripe], [sync.tryton], [sync.email] or "
+            "[sync.hubspot] in beanbill.toml)"
+        )
         return TargetsPushSummary()
     summary = TargetsPushSummary()
     with one_push_at_a_time(workspace):
-        documents, unreadable = issued_snapshots(workspace)
-        state = sync_state(workspace)
+        documents, unreadable = issued_snapshots(workspace, include_prepayments=True)
         ready = _started(targets, summary)
-        total = len(documents) * len(ready)
+        total = sum(len(documents_for(target, documents)) for target in ready)
         policy = retry_policy(workspace)
         concurrency = workspace.settings.sync.concurrency
         with ProgressBar("pushing") as bar:
@@ -98,8 +116,14 @@ def run_push(workspace: Workspace) -> TargetsPushSummary:
                 bar(done[0], total)
 
             for connector in ready:
-                pushed = push_all(documents, [connector], state, policy, concurrency, advance)
+                try:
+                    pushed = push_all(documents, [connector], state, policy, concurrency, advance)
+                finally:
+                    close = getattr(connector, "close", None)
+                    if callable(close):
+                        close()
                 _merge(summary, pushed)
+        summary.crm = run_crm(workspace, crms, state)
     summary.unreadable = unreadable
     click.echo(
         f"sync push: {len(summary.synced):,} synced now, {summary.already:,} already synced, "
@@ -113,10 +137,31 @@ def run_push(workspace: Workspace) -> TargetsPushSummary:
         click.echo(f"  waiting: {number} (its invoice is not synced)")
     for number, reason in summary.unreadable:
         click.echo(f"  not pushed: {number}: {reason}")
-    if summary.unstarted and len(summary.unstarted) == len(targets):
+    if targets and summary.unstarted and len(summary.unstarted) == len(targets):
         name, reason = summary.unstarted[0]
         raise TargetError(f"sync push: no target could start: {name}: {reason}")
     return summary
+
+
+def run_crm(workspace: Workspace, crms: list[Crm], state: SyncState) -> list[CrmReport]:
+    """Bring every CRM's companies up to date with the books as they are now (after a
+    push or a reconciliation moved them); one CRM failing leaves the others."""
+    if not crms:
+        return []
+    companies = workspace_companies(workspace, datetime.now(UTC).date())
+    reports = []
+    for crm in crms:
+        report = update_crm(crm, state, companies)
+        click.echo(
+            f"crm {report.target}: {report.upserted:,} companies updated, "
+            f"{report.unchanged:,} unchanged, {len(report.refused):,} refused"
+        )
+        if report.unstarted:
+            click.echo(f"  not started: {report.target}: {report.unstarted}")
+        for org, reason in report.refused:
+            click.echo(f"  refused: {org} → {report.target}: {reason}")
+        reports.append(report)
+    return reports
 
 
 def _reconcile_one(
@@ -134,7 +179,7 @@ def run_reconcile(workspace: Workspace, since: date) -> list[ReconcileReport]:
     own and the others are reconciled all the same."""
     state = sync_state(workspace)
     reports = []
-    for connector in connectors(workspace):
+    for connector in connectors(workspace):  # the targets that move money
         try:
             report = _reconcile_one(workspace, connector, state, since)
         except (TransientError, PermanentError) as error:
@@ -147,7 +192,40 @@ def run_reconcile(workspace: Workspace, since: date) -> list[ReconcileReport]:
         for line in report.discrepancies:
             click.echo(f"  {line}")
         reports.append(report)
+    for crm_report in run_crm(workspace, crm_targets(workspace), state):
+        if crm_report.needs_attention:
+            problems = [f"{org}: {reason}" for org, reason in crm_report.refused]
+            if crm_report.unstarted:
+                problems.append(f"not started: {crm_report.unstarted}")
+            reports.append(
+                ReconcileReport(discrepancies=[f"{crm_report.target}: {p}" for p in problems])
+            )
     return reports
+
+
+def send_again(workspace: Workspace, number: str, reason: str) -> dict[str, str]:
+    """E-mail an issued document again on request: a message of its own (its Message-ID
+    counts the resends), recorded as a delivery beside the push record, which it never
+    changes. What it sent: Message-ID and recipients."""
+    from beanbill.ledger.invoicing.documents import load_document
+
+    state = sync_state(workspace)
+    targets = delivery_targets(workspace, state)
+    if not targets:
+        raise TargetError("e-mail is not enabled: add [sync.email] to beanbill.toml")
+    snapshot = workspace.invoices_dir / f"{number}.json"
+    if not snapshot.is_file():
+        raise TargetError(f"no issued document {number} in {workspace.invoices_dir}")
+    document = load_document(snapshot)
+    target = targets[0]
+    try:
+        sequence = state.next_delivery(number, target.name)
+        outgoing = target.outgoing(document, resend=sequence)
+        sent = retry_policy(workspace).call(lambda: target.send(outgoing))
+    finally:
+        target.close()
+    state.record_delivery(number, target.name, sequence, sent, reason)
+    return sent
 
 
 @click.group(name="sync")
@@ -173,8 +251,14 @@ def status_command(workspace: Path) -> None:
     same, from ``sync.attention``)."""
     loaded = load_workspace(workspace)
     state = sync_state(loaded)
-    documents, _ = issued_snapshots(loaded)
-    targets = attention(state, enabled_target_names(loaded), [d.number for d in documents])
+    documents, _ = issued_snapshots(loaded, include_prepayments=True)
+    enabled = enabled_target_names(loaded)
+    known = {record.target for record in state.records()}
+    issued = {
+        name: [d.number for d in documents_of_target(loaded, name, documents)]
+        for name in {*enabled, *known}
+    }
+    targets = attention(state, enabled, issued)
     for target in targets:
         for status, count in target.push_counts.items():
             click.echo(f"{target.target:10} {status:8} {count:6,}")
@@ -191,7 +275,17 @@ def status_command(workspace: Path) -> None:
             click.echo(f"  {count:,} event(s) {outcome}")
         for payment in target.payment_states:
             click.echo(f"  {payment.remote_id} {payment.document or ''} {payment.status}")
-    sys.exit(EXIT_ATTENTION if any(t.needs_attention for t in targets) else EXIT_OK)
+    crm_refused = False
+    for name in enabled_crm_names(loaded):
+        companies = state.crm_companies(name).values()
+        refused = [company for company in companies if company.last_error]
+        current = sum(1 for company in companies if company.digest and not company.last_error)
+        click.echo(f"{name:10} {'companies':9} {current:6,} current, {len(refused):,} refused")
+        for company in refused:
+            click.echo(f"  {company.org} → {name}: {company.last_error}")
+        crm_refused = crm_refused or bool(refused)
+    attention_needed = crm_refused or any(t.needs_attention for t in targets)
+    sys.exit(EXIT_ATTENTION if attention_needed else EXIT_OK)
 
 
 @sync_group.command(name="retry")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
 from zoneinfo import ZoneInfo
 
+from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -155,7 +156,20 @@ def _country(value: str) -> str:
     return value
 
 
+def checked_email_address(value: str) -> str:
+    """An address SMTP can deliver to, normalized (RFC 5321/5322 syntax, internationalized
+    domains); anything a header could be injected through is refused by the syntax check."""
+    if REFUSED_CHARACTERS.search(value):
+        raise ValueError("an e-mail address cannot hold control or non-characters")
+    try:
+        checked = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as error:
+        raise ValueError(f"{value!r} is not an e-mail address: {error}") from None
+    return str(checked.normalized)
+
+
 Identifier = Annotated[str, AfterValidator(_identifier)]
+EmailAddress = Annotated[str, AfterValidator(checked_email_address)]
 PlainText = Annotated[str, AfterValidator(_plain_text)]
 Name = Annotated[str, AfterValidator(_name)]
 Price = Annotated[Decimal, AfterValidator(_price)]
@@ -391,6 +405,47 @@ class TrytonSettings(StrictModel):
         return self
 
 
+class EmailSettings(StrictModel):
+    """The e-mail target: each issued document sent once to its customer's billing
+    addresses over SMTP. The password never lives here: only the name of the environment
+    variable holding it (``user`` unset: no AUTH)."""
+
+    enabled: bool = True
+    host: str = Field(pattern=r"^[A-Za-z0-9.:\[\]-]{1,253}$")
+    port: int = Field(default=587, ge=1, le=65535)
+    # starttls: plain connection upgraded by STARTTLS (port 587, required when offered
+    # nothing else is accepted); tls: implicit TLS (port 465); none: loopback relays only.
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    user: str | None = Field(default=None, min_length=1, max_length=254, pattern=r"^[^\s]+$")
+    password_env: str = Field(default="SMTP_PASSWORD", pattern=r"^[A-Z][A-Z0-9_]*$")
+    sender: EmailAddress
+    sender_name: Name | None = None  # default: the seller's legal name
+    reply_to: EmailAddress | None = None
+    bcc: list[EmailAddress] = Field(default=[], max_length=10)  # the finance mailbox
+    timeout_seconds: int = Field(default=30, ge=1, le=300)
+    # Messages per second at most (many relays throttle senders); 0: no limit.
+    messages_per_second: int = Field(default=0, ge=0, le=1000)
+    # Documents issued before this day are not sent (a workspace with a history turning
+    # e-mail on); unset: every issued document.
+    issued_since: date | None = None
+    # A private CA to trust for the server's certificate (a relay inside the company).
+    ca_file: PlainText | None = None
+
+
+class HubSpotSettings(StrictModel):
+    """The HubSpot CRM target: each organization a company, upserted by the unique
+    property ``beanbill_org_id``, its billing properties kept current. The private app's
+    token never lives here: only the name of the environment variable holding it."""
+
+    enabled: bool = True
+    api_base: str = Field(default="https://api.hubapi.com", pattern=r"^https?://[^\s]+$")
+    token_env: str = Field(default="HUBSPOT_TOKEN", pattern=r"^[A-Z][A-Z0-9_]*$")
+    batch_size: int = Field(default=100, ge=1, le=100)  # CRM v3 batch endpoints take 100
+    timeout_seconds: int = Field(default=30, ge=1, le=120)
+    # The property group the billing properties are created in (created if missing).
+    property_group: str = Field(default="beanbill_billing", pattern=r"^[a-z][a-z0-9_]{0,99}$")
+
+
 class SyncSettings(StrictModel):
     """The nightly push: how hard to try, how many at once, and where to."""
 
@@ -402,6 +457,8 @@ class SyncSettings(StrictModel):
     workspace_id: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
     stripe: StripeSettings | None = None
     tryton: TrytonSettings | None = None
+    email: EmailSettings | None = None
+    hubspot: HubSpotSettings | None = None
 
     def workspace_id_of(self, seller: Seller) -> str:
         """This workspace's id in remote systems: the configured one, else the seller's."""
@@ -780,7 +837,9 @@ class Customer(StrictModel):
     address: list[PlainText] = Field(min_length=1, max_length=6)
     country: Country
     vat_id: str | None = None
-    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    email: EmailAddress
+    # Where invoices are e-mailed (the e-mail target); empty: ``email``.
+    billing_emails: list[EmailAddress] = Field(default=[], max_length=10)
     currency: CurrencyCode = "EUR"
     billing_mode: BillingMode = BillingMode.POSTPAID
     billing_period: BillingPeriod = BillingPeriod.MONTHLY

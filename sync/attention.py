@@ -17,7 +17,7 @@ here so that they agree on what "stuck" means:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from beanbill.sync.payments import QUARANTINED
@@ -112,11 +112,20 @@ def target_attention(
 
 
 def attention(
-    state: SyncState, enabled: Sequence[str], issued: Sequence[str]
+    state: SyncState,
+    enabled: Sequence[str],
+    issued: Sequence[str] | Mapping[str, Sequence[str]],
 ) -> list[TargetAttention]:
     """Every target enabled now or found in the state (one disabled since keeps its
-    dead letters and inbox), by name."""
+    dead letters and inbox), by name. ``issued``: the documents every target should have,
+    or per target (e-mail also delivers prepayment invoices)."""
     targets = set(enabled) | {record.target for record in state.records()}
     return [
-        target_attention(state, target, target in enabled, issued) for target in sorted(targets)
+        target_attention(
+            state,
+            target,
+            target in enabled,
+            issued.get(target, ()) if isinstance(issued, Mapping) else issued,
+        )
+        for target in sorted(targets)
     ]

@@ -112,9 +112,17 @@ class RemoteInvoice(NamedTuple):
     balance_applied_minor: int = 0  # settled from (> 0) or added by (< 0) the customer balance
 
 
-class Connector(Protocol):
+class DocumentTarget(Protocol):
+    """What the push needs of a target: a name and ``push``. A delivery target (e-mail)
+    is only this; a ``Connector`` also takes money movements back.
+
+    Optional, looked up by the engine: ``intent(document) -> dict[str, str]`` (remote ids
+    known before pushing, recorded first: an e-mail's Message-ID), ``check()`` (run once at
+    start: a target that fails it is skipped), ``close()`` (after the run),
+    ``delivers_prepayments`` (prepayment invoices are pushed to it too).
+    """
+
     name: str
-    accounts: ProcessorAccounts  # what its money movements post to (opened on first use)
 
     def push(self, document: InvoiceDocument, known: dict[str, str]) -> RemoteDocument:
         """Create the document remotely, or finish a half-done push; safe to repeat.
@@ -123,6 +131,10 @@ class Connector(Protocol):
         invoice a credit note corrects) as the sync state remembers them.
         """
         ...
+
+
+class Connector(DocumentTarget, Protocol):
+    accounts: ProcessorAccounts  # what its money movements post to (opened on first use)
 
     def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> WebhookEvent:
         """Verify the signature over the raw body, then parse; raise WebhookRejected."""

@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import date
 
 from beanbill.ledger import keys
 from beanbill.ledger.books import load_books
@@ -30,7 +31,7 @@ from beanbill.ledger.invoicing.recovery import numbering_state
 from beanbill.rating.errors import BeanbillError
 from beanbill.rating.storage import exclusive_lock
 from beanbill.rating.workspace import Workspace
-from beanbill.sync.interface import Connector, RemoteDocument
+from beanbill.sync.interface import DocumentTarget, RemoteDocument
 from beanbill.sync.retry import PermanentError, RetryPolicy, TransientError
 from beanbill.sync.state import PushStatus, SyncState
 
@@ -66,18 +67,22 @@ class PushSummary:
 
 
 def issued_snapshots(
-    workspace: Workspace,
+    workspace: Workspace, include_prepayments: bool = False
 ) -> tuple[list[InvoiceDocument], list[tuple[str, str]]]:
     """Issued documents in issue order (invoices of a day before its credit notes), and the
-    (number, reason) of each whose snapshot cannot be read: those wait, the others go."""
+    (number, reason) of each whose snapshot cannot be read: those wait, the others go.
+
+    Prepayment invoices are paid when the credit is bought (by card at checkout, or by
+    transfer): there is nothing to collect, so they are not pushed to a payment processor
+    or an ERP; a delivery target (e-mail) asks for them with ``include_prepayments``."""
     numbers = InvoiceNumbers(workspace.state_dir)
     if not numbers.exists():  # lost: rebuilt from the ledger, never started empty
         books = load_books(workspace.ledger_path, workspace.settings.billing.currency)
         numbers = numbering_state(workspace, books)
-    # Prepayment invoices are paid when the credit is bought (by card at checkout, or by
-    # transfer): there is nothing to collect, so they are not pushed.
     issued = [
-        a for a in numbers.all() if a.issued and keys.prepayment_lot_of(a.document_key) is None
+        a
+        for a in numbers.all()
+        if a.issued and (include_prepayments or keys.prepayment_lot_of(a.document_key) is None)
     ]
     if len(issued) > MAX_DOCUMENTS_PER_RUN:
         raise BeanbillError(f"{len(issued)} issued documents: at most {MAX_DOCUMENTS_PER_RUN}")
@@ -97,6 +102,30 @@ def issued_documents(workspace: Workspace) -> list[InvoiceDocument]:
     return issued_snapshots(workspace)[0]
 
 
+def target_documents(
+    documents: list[InvoiceDocument], delivers_prepayments: bool, since: date | None
+) -> list[InvoiceDocument]:
+    """What one target is to have of the issued documents: prepayment invoices only if it
+    delivers them, and nothing issued before ``since`` (a target enabled on a workspace
+    with a history is not sent years of old invoices)."""
+    return [
+        document
+        for document in documents
+        if (delivers_prepayments or document.type is not DocumentType.PREPAYMENT_INVOICE)
+        and (since is None or document.issue_date >= since)
+    ]
+
+
+def documents_for(
+    connector: DocumentTarget, documents: list[InvoiceDocument]
+) -> list[InvoiceDocument]:
+    return target_documents(
+        documents,
+        getattr(connector, "delivers_prepayments", False) is True,
+        getattr(connector, "since", None),
+    )
+
+
 def known_ids(state: SyncState, target: str, document: InvoiceDocument) -> dict[str, str]:
     known: dict[str, str] = {}
     customer = state.remote_id(target, CUSTOMER, document.buyer_reference or "")
@@ -110,10 +139,13 @@ def known_ids(state: SyncState, target: str, document: InvoiceDocument) -> dict[
 
 
 def push_one(
-    connector: Connector, state: SyncState, policy: RetryPolicy, document: InvoiceDocument
+    connector: DocumentTarget, state: SyncState, policy: RetryPolicy, document: InvoiceDocument
 ) -> str | None:
     """Push until synced or dead; the dead-letter reason, or None when synced."""
     target = connector.name
+    intent = getattr(connector, "intent", None)
+    if callable(intent):  # known before pushing: in the state before anything is sent
+        state.record_intent(document.number, target, intent(document))
 
     def attempt() -> RemoteDocument:
         try:
@@ -142,7 +174,7 @@ def push_one(
 
 def push_all(
     documents: list[InvoiceDocument],
-    connectors: list[Connector],
+    connectors: list[DocumentTarget],
     state: SyncState,
     policy: RetryPolicy,
     concurrency: int,
@@ -152,14 +184,14 @@ def push_all(
     for connector in connectors:
         target = connector.name
         todo = []
-        for document in documents:
+        for document in documents_for(connector, documents):
             record = state.get(document.number, target)
             if record is not None and record.status is not PushStatus.PENDING:
                 summary.already += record.status is PushStatus.SYNCED
                 on_done(1)
             else:
                 todo.append(document)
-        invoices = [d for d in todo if d.type is DocumentType.INVOICE]
+        invoices = [d for d in todo if d.type is not DocumentType.CREDIT_NOTE]
         notes = [d for d in todo if d.type is DocumentType.CREDIT_NOTE]
         # Corrections first: a credit note's credit is then in the customer's remote balance
         # when the corrected invoice is finalized, which consumes it (Stripe does so).
@@ -187,7 +219,7 @@ def _corrections_ready(
 
 
 def _run(
-    connector: Connector,
+    connector: DocumentTarget,
     state: SyncState,
     policy: RetryPolicy,
     concurrency: int,

@@ -65,6 +65,26 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (target, remote_id)
     );
     """,
+    """
+    CREATE TABLE delivery (
+        document TEXT NOT NULL,
+        target TEXT NOT NULL,
+        sequence INTEGER NOT NULL,
+        remote_ids TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        delivered_at TEXT NOT NULL,
+        PRIMARY KEY (document, target, sequence)
+    );
+    CREATE TABLE crm_company (
+        target TEXT NOT NULL,
+        org TEXT NOT NULL,
+        digest TEXT,
+        remote_id TEXT,
+        last_error TEXT,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (target, org)
+    );
+    """,
 )
 
 
@@ -97,6 +117,30 @@ class PaymentStatus(NamedTuple):
     updated_at: str
 
 
+class Delivery(NamedTuple):
+    """A document delivered again on request (``beanbill invoice send``): recorded beside
+    its push record, which it never changes."""
+
+    document: str
+    target: str
+    sequence: int  # 1 for the first resend
+    remote_ids: dict[str, str]
+    reason: str
+    delivered_at: str
+
+
+class CrmCompany(NamedTuple):
+    """An organization as last sent to a CRM: the digest of the properties sent (None:
+    never upserted), its company id there, and the last refusal."""
+
+    target: str
+    org: str
+    digest: str | None
+    remote_id: str | None
+    last_error: str | None
+    updated_at: str
+
+
 class InboxEvent(NamedTuple):
     source: str
     event_id: str
@@ -107,6 +151,7 @@ class InboxEvent(NamedTuple):
 
 class SyncState(Protocol):
     def record_attempt(self, document: str, target: str, error: str | None) -> PushRecord: ...
+    def record_intent(self, document: str, target: str, remote_ids: dict[str, str]) -> None: ...
     def mark_synced(self, document: str, target: str, remote_ids: dict[str, str]) -> None: ...
     def mark_dead(self, document: str, target: str, reason: str) -> None: ...
     def get(self, document: str, target: str) -> PushRecord | None: ...
@@ -125,6 +170,20 @@ class SyncState(Protocol):
         self, target: str, remote_id: str, document: str | None, status: str, detail: str
     ) -> None: ...
     def statuses(self, target: str) -> list[PaymentStatus]: ...
+    def next_delivery(self, document: str, target: str) -> int: ...
+    def record_delivery(
+        self, document: str, target: str, sequence: int, remote_ids: dict[str, str], reason: str
+    ) -> None: ...
+    def deliveries(self, document: str | None = None) -> list[Delivery]: ...
+    def crm_companies(self, target: str) -> dict[str, CrmCompany]: ...
+    def record_crm(
+        self,
+        target: str,
+        org: str,
+        digest: str | None,
+        remote_id: str | None,
+        error: str | None,
+    ) -> None: ...
 
 
 def _now() -> str:
@@ -176,6 +235,20 @@ class SqliteSyncState:
         if record is None:
             raise SyncStateError(f"{document} → {target}: attempt was not recorded")
         return record
+
+    def record_intent(self, document: str, target: str, remote_ids: dict[str, str]) -> None:
+        """What is known before pushing (an e-mail's Message-ID), kept on the pending record
+        so that a crash before the answer leaves it in the state; a synced or dead record
+        is never touched."""
+        now = _now()
+        with self._connection() as connection:
+            connection.execute(
+                "INSERT INTO push (document, target, status, remote_ids, attempts, created_at, "
+                "updated_at) VALUES (?, ?, 'pending', ?, 0, ?, ?) "
+                "ON CONFLICT (document, target) DO UPDATE SET remote_ids = excluded.remote_ids, "
+                "updated_at = excluded.updated_at WHERE status = 'pending'",
+                (document, target, json.dumps(remote_ids, sort_keys=True), now, now),
+            )
 
     def _set(self, document: str, target: str, status: PushStatus, **fields: str | None) -> None:
         assignments = "".join(f", {name} = ?" for name in fields)
@@ -329,6 +402,78 @@ class SqliteSyncState:
                 (target,),
             ).fetchall()
         return [PaymentStatus(*row) for row in rows]
+
+    def next_delivery(self, document: str, target: str) -> int:
+        with self._connection() as connection:
+            (last,) = connection.execute(
+                "SELECT coalesce(max(sequence), 0) FROM delivery WHERE document = ? AND target = ?",
+                (document, target),
+            ).fetchone()
+        return int(last) + 1
+
+    def record_delivery(
+        self, document: str, target: str, sequence: int, remote_ids: dict[str, str], reason: str
+    ) -> None:
+        with self._connection() as connection:
+            connection.execute(
+                "INSERT INTO delivery (document, target, sequence, remote_ids, reason, "
+                "delivered_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    document,
+                    target,
+                    sequence,
+                    json.dumps(remote_ids, sort_keys=True),
+                    reason[:MAX_ERROR_LENGTH],
+                    _now(),
+                ),
+            )
+
+    def deliveries(self, document: str | None = None) -> list[Delivery]:
+        query = "SELECT document, target, sequence, remote_ids, reason, delivered_at FROM delivery"
+        with self._connection() as connection:
+            if document is None:
+                rows = connection.execute(f"{query} ORDER BY delivered_at").fetchall()
+            else:
+                rows = connection.execute(
+                    f"{query} WHERE document = ? ORDER BY delivered_at", (document,)
+                ).fetchall()
+        return [Delivery(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
+
+    def crm_companies(self, target: str) -> dict[str, CrmCompany]:
+        with self._connection() as connection:
+            rows = connection.execute(
+                "SELECT target, org, digest, remote_id, last_error, updated_at FROM crm_company "
+                "WHERE target = ?",
+                (target,),
+            ).fetchall()
+        return {row[1]: CrmCompany(*row) for row in rows}
+
+    def record_crm(
+        self,
+        target: str,
+        org: str,
+        digest: str | None,
+        remote_id: str | None,
+        error: str | None,
+    ) -> None:
+        """After an upsert: its digest and company id; after a refusal: the error, keeping
+        the digest and id of the last upsert that went through."""
+        with self._connection() as connection:
+            connection.execute(
+                "INSERT INTO crm_company (target, org, digest, remote_id, last_error, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (target, org) DO UPDATE SET "
+                "digest = coalesce(excluded.digest, digest), "
+                "remote_id = coalesce(excluded.remote_id, remote_id), "
+                "last_error = excluded.last_error, updated_at = excluded.updated_at",
+                (
+                    target,
+                    org,
+                    digest,
+                    remote_id,
+                    (error or "")[:MAX_ERROR_LENGTH] or None,
+                    _now(),
+                ),
+            )
 
 
 def _record(row: tuple[Any, ...]) -> PushRecord:

@@ -27,6 +27,7 @@ ARGUMENTS = {
     ("invoice", "render"): ["INV-2026-000001"],
     ("invoice", "draft"): ["--period", "2026-10"],
     ("invoice", "show"): ["INV-2026-000001"],
+    ("invoice", "send"): ["INV-2026-000001"],
     ("post",): ["--period", "2026-10"],
     ("rate",): ["--period", "2026-10"],
     ("report",): ["--period", "2026-10"],
