@@ -32,6 +32,8 @@ test: $(STAMP)
 	$(BIN)/mypy
 	@# The Tryton peer (trytond 8.0 in its own venv, a template database): built once, cached in .peers/
 	$(BIN)/python -m tests.peers.tryton
+	@# The Prism peer (HubSpot's API as our OpenAPI document describes it): installed once, cached in .peers/
+	$(BIN)/python -m tests.peers.prism
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

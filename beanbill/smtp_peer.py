@@ -65,7 +65,7 @@ class Handler:
         self.logins: list[str] = []
         self.delay_seconds = 0.0  # before answering DATA: a slow relay (tests kill mid-batch)
 
-    async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook name)
+    async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         with self.lock:
@@ -75,9 +75,7 @@ class Handler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(  # noqa: N802
-        self, server: Any, session: Any, envelope: Any
-    ) -> str:
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)
         with self.lock:

@@ -116,7 +116,8 @@ def crm_targets(workspace: Workspace) -> list[Crm]:
     token = os.environ.get(hubspot.token_env, "")
     if not token:
         raise TargetError(f"HubSpot is enabled but {hubspot.token_env} is not set")
-    return [HubSpotConnector(hubspot, token, settings.sync.workspace_id_of(settings.seller))]
+    workspace_id = settings.sync.workspace_id_of(settings.seller)
+    return [HubSpotConnector(hubspot, token, workspace_id, policy=retry_policy(workspace))]
 
 
 def _enabled(workspace: Workspace) -> list[str]:
