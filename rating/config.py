@@ -468,6 +468,30 @@ class SyncSettings(StrictModel):
         return "ws-" + hashlib.sha256(identity.encode()).hexdigest()[:12]
 
 
+class StateSettings(StrictModel):
+    """Where the shared state lives (sync state, invoice numbering, the webhook inbox).
+
+    Unset ``url``: SQLite files in the workspace's ``state/`` folder (the embedded
+    default, one machine). A ``postgresql://user@host:port/database`` URL: a PostgreSQL
+    server that several processes and machines share. The password never lives here: libpq
+    reads it from the environment variable ``password_env`` names (or ``~/.pgpass``)."""
+
+    url: str | None = Field(
+        default=None,
+        pattern=r"^postgres(ql)?://[^\s:@/]+(@[^\s@/]*)?(/[A-Za-z0-9_.-]*)?(\?[^\s]*)?$",
+    )
+    password_env: str = Field(default="PGPASSWORD", pattern=r"^[A-Z][A-Z0-9_]*$")
+
+    @field_validator("url")
+    @classmethod
+    def _no_password_in_the_url(cls, value: str | None) -> str | None:
+        if value is not None and ":" in value.split("://", 1)[1].split("@", 1)[0] and "@" in value:
+            raise ValueError(
+                "put no password in the URL: set it in the variable password_env names"
+            )
+        return value
+
+
 class Paths(StrictModel):
     """Where each kind of data lives, relative to the workspace folder."""
 
@@ -487,6 +511,7 @@ class Settings(StrictModel):
     ledger: LedgerSettings = LedgerSettings()
     invoicing: InvoicingSettings = InvoicingSettings()
     sync: SyncSettings = SyncSettings()
+    state: StateSettings = StateSettings()
     paths: Paths = Paths()
 
 
