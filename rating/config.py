@@ -17,6 +17,7 @@ from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from email_validator import EmailNotValidError, validate_email
@@ -476,18 +477,16 @@ class StateSettings(StrictModel):
     server that several processes and machines share. The password never lives here: libpq
     reads it from the environment variable ``password_env`` names (or ``~/.pgpass``)."""
 
-    url: str | None = Field(
-        default=None,
-        pattern=r"^postgres(ql)?://[^\s:@/]+(@[^\s@/]*)?(/[A-Za-z0-9_.-]*)?(\?[^\s]*)?$",
-    )
+    url: str | None = Field(default=None, pattern=r"^postgres(ql)?://[^\s]*$", max_length=2000)
     password_env: str = Field(default="PGPASSWORD", pattern=r"^[A-Z][A-Z0-9_]*$")
 
     @field_validator("url")
     @classmethod
     def _no_password_in_the_url(cls, value: str | None) -> str | None:
-        if value is not None and ":" in value.split("://", 1)[1].split("@", 1)[0] and "@" in value:
+        if value is not None and urlsplit(value).password is not None:
             raise ValueError(
-                "put no password in the URL: set it in the variable password_env names"
+                "holds a password: put none in the URL, set it in the variable that "
+                "password_env names"
             )
         return value
 
