@@ -277,10 +277,18 @@ class BillingSettings(StrictModel):
 
 
 class EngineSettings(StrictModel):
-    """Bounds for the embedded DuckDB: beyond ``memory_limit`` it spills to ``state/``."""
+    """The rating engine: bounds for the embedded DuckDB (beyond ``memory_limit`` it spills
+    to ``state/``), or Spark."""
 
     memory_limit: str = Field(default="4GB", pattern=r"^\d+(\.\d+)?\s*(MB|GB|MiB|GiB)$")
     threads: int = Field(default=0, ge=0, le=256, description="0 = one per core")
+    # Where the rating's Ibis expressions run: the embedded DuckDB, or Spark (the same
+    # expressions on PySpark; the usage store and rated output stay Parquet either way).
+    backend: Literal["duckdb", "spark"] = "duckdb"
+    # Spark's master: local[*] on one machine, spark://host:7077 (or yarn, k8s://…) on a cluster.
+    spark_master: str = Field(
+        default="local[*]", pattern=r"^(local(\[(\*|\d+)\])?|[a-z0-9]+://[^\s]+|yarn)$"
+    )
 
 
 class PostingGranularity(StrEnum):
