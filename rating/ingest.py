@@ -5,10 +5,12 @@ The integration contract (keep these field names):
 - interval events: ``id, org, resource, meter, start, end, quantity`` (quantity defaults to 1)
 - counter events:  ``id, org, resource, meter, at, quantity``
 
-in JSON Lines, CSV or Parquet. ``id`` is the idempotency key: the same id with the same
-content counts once; the same id with other content is rejected. Every event that is not
-stored is either a counted duplicate or a reject written to ``rejects/`` with its file,
-line, field and reason. Nothing is dropped silently.
+in JSON Lines, CSV or Parquet. ``id`` is the idempotency key within its organization: the
+same (org, id) with the same content counts once; with other content it is rejected; the
+same id under two organizations is two events (ids are each organization's own, so one
+tenant's ids never collide with another's). Every event that is not stored is either a
+counted duplicate or a reject written to ``rejects/`` with its file, line, field and
+reason. Nothing is dropped silently.
 
 Stored events are normalized: whole epoch seconds (sub-second parts are cut, the named
 rounding point for time), quantity in micro units, a content hash, and the local month
@@ -52,6 +54,9 @@ MAX_EVENT_UNIT_SECONDS = (2**63 - 1) // 10**QUANTITY_SCALE
 EARLIEST_YEAR = 2000
 LATEST_YEAR = 2100
 REASONS_SHOWN = 10
+# A record's place in a run, as one number: source × SOURCE_STRIDE + line (files of up to
+# 2^32 lines), so that "first seen" is the smallest.
+SOURCE_STRIDE = 2**32
 EARLIEST_EPOCH = int(datetime(EARLIEST_YEAR, 1, 1, tzinfo=UTC).timestamp())
 LATEST_EPOCH = int(datetime(LATEST_YEAR, 1, 1, tzinfo=UTC).timestamp())
 
@@ -581,7 +586,7 @@ class _Ingestion:
             SELECT *, left(md5(concat_ws('|', kind, org, resource, meter, start_s, end_s,
                                          quantity_micro)), 16) AS content_hash
             FROM (
-                SELECT source, line, source * 4294967296 + line AS ord,
+                SELECT source, line, source * {SOURCE_STRIDE} + line AS ord,
                        trim(id) AS id, org, resource, meter, kind, start_s, end_s,
                        CAST(CAST(coalesce(quantity_text, '1') AS DECIMAL(38, {QUANTITY_SCALE}))
                             * {10**QUANTITY_SCALE} AS BIGINT) AS quantity_micro,
@@ -597,32 +602,49 @@ class _Ingestion:
         return f"read_parquet([{listing}], hive_partitioning = false)"
 
     def classify(self) -> None:
+        """Each valid event as new, a duplicate or a conflict, by its idempotency key.
+
+        The key is (organization, id): ids are each organization's own, so that one
+        tenant's id never collides with (nor reveals) another's. The same key with the same
+        content (``content_hash``) is a duplicate, with other content a conflict, whether
+        its first copy is earlier in this run or already stored.
+        """
         self.sql("""
             CREATE TEMP TABLE repeated AS
-            SELECT id, arg_min(content_hash, ord) AS first_hash, min(ord) AS first_ord
-            FROM valid GROUP BY id HAVING count(*) > 1""")
+            SELECT org, id, arg_min(content_hash, ord) AS first_hash, min(ord) AS first_ord
+            FROM valid GROUP BY org, id HAVING count(*) > 1""")
         store = self.existing_store()
         stored = (
-            f"(SELECT id, content_hash FROM {store})"
+            f"(SELECT org, id, content_hash FROM {store})"
             if store
-            else "(SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS content_hash WHERE false)"
+            else "(SELECT NULL::VARCHAR AS org, NULL::VARCHAR AS id, "
+            "NULL::VARCHAR AS content_hash WHERE false)"
         )
+        # The id is quoted (JSON) in reasons: an id may hold quotes, spaces or words.
+        key = "'id: ' || to_json(c.id)::VARCHAR || ' of organization ' || c.org"
         self.sql(f"""
             CREATE TEMP TABLE classified AS
-            SELECT v.*,
-                CASE WHEN s.id IS NOT NULL AND s.content_hash <> v.content_hash THEN 'conflict'
-                     WHEN s.id IS NOT NULL THEN 'duplicate'
-                     WHEN r.id IS NOT NULL AND v.ord <> r.first_ord
-                          AND v.content_hash <> r.first_hash THEN 'conflict'
-                     WHEN r.id IS NOT NULL AND v.ord <> r.first_ord THEN 'duplicate'
-                     ELSE 'new' END AS status,
-                CASE WHEN s.id IS NOT NULL
-                     THEN 'id: ' || v.id || ' is already stored with different content'
-                     ELSE 'id: ' || v.id || ' was first seen with different content at line '
-                          || (r.first_ord % 4294967296) END AS conflict_reason
-            FROM valid v
-            LEFT JOIN repeated r ON r.id = v.id
-            LEFT JOIN {stored} s ON s.id = v.id""")
+            SELECT c.* EXCLUDE (stored, first_ord),
+                CASE WHEN c.status <> 'conflict' THEN NULL
+                     WHEN c.stored THEN {key} || ' is already stored with different content'
+                     ELSE {key} || ' was first seen with different content at line '
+                          || (c.first_ord % {SOURCE_STRIDE})
+                          || CASE WHEN f.source <> c.source THEN ' of ' || f.file ELSE '' END
+                     END AS conflict_reason
+            FROM (
+                SELECT v.*, s.id IS NOT NULL AS stored, r.first_ord,
+                    CASE WHEN s.id IS NOT NULL AND s.content_hash <> v.content_hash
+                              THEN 'conflict'
+                         WHEN s.id IS NOT NULL THEN 'duplicate'
+                         WHEN r.id IS NOT NULL AND v.ord <> r.first_ord
+                              AND v.content_hash <> r.first_hash THEN 'conflict'
+                         WHEN r.id IS NOT NULL AND v.ord <> r.first_ord THEN 'duplicate'
+                         ELSE 'new' END AS status
+                FROM valid v
+                LEFT JOIN repeated r ON r.org = v.org AND r.id = v.id
+                LEFT JOIN {stored} s ON s.org = v.org AND s.id = v.id
+            ) c
+            LEFT JOIN input_files f ON f.source = c.first_ord // {SOURCE_STRIDE}""")
 
     def mark_late(self, closed: ClosedPeriods) -> None:
         self.sql("ALTER TABLE classified ADD COLUMN late BOOLEAN DEFAULT false")

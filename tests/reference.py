@@ -98,9 +98,11 @@ def split_event(
 
 
 def deduplicate(events: list[Event]) -> list[Event]:
-    seen: dict[str, Event] = {}
+    """The first event of each idempotency key, (organization, id): ids are each
+    organization's own, so the same id under two organizations is two events."""
+    seen: dict[tuple[str, str], Event] = {}
     for event in events:
-        seen.setdefault(event.id, event)
+        seen.setdefault((event.org, event.id), event)
     return list(seen.values())
 
 

@@ -18,9 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import duckdb
 import pytest
+from beancount import loader as beancount_loader
 from click.testing import CliRunner
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -29,18 +31,27 @@ from hypothesis import strategies as st
 
 from beanbill.api.app import create_app
 from beanbill.api.context import ApiSettings
+from beanbill.api.invoices import invoice_movements
 from beanbill.api.keys import KEYS_FILE, KeyStore
 from beanbill.api.rate_limit import RateLimit
 from beanbill.api_commands import api_key
+from beanbill.connectors import tryton
+from beanbill.connectors.stripe import ACCOUNTS as STRIPE_ACCOUNTS
 from beanbill.examples import SETTINGS
 from beanbill.exits import EXIT_ERROR, EXIT_OK
+from beanbill.ledger.accounts import ProcessorAccounts
+from beanbill.ledger.fava_billing.billing import InvoiceRow, Status
 from beanbill.ledger.invoicing.corrections import credit_note
+from beanbill.ledger.invoicing.documents import load_document
 from beanbill.ledger.invoicing.issue import issue
 from beanbill.ledger.post import post, record_credit
 from beanbill.rating.ingest import ingest
 from beanbill.rating.periods import Month
 from beanbill.rating.rate import rate_months
 from beanbill.rating.workspace import Workspace
+from beanbill.sync.interface import Connector, Movement, MovementKind
+from beanbill.sync.payments import post_movements
+from beanbill.sync.state import SqliteSyncState
 from tests.support import SMALL_CATALOG, customer, october_usage, write_jsonl, write_workspace
 
 OCTOBER = Month(2026, 10)
@@ -78,7 +89,8 @@ def billed_customers() -> list[dict[str, Any]]:
 
 
 def build_billed(root: Path, api_settings: ApiSettings = UNLIMITED) -> Billed:
-    """October 2026 rated, posted and invoiced; us-prov's invoice cancelled by a credit note."""
+    """October 2026 rated, posted and invoiced; us-prov's invoice cancelled by a credit note,
+    fr-post's paid in part (card, a refund, a bank transfer)."""
     workspace = write_workspace(root, billed_settings(), SMALL_CATALOG, billed_customers())
     records = [record for org, hours in ORGANIZATIONS for record in october_usage(org, hours)]
     ingest(workspace, [write_jsonl(root / "october.jsonl", records)])
@@ -100,11 +112,47 @@ def build_billed(root: Path, api_settings: ApiSettings = UNLIMITED) -> Billed:
     issue(workspace, OCTOBER, date(2026, 11, 5))
     [cancelled] = [n for n, org in invoice_orgs(workspace).items() if org == "us-prov"]
     credit_note(workspace, cancelled, date(2026, 11, 6), "wrong address")
+    [paid] = [n for n, org in invoice_orgs(workspace).items() if org == "fr-post"]
+    record_payments(workspace, paid)
     app = create_app(workspace, api_settings, today=lambda: TODAY)
     store = KeyStore(workspace.state_dir)
     orgs = [c.id for c in workspace.customers.customer]
     keys = {org: store.create(org, orgs).secret_key for org in orgs}
     return Billed(workspace, app, store.create(None, orgs, "admin").secret_key, keys)
+
+
+@dataclass(frozen=True)
+class BooksOnly:
+    """A payment connector's name and accounts, without its client: what ``sync`` needs
+    to post the movements it reports (webhooks and reconciliation post the same way)."""
+
+    name: str
+    accounts: ProcessorAccounts
+
+
+def record_payments(workspace: Workspace, number: str) -> list[tuple[MovementKind, int]]:
+    """Invoice ``number`` half paid by card (Stripe), a tenth of it refunded, a quarter
+    paid by bank transfer (recorded in the ERP, Tryton): still open. Returns each
+    movement's kind and amount (minor units), in order."""
+    document = load_document(workspace.invoices_dir / f"{number}.json")
+    org, total = document.buyer_reference or "", document.due_minor
+    paid, refunded, wired = total // 2, total // 10, total // 4
+    state = SqliteSyncState(workspace.state_dir)
+    stripe = cast(Connector, BooksOnly("stripe", STRIPE_ACCOUNTS))
+    erp = cast(Connector, BooksOnly(tryton.TARGET, tryton.ACCOUNTS))
+    by_card = [
+        Movement(f"stripe:payment:{number}", MovementKind.PAYMENT, date(2026, 11, 10), paid,
+                 "EUR", "ch_1", number, org),
+        Movement(f"stripe:refund:{number}", MovementKind.REFUND, date(2026, 11, 12), refunded,
+                 "EUR", "re_1", number, org),
+    ]  # fmt: skip
+    by_bank = [Movement(f"tryton:payment:{number}", MovementKind.PAYMENT, date(2026, 11, 15),
+                        wired, "EUR", "line-7", number, org)]  # fmt: skip
+    for connector, movements in ((stripe, by_card), (erp, by_bank)):
+        posted = post_movements(workspace, connector, state, movements)
+        assert (posted.posted, posted.problems) == (len(movements), {})
+    return [(MovementKind.PAYMENT, -paid), (MovementKind.REFUND, refunded),
+            (MovementKind.PAYMENT, -wired)]  # fmt: skip
 
 
 def invoice_orgs(workspace: Workspace) -> dict[str, str]:
@@ -143,6 +191,7 @@ def test_the_openapi_document_describes_every_route(billed: Billed) -> None:
         "/v1/organizations/{org}/usage",
         "/v1/organizations/{org}/forecast",
         "/v1/organizations/{org}/credits",
+        "/v1/organizations/{org}/payments",
         "/v1/invoices",
         "/v1/invoices/{number}",
         "/v1/invoices/{number}/payments",
@@ -163,7 +212,7 @@ def test_keys_are_stored_hashed_and_listed_without_the_key(billed: Billed) -> No
     database = (billed.workspace.state_dir / KEYS_FILE).read_bytes()
     for key in [billed.admin, *billed.keys.values()]:
         assert key.encode() not in database
-        assert key.split("_")[-1].encode() not in database
+        assert key.split("_", 2)[-1].encode() not in database
     records = KeyStore(billed.workspace.state_dir).keys("de-pre")
     assert [record.org for record in records] == ["de-pre"]
     assert all(not record.revoked for record in records)
@@ -319,7 +368,7 @@ def test_keys_never_appear_in_logs_or_answers(
     text = caplog.text + captured.out + captured.err + "".join(answers)
     for key in keys:
         assert key not in text
-        assert key.split("_")[-1][:20] not in text
+        assert key.split("_", 2)[-1][:20] not in text
 
 
 # --- events in ----------------------------------------------------------------------------
@@ -441,23 +490,103 @@ def test_a_customer_key_posts_only_its_organizations_events(billed: Billed) -> N
          "at": "2026-11-03T00:00:00Z", "quantity": "1"},
         {"id": "foreign-2", "org": "nobody", "resource": "r", "meter": "egress",
          "at": "2026-11-03T00:00:00Z", "quantity": "1"},
+        # the same id under another organization: another event
         {"id": "own-1", "org": "fr-post", "resource": "r", "meter": "egress",
          "at": "2026-11-03T00:00:00Z", "quantity": "2"},
+        # the same organization and id with other content: a conflict
+        {"id": "own-1", "org": "team-a", "resource": "r", "meter": "egress",
+         "at": "2026-11-03T00:00:00Z", "quantity": "3"},
     ]  # fmt: skip
     response = billed.client().post(
         "/v1/events", headers=bearer(billed.keys["fr-post"]), json={"events": events}
     )
     result = response.json()
-    assert result["accepted"] == 1
+    assert result["accepted"] == 2
     foreign, unknown, conflict = result["rejects"]
     # Reasons name lines of the batch as sent: line n is the event at index n - 1.
-    assert (conflict["index"], conflict["field"]) == (3, "id")
-    assert conflict["reason"] == "id: own-1 was first seen with different content at line 1"
+    assert (conflict["index"], conflict["field"], conflict["id"]) == (4, "id", "own-1")
+    assert conflict["reason"] == (
+        'id: "own-1" of organization team-a was first seen with different content at line 1'
+    )
     assert (foreign["index"], foreign["field"], foreign["id"]) == (1, "org", "foreign-1")
     # The same words as for an organization that does not exist: no existence leak.
     assert foreign["rule"] == unknown["rule"] == "org: unknown organization"
     assert foreign["reason"] == "org: unknown organization: de-pre"
     assert unknown["reason"] == "org: unknown organization: nobody"
+
+
+def keys_of(workspace: Workspace) -> dict[str, str]:
+    """A new key for each organization of ``workspace``."""
+    store = KeyStore(workspace.state_dir)
+    orgs = [c.id for c in workspace.customers.customer]
+    return {org: store.create(org, orgs).secret_key for org in orgs}
+
+
+def egress_event(event_id: str, org: str, quantity: str) -> dict[str, str]:
+    return {"id": event_id, "org": org, "resource": f"{org}/lb", "meter": "egress",
+            "at": "2026-11-03T00:00:00Z", "quantity": quantity}  # fmt: skip
+
+
+def test_another_tenants_id_is_no_conflict_and_no_hint(
+    fresh: Callable[[str], tuple[Workspace, TestClient, str]],
+) -> None:
+    """Ids are each organization's own: de-pre posting an id fr-post already stored, with
+    other content, is a new event, and the answer says nothing of fr-post; fr-post posting
+    it with other content is still refused, with its index, field and reason."""
+    workspace, client, _ = fresh("tenants")
+    keys = keys_of(workspace)
+    first = client.post("/v1/events", headers=bearer(keys["fr-post"]),
+                        json={"events": [egress_event("invoice-77", "fr-post", "1")]})  # fmt: skip
+    assert first.json()["accepted"] == 1
+    other = client.post("/v1/events", headers=bearer(keys["de-pre"]),
+                        json={"events": [egress_event("invoice-77", "de-pre", "5")]})  # fmt: skip
+    assert other.status_code == 200
+    assert other.json() == {
+        "received": 1, "accepted": 1, "duplicates": 0, "rejected": 0, "late": 0, "rejects": []
+    }  # fmt: skip
+    assert "fr-post" not in other.text
+    again = client.post("/v1/events", headers=bearer(keys["de-pre"]),
+                        json={"events": [egress_event("invoice-77", "de-pre", "5.0")]})  # fmt: skip
+    assert (again.json()["accepted"], again.json()["duplicates"]) == (0, 1)
+    own = client.post("/v1/events", headers=bearer(keys["fr-post"]),
+                      json={"events": [egress_event("x", "fr-post", "1"),
+                                       egress_event("invoice-77", "fr-post", "2")]})  # fmt: skip
+    [conflict] = own.json()["rejects"]
+    assert (conflict["index"], conflict["id"], conflict["field"]) == (1, "invoice-77", "id")
+    assert conflict["rule"] == "id: conflicting duplicate"
+    assert conflict["reason"] == (
+        'id: "invoice-77" of organization fr-post is already stored with different content'
+    )
+    rate_months(workspace, [Month(2026, 11)])
+    totals = workspace.rated_dir / "month=2026-11" / "totals.parquet"
+    rated = duckdb.sql(f"SELECT DISTINCT org FROM read_parquet('{totals}')").fetchall()
+    assert sorted(org for (org,) in rated) == ["de-pre", "fr-post"]  # each its own event
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ['evt "1" of organization de-pre', "it's; --", "\\u0065", "\u0435vt-1", "ｅvt-1"],
+)
+def test_hostile_ids_through_the_api(
+    fresh: Callable[[str], tuple[Workspace, TestClient, str]], hostile: str
+) -> None:
+    """Quotes, escapes and look-alikes (a Cyrillic or fullwidth "e" is not "e"): each id is
+    its exact text within its organization, and a reason quotes it as JSON."""
+    workspace, client, _ = fresh("hostile")
+    keys = keys_of(workspace)
+    batch = [egress_event("evt-1", "fr-post", "1"), egress_event(hostile, "fr-post", "1"),
+             egress_event(hostile, "fr-post", "1.0"), egress_event(hostile, "team-a", "9"),
+             egress_event(hostile, "fr-post", "2")]  # fmt: skip
+    result = client.post(
+        "/v1/events", headers=bearer(keys["fr-post"]), json={"events": batch}
+    ).json()
+    assert (result["accepted"], result["duplicates"], result["rejected"]) == (3, 1, 1)
+    [conflict] = result["rejects"]
+    assert (conflict["index"], conflict["id"], conflict["field"]) == (4, hostile, "id")
+    assert conflict["reason"] == (
+        f"id: {json.dumps(hostile, ensure_ascii=False)} of organization fr-post was first "
+        "seen with different content at line 2"
+    )
 
 
 @pytest.mark.parametrize(
@@ -561,7 +690,9 @@ def test_invoices_are_listed_with_status_and_filtered(billed: Billed) -> None:
     by_org = {row["org"]: row for row in everything}
     assert set(by_org) == {"fr-post", "de-pre", "us-prov"}
     assert by_org["fr-post"]["status"] == "open"
-    assert by_org["fr-post"]["total_minor"] == by_org["fr-post"]["outstanding_minor"] > 0
+    total = by_org["fr-post"]["total_minor"]
+    paid = total // 2 - total // 10 + total // 4  # record_payments
+    assert by_org["fr-post"]["outstanding_minor"] == total - paid > 0
     assert by_org["fr-post"]["total"] == f"{by_org['fr-post']['total_minor'] / 100:.2f}"
     assert by_org["us-prov"]["status"] == "credited"
     assert by_org["us-prov"]["credit_note"]
@@ -611,8 +742,65 @@ def test_one_invoice_is_its_snapshot_and_its_files_download(billed: Billed) -> N
         )
     payments = get(billed, f"/v1/invoices/{number}/payments", key)
     assert payments["status"] == "open"
-    assert [(m["kind"], m["amount_minor"]) for m in payments["movements"]] == [
-        ("issued", detail["summary"]["total_minor"])
+    total = detail["summary"]["total_minor"]
+    assert [(m["kind"], m["method"], m["amount_minor"]) for m in payments["movements"]] == [
+        ("issued", None, total),
+        ("payment", "stripe", -(total // 2)),
+        ("charge", "stripe", total // 10),
+        ("payment", "bank transfer", -(total // 4)),
+    ]
+
+
+SETTLEMENTS = """
+2000-01-01 open Assets:Receivable:Acme EUR
+2000-01-01 open Liabilities:Unapplied:Acme EUR
+2000-01-01 open Assets:Stripe:Balance EUR
+2000-01-01 open Assets:Bank:Operating EUR
+2000-01-01 open Income:Usage:Compute EUR
+2000-01-01 open Assets:Clearing:Adyen EUR
+  connector: "adyen"
+2026-11-05 * "Invoice INV-1" ^invoice-INV-1
+  txn-id: "invoice:INV-1"
+  Assets:Receivable:Acme  30.00 EUR
+  Income:Usage:Compute  -30.00 EUR
+2026-11-10 * "Stripe payment of invoice INV-1, paid 2.00 too much" ^invoice-INV-1
+  Assets:Stripe:Balance  12.00 EUR
+  Assets:Receivable:Acme  -10.00 EUR
+  Liabilities:Unapplied:Acme  -2.00 EUR
+2026-11-11 * "Stripe customer balance settled" ^invoice-INV-1
+  Liabilities:Unapplied:Acme  2.00 EUR
+  Assets:Receivable:Acme  -2.00 EUR
+2026-11-12 * "Adyen payment" ^invoice-INV-1
+  Assets:Clearing:Adyen  5.00 EUR
+  Assets:Receivable:Acme  -5.00 EUR
+2026-11-13 * "Bank transfer" ^invoice-INV-1
+  Assets:Bank:Operating  3.00 EUR
+  Assets:Receivable:Acme  -3.00 EUR
+2026-11-14 * "Stripe refund" ^invoice-INV-1
+  Assets:Receivable:Acme  1.00 EUR
+  Assets:Stripe:Balance  -1.00 EUR
+2026-12-01 * "Paid after today" ^invoice-INV-1
+  Assets:Bank:Operating  11.00 EUR
+  Assets:Receivable:Acme  -11.00 EUR
+"""
+
+
+def test_the_method_names_the_system_that_settled_not_the_account() -> None:
+    """The connector that opened the account, the bank, the customer's balance, or the
+    system an account is named after; an overpayment's excess is not how it was paid."""
+    entries, errors, _ = beancount_loader.load_string(SETTLEMENTS)
+    assert errors == []
+    row = InvoiceRow("INV-1", "acme", "Acme", date(2026, 11, 5), None, "EUR", 3000, 1100,
+                     Status.OPEN, False, None, "invoice-INV-1", None, None)  # fmt: skip
+    found = [(m.kind.value, m.method, m.amount_minor)
+             for m in invoice_movements(entries, row, date(2026, 11, 20))]  # fmt: skip
+    assert found == [
+        ("issued", None, 3000),
+        ("payment", "stripe", -1000),
+        ("payment", "customer balance", -200),
+        ("payment", "adyen", -500),
+        ("payment", "bank transfer", -300),
+        ("charge", "stripe", 100),
     ]
 
 
@@ -624,7 +812,47 @@ def test_a_credit_note_is_reached_under_its_number(billed: Billed) -> None:
     assert note["document"]["type"] == "381"
     history = get(billed, f"/v1/invoices/{row['number']}/payments", billed.keys["us-prov"])
     assert [m["kind"] for m in history["movements"]] == ["issued", "credited"]
+    assert history["movements"][1]["method"] == f"credit note {row['credit_note']}"
     assert history["outstanding_minor"] == 0
+
+
+def test_all_payments_of_an_organization_with_their_invoice_and_method(billed: Billed) -> None:
+    """Payments, refunds and credit notes of every invoice, read as each invoice's history
+    is (one reader): the same movements, the issuances left out, oldest first."""
+    [number] = [n for n, org in invoice_orgs(billed.workspace).items() if org == "fr-post"]
+    key = billed.keys["fr-post"]
+    listed = get(billed, "/v1/organizations/fr-post/payments", key)
+    history = get(billed, f"/v1/invoices/{number}/payments", key)["movements"]
+    assert listed["org"] == "fr-post" and listed["next_offset"] is None
+    shared = ("date", "kind", "amount_minor", "amount", "method", "description")
+    assert [{name: payment[name] for name in shared} for payment in listed["payments"]] == [
+        movement for movement in history if movement["kind"] != "issued"
+    ]
+    assert {(p["invoice"], p["org"], p["currency"], p["invoice_status"])
+            for p in listed["payments"]} == {(number, "fr-post", "EUR", "open")}  # fmt: skip
+    assert [p["date"] for p in listed["payments"]] == ["2026-11-10", "2026-11-12", "2026-11-15"]
+    first = get(billed, "/v1/organizations/fr-post/payments", key, limit=2)
+    rest = get(billed, "/v1/organizations/fr-post/payments", key, offset=first["next_offset"])
+    assert (first["next_offset"], rest["next_offset"]) == (2, None)
+    assert first["payments"] + rest["payments"] == listed["payments"]
+    # A credit note settles its invoice: the credited movement, named after the note.
+    [cancelled] = get(billed, "/v1/invoices", billed.keys["us-prov"])["invoices"]
+    [credited] = get(billed, "/v1/organizations/us-prov/payments", billed.keys["us-prov"])[
+        "payments"
+    ]
+    assert (credited["kind"], credited["invoice"], credited["invoice_status"]) == (
+        "credited",
+        cancelled["number"],
+        "credited",
+    )
+    assert credited["method"] == f"credit note {cancelled['credit_note']}"
+    assert credited["amount_minor"] == -cancelled["total_minor"]
+    # A team invoiced centrally has none of its own; its parent's list holds them.
+    assert get(billed, "/v1/organizations/team-a/payments", key)["payments"] == []
+    assert get(billed, "/v1/organizations/de-pre/payments", billed.admin)["payments"] == []
+    foreign = billed.client().get("/v1/organizations/fr-post/payments",
+                                  headers=bearer(billed.keys["team-a"]))  # fmt: skip
+    assert foreign.status_code == 404 and number not in foreign.text
 
 
 # --- credits ------------------------------------------------------------------------------
@@ -700,7 +928,7 @@ def test_api_key_commands_create_list_and_revoke(tmp_path: Path) -> None:
     admin = runner.invoke(api_key, ["create", "--admin", "-w", str(workspace.root)])
     assert admin.exit_code == EXIT_OK and "admin" in admin.output
     listed = runner.invoke(api_key, ["list", "-w", str(workspace.root)])
-    assert key not in listed.output and key.split("_")[-1] not in listed.output
+    assert key not in listed.output and key.split("_", 2)[-1] not in listed.output
     key_id = key.split("_")[1]
     assert f"{key_id}  de-pre" in listed.output
     revoked = runner.invoke(api_key, ["revoke", key_id, "-w", str(workspace.root)])

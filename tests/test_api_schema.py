@@ -54,7 +54,8 @@ def test_the_documents_are_the_apps_own(billed_for_schema: Billed) -> None:
     bound = create_app(billed_for_schema.workspace, LIMITED, today=lambda: TODAY)
     assert bound.openapi() == limited.raw_schema
     assert schema.raw_schema["openapi"].startswith("3.1")
-    assert len(list(schema.get_all_operations())) == 12
+    assert len(list(schema.get_all_operations())) == 13
+    assert "/v1/organizations/{org}/payments" in schema.raw_schema["paths"]
     assert "/v1/organizations/{org}/forecast" in schema.raw_schema["paths"]
 
 

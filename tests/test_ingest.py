@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import pytest
 from beanbill.rating.closures import ClosedPeriods
 from beanbill.rating.errors import IngestError
 from beanbill.rating.ingest import ingest
+from beanbill.rating.periods import Month
+from beanbill.rating.rate import rate_months
 from beanbill.rating.workspace import Workspace
 from tests.support import customer, read_rejects, write_jsonl
 
@@ -240,3 +243,115 @@ def test_the_largest_quantity_is_stored_exactly(
     source = write_jsonl(tmp_path / "in.jsonl", [largest])
     assert ingest(workspace, [source]).accepted == 1
     assert stored(workspace)[0][3] == 999_999_999_999_999_999
+
+
+# --- ids are each organization's own ----------------------------------------------------------
+
+
+def two_organizations(make_workspace: Callable[..., Workspace]) -> Workspace:
+    return make_workspace(customers=[customer("acme"), customer("globex")])
+
+
+def test_the_same_id_under_two_organizations_is_two_events_both_rated(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    """The idempotency key is (org, id): globex reusing acme's id is its own event, stored
+    and rated for globex, in the same file, in another file of the run, or later."""
+    workspace = two_organizations(make_workspace)
+    source = write_jsonl(
+        tmp_path / "in.jsonl", [GOOD, with_fields(org="globex", quantity="3"), GOOD]
+    )
+    summary = ingest(workspace, [source])
+    assert (summary.accepted, summary.duplicates, summary.rejected) == (2, 1, 0)
+    later = write_jsonl(tmp_path / "later.jsonl", [with_fields(org="globex", quantity="3")])
+    assert ingest(workspace, [later]).duplicates == 1
+    files = sorted(str(p) for p in workspace.usage_dir.glob("month=*/*.parquet"))
+    rows = duckdb.sql(
+        f"SELECT org, id, quantity_micro FROM read_parquet({files}, hive_partitioning = false) "
+        "ORDER BY org"
+    ).fetchall()
+    assert rows == [("acme", "e1", 2_000_000), ("globex", "e1", 3_000_000)]
+    rate_months(workspace, [Month(2026, 11)])
+    totals = workspace.rated_dir / "month=2026-11" / "totals.parquet"
+    rated = dict(
+        duckdb.sql(
+            f"SELECT org, sum(amount_atto) FROM read_parquet('{totals}') GROUP BY org"
+        ).fetchall()
+    )
+    assert set(rated) == {"acme", "globex"}
+    assert rated["globex"] * 2 == rated["acme"] * 3  # 3 vCPU-hours against 2, same price
+
+
+def test_another_organizations_stored_id_is_no_conflict_and_no_hint(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    """Against the store, too, only the same organization's id counts: globex sending an id
+    acme already stored, with other content, is accepted; acme doing so is rejected."""
+    workspace = two_organizations(make_workspace)
+    ingest(workspace, [write_jsonl(tmp_path / "a.jsonl", [GOOD])])
+    other = with_fields(end="2026-11-03T12:00:00Z")
+    summary = ingest(
+        workspace,
+        [write_jsonl(tmp_path / "b.jsonl", [{**other, "org": "globex"}, other])],
+    )
+    assert (summary.accepted, summary.duplicates, summary.rejected) == (1, 0, 1)
+    [reject] = read_rejects(summary.rejects_path)
+    assert (reject["line"], reject["field"], reject["rule"]) == (
+        2,
+        "id",
+        "id: conflicting duplicate",
+    )
+    assert (
+        reject["reason"] == 'id: "e1" of organization acme is already stored with different content'
+    )
+    assert reject["record"]["org"] == "acme"
+
+
+def test_a_conflict_in_another_file_of_the_run_names_that_file(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    """file, line, field and why: a first copy in another file is named with its file."""
+    workspace = make_workspace()
+    first = write_jsonl(tmp_path / "first.jsonl", [with_fields(id="x"), GOOD])
+    second = write_jsonl(tmp_path / "second.jsonl", [with_fields(quantity="5")])
+    summary = ingest(workspace, [first, second])
+    [reject] = read_rejects(summary.rejects_path)
+    assert (reject["file"], reject["line"], reject["field"]) == (str(second.resolve()), 1, "id")
+    assert reject["reason"] == (
+        'id: "e1" of organization acme was first seen with different content at line 2 of '
+        f"{first.resolve()}"
+    )
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        'evt "1" of organization globex',  # quotes and words that read like a reason
+        "it's; DROP TABLE usage; --",
+        "back\\slash",
+        "\u0435vt-1",  # a Cyrillic е: looks like e1's "e", is another id
+        "ｅ1",  # a fullwidth e: another id too (ids are matched whole, never folded)
+        "e1 ",  # trailing space: trimmed, the same id as e1
+    ],
+)
+def test_hostile_ids_are_keys_like_any_other(
+    make_workspace: Callable[..., Workspace], tmp_path: Path, hostile: str
+) -> None:
+    """Quoting and look-alikes change nothing: an id is its exact text (spaces around it
+    trimmed) within its organization, and a reason quotes it unambiguously (JSON)."""
+    workspace = two_organizations(make_workspace)
+    records = [GOOD, with_fields(id=hostile, quantity="7"), with_fields(id=hostile, org="globex"),
+               with_fields(id=hostile, quantity="8")]  # fmt: skip
+    summary = ingest(workspace, [write_jsonl(tmp_path / "in.jsonl", records)])
+    rejects = read_rejects(summary.rejects_path)
+    if hostile.strip() == "e1":  # the same key as GOOD's, with other content
+        assert (summary.accepted, summary.rejected) == (2, 2)
+        assert [r["line"] for r in rejects] == [2, 4]
+        return
+    assert (summary.accepted, summary.rejected) == (3, 1)
+    [reject] = rejects
+    assert (reject["line"], reject["field"], reject["record"]["id"]) == (4, "id", hostile)
+    assert reject["reason"] == (
+        f"id: {json.dumps(hostile, ensure_ascii=False)} of organization acme was first seen "
+        "with different content at line 2"
+    )

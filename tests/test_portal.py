@@ -35,7 +35,7 @@ from beanbill.rating.periods import Month
 from beanbill.rating.rate import rate_months
 from beanbill.rating.workspace import Workspace
 from tests.support import SMALL_CATALOG, customer, write_jsonl, write_workspace
-from tests.test_api import UNLIMITED, billed_settings, invoice_orgs
+from tests.test_api import UNLIMITED, billed_settings, invoice_orgs, record_payments
 
 OCTOBER = Month(2026, 10)
 TODAY = date(2026, 11, 20)
@@ -92,7 +92,8 @@ def october_events() -> list[dict[str, object]]:
 
 
 def build_portal(root: Path) -> Portal:
-    """October 2026 rated, posted and invoiced; de-pre holds a purchased and a granted lot."""
+    """October 2026 rated, posted and invoiced; de-pre holds a purchased and a granted lot;
+    fr-post's invoice is paid in part (card, a refund, a bank transfer)."""
     workspace = write_workspace(root, billed_settings(), SMALL_CATALOG, portal_customers())
     ingest(workspace, [write_jsonl(root / "october.jsonl", october_events())])
     rate_months(workspace, [OCTOBER])
@@ -102,6 +103,8 @@ def build_portal(root: Path) -> Portal:
     record_credit(workspace, "de-pre", "grant", "5.00", first, last, 10, "de-pre-granted")
     post(workspace, OCTOBER, date(2026, 11, 2))
     issue(workspace, OCTOBER, date(2026, 11, 5))
+    [paid] = [n for n, org in invoice_orgs(workspace).items() if org == "fr-post"]
+    record_payments(workspace, paid)  # by card, a refund, by bank transfer: still open
     if PROVISIONAL:  # de-pre's open November so far, rated provisionally
         from beanbill.rating.provisional import rate_open
 
@@ -139,7 +142,8 @@ def pages_of(portal: Portal, org: str) -> list[str]:
     """Every portal page and download of ``org`` (its drill-down to one day included)."""
     base = f"/portal/org/{org}"
     pages = [base, f"{base}/usage", f"{base}/usage?month=2026-10", f"{base}/credits",
-             f"{base}/invoices", f"{base}/usage?month=2026-10&family=Compute&meter=cpu"
+             f"{base}/invoices", f"{base}/payments",
+             f"{base}/usage?month=2026-10&family=Compute&meter=cpu"
              f"&resource={org}/app&day=2026-10-07"]  # fmt: skip
     for number in portal.numbers(org):
         pages += [f"{base}/invoices/{number}"]
@@ -174,7 +178,7 @@ def test_the_session_cookie_is_signed_httponly_strict_and_holds_no_key(portal: P
         v for k, v in answer.headers.multi_items() if k == "set-cookie" and SESSION_COOKIE in v
     )
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/portal" in cookie
-    assert key not in cookie and key.split("_")[-1][:16] not in cookie
+    assert key not in cookie and key.split("_", 2)[-1][:16] not in cookie
     payload = cookie.split("=", 1)[1].split(".")[0]
     held = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     assert held == {"key_id": key.split("_")[1], "form_token": held["form_token"]}
@@ -281,6 +285,7 @@ def test_hostile_names_are_escaped_everywhere(portal: Portal) -> None:
         "/portal/org/fr-post",
         "/portal/org/team-a",
         "/portal/org/fr-post/invoices",
+        "/portal/org/fr-post/payments",
         "/portal/org/fr-post/usage?month=2026-10&family=Compute&meter=cpu",
         f"/portal/org/fr-post/usage?month=2026-10&family=Compute&meter=cpu&resource={HOSTILE_RESOURCE}",
     ]  # fmt: skip
@@ -293,6 +298,10 @@ def test_hostile_names_are_escaped_everywhere(portal: Portal) -> None:
         "Acme &lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt; &#34;Quotes&#34; &amp; {{ 7*7 }}"
         in overview
     )
+    # Payments' descriptions are the ledger's narrations, which name the customer.
+    payments = client.get("/portal/org/fr-post/payments").text
+    assert "Stripe payment of invoice" in payments
+    assert "— Acme &lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt; &#34;Quotes&#34;" in payments
     resource = client.get("/portal/org/fr-post/usage?month=2026-10&family=Compute&meter=cpu").text
     assert "fr-post/&lt;img src=x onerror=alert(1)&gt;" in resource
     # The chart's data is JSON in a non-executed block, with < escaped.
@@ -359,6 +368,45 @@ def test_invoice_pages_show_status_and_payment_history(portal: Portal) -> None:
     assert f'data-number="{number}"' in listing and "status-open" in listing
     detail = client.get(f"/portal/org/fr-post/invoices/{number}").text
     assert '<td class="nowrap">issued</td>' in detail
+
+
+def test_the_payments_page_lists_every_payment_refund_and_credit_note(portal: Portal) -> None:
+    """Date, invoice (linked), what, method, amount and the invoice's status, newest first:
+    the API's list (``/v1/organizations/{org}/payments``) row for row; linked from every
+    page's navigation."""
+    key = portal.keys["fr-post"]
+    client = logged_in(portal, key)
+    [number] = portal.numbers("fr-post")
+    overview = client.get("/portal/org/fr-post").text
+    assert '<a href="/portal/org/fr-post/payments">Payments</a>' in overview
+    page = client.get("/portal/org/fr-post/payments").text
+    assert 'href="/portal/org/fr-post/payments" aria-current="page"' in page
+    rows = re.findall(r'<tr data-invoice="([^"]+)" data-kind="([^"]+)">(.*?)</tr>', page, re.S)
+    api = client.get(
+        "/v1/organizations/fr-post/payments", headers={"Authorization": f"Bearer {key}"}
+    ).json()["payments"]
+    assert [(invoice, kind) for invoice, kind, _ in rows] == [
+        (payment["invoice"], payment["kind"]) for payment in reversed(api)
+    ]
+    assert [kind for _, kind, _ in rows] == ["payment", "charge", "payment"]
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for _, _, row in rows]
+    assert [(c[0], c[2], c[3], c[4]) for c in cells] == [
+        (p["date"], label, p["method"], f"{p['amount']} EUR")
+        for p, label in zip(reversed(api), ["payment", "refund or charge", "payment"], strict=True)
+    ]
+    assert [c[3] for c in cells] == ["bank transfer", "stripe", "stripe"]
+    assert all(f'<a href="/portal/org/fr-post/invoices/{number}">{number}</a>' in c[1]
+               for c in cells)  # fmt: skip
+    assert all("status-open" in c[5] for c in cells)
+    # The invoice's own history names the method too.
+    detail = client.get(f"/portal/org/fr-post/invoices/{number}").text
+    assert '<td class="nowrap">bank transfer</td>' in detail
+    assert '<td class="nowrap">stripe</td>' in detail
+    # A team invoiced centrally, and an organization with nothing paid yet, say so.
+    team = client.get("/portal/org/team-a/payments").text
+    assert "its payments appear on the parent's page" in team
+    prepaid = logged_in(portal, portal.keys["de-pre"]).get("/portal/org/de-pre/payments").text
+    assert "No payment, refund or credit note yet." in prepaid
 
 
 def test_pages_stay_out_of_the_openapi_document(portal: Portal) -> None:

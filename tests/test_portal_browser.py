@@ -3,9 +3,9 @@
 The API's app with the portal included is served by uvicorn on loopback; chromium logs
 in with a customer key (whose organization has a hostile name), reads the overview,
 drills down from family to one resource's day (through the table and through a click on
-the chart), downloads an invoice's PDF and opens a team's pages. Any JavaScript console
-error, page error or dialog (an escaped ``<script>`` that ran) fails the test. The
-screenshots are copied to /tmp/look-portal/ for a person to look at.
+the chart), downloads an invoice's PDF, reads all payments and opens a team's pages. Any
+JavaScript console error, page error or dialog (an escaped ``<script>`` that ran) fails
+the test. The screenshots are copied to /tmp/look-portal/ for a person to look at.
 """
 
 from __future__ import annotations
@@ -149,6 +149,13 @@ def test_log_in_drill_down_to_a_day_and_download_a_pdf(
     download.value.save_as(saved)
     assert saved.read_bytes().startswith(b"%PDF")
     browser.follow("09-invoice", f"#invoices a >> text={number}", "#movements")
+    assert "bank transfer" in page.inner_text("#movements")
+    browser.follow("09b-payments", "nav.tabs >> text=Payments", "#payments")
+    kinds = [row.get_attribute("data-kind") for row in page.locator("#payments tbody tr").all()]
+    assert kinds == ["payment", "charge", "payment"]  # newest first
+    assert HOSTILE_NAME in page.inner_text("#payments")  # shown as text, never run
+    browser.follow("09c-payment-invoice", "#payments a >> nth=0", "#movements")
+    assert number in page.inner_text("h2")
 
     browser.follow("10-overview-again", "nav.tabs >> text=Overview", "#teams")
     browser.follow("11-team", "#teams a >> text=Team A", "#cost-last-month")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import duckdb
 import ibis
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,11 +18,13 @@ from hypothesis import strategies as st
 
 from beanbill.rating.config import Catalog, Customers, parse_model
 from beanbill.rating.engine import addon_lines, month_input, rate, typed_memtable
+from beanbill.rating.ingest import ingest
 from beanbill.rating.money import AMOUNT_SCALE, QUANTITY_SCALE, from_scaled_integer
 from beanbill.rating.periods import Month
-from beanbill.rating.rate import EVENT_SCHEMA
+from beanbill.rating.rate import EVENT_SCHEMA, rate_months
+from beanbill.rating.workspace import Workspace
 from tests.reference import Event, add_addons, rate_reference
-from tests.support import egress_meter, example_meter
+from tests.support import customer, egress_meter, example_meter, read_rejects, write_jsonl
 
 JANUARY = date(2026, 1, 1)
 CATALOG = parse_model(
@@ -152,7 +158,8 @@ EXACT_BOUNDS = [
 
 @st.composite
 def events(draw: st.DrawFn, month: Month) -> list[Event]:
-    """Intervals near midnights and month ends, tier-sized quantities, and duplicates."""
+    """Intervals near midnights and month ends, tier-sized quantities, duplicates, and ids
+    that two organizations use (each organization's own: two events)."""
     base = datetime(month.year, month.month, 1, tzinfo=UTC) - timedelta(days=3)
     count = draw(st.integers(0, 30))
     result: list[Event] = []
@@ -191,6 +198,9 @@ def events(draw: st.DrawFn, month: Month) -> list[Event]:
         result.append(event)
         if draw(st.integers(0, 9)) == 0:
             result.append(event)  # an exact duplicate, delivered twice
+        if draw(st.integers(0, 5)) == 0:  # the same id used by another organization
+            other = draw(st.sampled_from(sorted(set(ORGS) - {event.org})))
+            result.append(dataclasses.replace(event, org=other))
     return result
 
 
@@ -210,7 +220,8 @@ def engine_rate(
         },
         EVENT_SCHEMA,
     )
-    # The store holds each id once (ingest deduplicates); mirror that here.
+    # The store holds each (organization, id) once (ingest deduplicates); the events drawn
+    # repeat a key only as an exact duplicate, so dropping repeated rows mirrors that here.
     table = table.distinct()
     return as_results(connection, rate(table, month_input(month, zone, CATALOG, CUSTOMERS)))
 
@@ -358,3 +369,73 @@ def test_prorated_add_ons_match_the_reference(connection: Any, zone: str) -> Non
             assert engine == reference
 
     check()
+
+
+# --- the idempotency key through the real ingest ---------------------------------------------
+
+
+def event_of(record: dict[str, str]) -> Event:
+    """A record of the usage contract as the reference's event."""
+    start = datetime.fromisoformat(record.get("start") or record["at"])
+    end = datetime.fromisoformat(record.get("end") or record["at"])
+    return Event(
+        record["id"],
+        record["org"],
+        record["resource"],
+        record["meter"],
+        start,
+        end,
+        Decimal(record.get("quantity", "1")),
+    )
+
+
+def test_ids_are_each_organizations_own_in_the_ingest_and_the_reference(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    """The ingest's idempotency key and the reference's are one: (organization, id). One id
+    used by three organizations is three events, rated for each; a repeat counts once; a
+    repeat with other content is rejected and the first copy stays; the rated month agrees
+    with the reference to the last unit."""
+    workspace = make_workspace(
+        customers=[customer("m-org"), customer("w-org", "weekly"), customer("d-org", "daily")]
+    )
+
+    def cpu(event_id: str, org: str, day: int, hours: int, quantity: str) -> dict[str, str]:
+        start, end = f"2026-10-{day:02d}T22:00:00Z", f"2026-10-{day + 1:02d}T{hours:02d}:00:00Z"
+        return {"id": event_id, "org": org, "resource": f"{org}/app", "meter": "cpu",
+                "start": start, "end": end, "quantity": quantity}  # fmt: skip
+
+    def egress(event_id: str, org: str, day: int, quantity: str) -> dict[str, str]:
+        return {"id": event_id, "org": org, "resource": f"{org}/lb", "meter": "egress",
+                "at": f"2026-10-{day:02d}T12:00:00+02:00", "quantity": quantity}  # fmt: skip
+
+    shared = [cpu("evt-1", "m-org", 3, 4, "2"), cpu("evt-1", "w-org", 12, 4, "2"),
+              cpu("evt-1", "d-org", 9, 1, "0.5"), egress("evt-2", "m-org", 5, "150.5"),
+              egress("evt-2", "d-org", 5, "99"), egress("evt-3", "w-org", 30, "1200")]  # fmt: skip
+    repeats = [cpu("evt-1", "w-org", 12, 4, "2.000"), egress("evt-2", "d-org", 5, "99.0")]
+    conflicts = [cpu("evt-1", "m-org", 3, 5, "2"), egress("evt-3", "w-org", 30, "1")]
+    source = write_jsonl(tmp_path / "usage.jsonl", [*shared, *repeats, *conflicts])
+    summary = ingest(workspace, [source])
+    assert (summary.accepted, summary.duplicates, summary.rejected) == (6, 2, 2)
+    rejects = read_rejects(summary.rejects_path)
+    assert [(r["line"], r["field"], r["reason"]) for r in rejects] == [
+        (9, "id", 'id: "evt-1" of organization m-org was first seen with different content '
+                  "at line 1"),
+        (10, "id", 'id: "evt-3" of organization w-org was first seen with different content '
+                   "at line 6"),
+    ]  # fmt: skip
+    rate_months(workspace, [Month(2026, 10)])
+    lines = workspace.rated_dir / "month=2026-10" / "lines.parquet"
+    rated = {
+        (r["org"], r["period"], r["day"], r["meter"], r["resource"], r["band"]): (
+            from_scaled_integer(int(r["quantity_micro"]), QUANTITY_SCALE),
+            from_scaled_integer(int(r["amount_atto"]), AMOUNT_SCALE),
+        )
+        for r in duckdb.sql(f"SELECT * FROM read_parquet('{lines}')").arrow().read_all().to_pylist()
+    }
+    events = [event_of(record) for record in [*shared, *repeats, *conflicts]]
+    reference = rate_reference(
+        events, workspace.catalog, workspace.customers, ZoneInfo("UTC"), (2026, 10)
+    )
+    assert rated == reference
+    assert {key[0] for key in rated if key[3] == "cpu"} == {"m-org", "w-org", "d-org"}

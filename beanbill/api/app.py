@@ -8,6 +8,8 @@ Routes (every one needs an API key, ``Authorization: Bearer <key>``):
   open ones from the provisional rating (flagged ``provisional``);
 - ``GET /v1/organizations/{org}/forecast``: the current period's expected total;
 - ``GET /v1/organizations/{org}/credits``: credit balance and lots;
+- ``GET /v1/organizations/{org}/payments``: every payment, refund and credit note of its
+  invoices (a parent's teams' too);
 - ``GET /v1/invoices``, ``/v1/invoices/{number}`` and its ``pdf``, ``cii``, ``ubl`` and
   ``payments``;
 - ``/portal/``: the customer portal's pages (``beanbill.api.portal``; the same keys as a

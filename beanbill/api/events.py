@@ -2,9 +2,11 @@
 
 The batch is written, event by event, as a JSON Lines file (``state/api-events/``, named
 by its content) and ingested by ``beanbill.rating.ingest`` exactly as a file a customer
-drops in the inbox: the same checks, the same idempotency (``id``), the same rejects
-file, the same late-event report. So an event posted here and the same event in a file
-are one event, and rate to the same bytes. The answer comes after the ingest has
+drops in the inbox: the same checks, the same idempotency (the key is the organization
+and the ``id``), the same rejects file, the same late-event report. So an event posted
+here and the same event in a file are one event, and rate to the same bytes. Ids are each
+organization's own: an id another organization used is no conflict, so the answer never
+tells a tenant that another's id exists. The answer comes after the ingest has
 published the accepted events (fsync'd): a 200 means they are kept.
 
 Numbers are never read through a float: each number of the body keeps the text it was
@@ -258,7 +260,11 @@ async def body_within(request: Request, limit_bytes: int) -> bytes:
 
 
 EVENT_PROPERTIES: dict[str, Any] = {
-    "id": {"description": "The idempotency key: the same id with the same content counts once."},
+    "id": {
+        "description": "The idempotency key, within its organization: the same org and id "
+        "with the same content counts once, with other content it is rejected; another "
+        "organization's events never collide with it."
+    },
     "org": {"description": "The organization's id (customers.toml)."},
     "resource": {"description": "What used the meter: an application, a volume, ..."},
     "meter": {"description": "The meter's id (catalog.toml)."},
@@ -340,7 +346,7 @@ def router(settings: ApiSettings) -> APIRouter:
     async def post_events(request: Request, caller: CallerDependency) -> EventBatchResult:
         """Ingest a batch (at most `max_events_per_batch` events) with the file ingest's
         rules; the answer lists every rejected event with its index, field and reason.
-        Sending the same batch again is harmless: ids are idempotency keys."""
+        Sending the same batch again is harmless: (org, id) is the idempotency key."""
         body = await body_within(request, caller.context.settings.max_body_bytes)
         return await run_in_threadpool(take_batch, caller.context, caller, body)
 

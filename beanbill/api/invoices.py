@@ -6,6 +6,11 @@ document is the snapshot written at issuance (``invoices/<number>.json``), so th
 shows exactly what was issued. A credit note is reached under its own number, beside
 the invoice it cancels. An invoice belongs to the organization it bills (a parent's
 central invoice is the parent's): another organization's number is "not found".
+
+Payments are read once, here: ``invoice_movements`` (one invoice's history) and
+``organization_payments`` (every payment, refund and credit note of an organization and
+its teams) are views of ``receivable_movements``, one pass over the ledger for any number
+of invoices; the portal shows the same lists.
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
+from beancount.core.data import Open
 from fastapi import APIRouter, Query
 from fastapi import Path as PathParameter
 from fastapi.responses import FileResponse
@@ -27,16 +34,21 @@ from starlette.responses import Response
 from beanbill.api.auth import Caller, CallerDependency
 from beanbill.api.context import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from beanbill.api.money import DECIMAL_PATTERN, minor_text
+from beanbill.api.organizations import OrganizationParameter
 from beanbill.api.problems import NotFound, RateLimited, Unauthorized, Unavailable, responses
 from beanbill.ledger import keys
-from beanbill.ledger.accounts import RECEIVABLE_ROOT, under
+from beanbill.ledger.accounts import BANK, RECEIVABLE_ROOT, UNAPPLIED_ROOT, under
 from beanbill.ledger.fava_billing.billing import InvoiceRow, Status, invoices, posting_minor
 from beanbill.ledger.invoicing.documents import DocumentError, InvoiceDocument, load_document
 
 NUMBER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MONTH_QUERY_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
 SNAPSHOTS_CACHED = 4_096
-MAX_MOVEMENTS = 1_000
+MAX_MOVEMENTS = 1_000  # per invoice: more is not a payment history but a fault
+MAX_OFFSET = 10_000_000
+CONNECTOR = "connector"  # metadata of the accounts a payment connector opened
+BANK_TRANSFER = "bank transfer"
+CUSTOMER_BALANCE = "customer balance"
 
 
 class InvoiceKind(StrEnum):
@@ -94,6 +106,13 @@ class MovementKind(StrEnum):
     CREDITED = "credited"  # the credit note that cancelled the invoice
 
 
+METHOD_DESCRIPTION = (
+    "How it was settled or where the money went: the payment system (its connector's "
+    "name, such as `stripe`), `bank transfer`, `customer balance` (credit held from an "
+    "earlier payment), or `credit note <number>`; none for the issuance."
+)
+
+
 class Movement(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -101,6 +120,7 @@ class Movement(BaseModel):
     kind: MovementKind
     amount_minor: int = Field(description="On the receivable: positive owed, negative paid.")
     amount: str = Field(pattern=DECIMAL_PATTERN)
+    method: str | None = Field(description=METHOD_DESCRIPTION)
     description: str
 
 
@@ -115,6 +135,40 @@ class PaymentHistory(BaseModel):
     outstanding_minor: int
     outstanding: str = Field(pattern=DECIMAL_PATTERN)
     movements: list[Movement]
+
+
+class Payment(BaseModel):
+    """One settlement of an invoice: a payment, a refund or other charge, a credit note."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    date: date
+    kind: MovementKind = Field(
+        description="payment (what is owed went down), charge (it went up again: a refund, "
+        "a lost dispute) or credited (cancelled by a credit note); never issued."
+    )
+    invoice: str = Field(description="The invoice's number.")
+    org: str = Field(description="The organization the invoice bills (a parent or a team).")
+    currency: str
+    amount_minor: int = Field(
+        description="On what the invoice is owed: negative paid or credited, positive charged."
+    )
+    amount: str = Field(pattern=DECIMAL_PATTERN)
+    method: str = Field(description=METHOD_DESCRIPTION)
+    invoice_status: Status = Field(description="The invoice's status today.")
+    description: str
+
+
+class PaymentList(BaseModel):
+    """An organization's payments, refunds and credit notes, oldest first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    org: str
+    payments: list[Payment]
+    next_offset: int | None = Field(
+        description="Pass as `offset` for the next page; None on the last page."
+    )
 
 
 @functools.lru_cache(maxsize=SNAPSHOTS_CACHED)
@@ -175,37 +229,137 @@ def _month_of(day: date | None) -> str | None:
     return f"{day.year:04d}-{day.month:02d}" if day else None
 
 
+@dataclass(frozen=True)
+class InvoiceMovement:
+    """A movement of what an invoice is owed, with the invoice it moved."""
+
+    invoice: InvoiceRow
+    movement: Movement
+
+
+def connector_accounts(entries: Sequence[Any]) -> dict[str, str]:
+    """Account → the payment connector that opened it (``connector`` metadata)."""
+    return {
+        entry.account: str(entry.meta[CONNECTOR])
+        for entry in entries
+        if isinstance(entry, Open) and CONNECTOR in (entry.meta or {})
+    }
+
+
+def settlement_method(counter_accounts: Sequence[str], connectors: dict[str, str]) -> str:
+    """How a receivable was settled, from the account that took the other side.
+
+    A customer reads the system, not our chart of accounts: the connector that opened the
+    account; the bank; the customer's balance held from an earlier payment; otherwise the
+    system the account is named after (connectors name theirs ``Assets:<System>:<Purpose>``,
+    and a clearing account opened by the main file carries no ``connector`` metadata).
+    """
+    if not counter_accounts:
+        return ""
+    account = counter_accounts[0]
+    if account in connectors:
+        return connectors[account]
+    if account == BANK:
+        return BANK_TRANSFER
+    if under(account, UNAPPLIED_ROOT):
+        return CUSTOMER_BALANCE
+    parts = account.split(":")
+    return parts[1].lower() if len(parts) > 2 else account
+
+
+def _number(posting: Any) -> Decimal:
+    """A posting's amount, exactly (0 when it has none): to tell its side and size only."""
+    units = posting.units
+    return units.number if units is not None and isinstance(units.number, Decimal) else Decimal(0)
+
+
+def _movement(entry: Any, row: InvoiceRow, connectors: dict[str, str]) -> Movement | None:
+    """The movement ``entry`` made on ``row``'s receivable, or None if it made none."""
+    postings = [p for p in getattr(entry, "postings", ()) if under(p.account, RECEIVABLE_ROOT)]
+    if not postings:
+        return None
+    txn_id = str((entry.meta or {}).get(keys.TXN_ID, ""))
+    currency = posting_minor(postings[0])[0]
+    amount = sum(posting_minor(posting)[1] for posting in postings)
+    note = keys.credit_note_number_of(txn_id)
+    method: str | None
+    if txn_id == keys.invoice_txn_id(row.number):
+        kind, method = MovementKind.ISSUED, None
+    elif note is not None:
+        kind, method = MovementKind.CREDITED, f"credit note {note}"
+    else:
+        kind = MovementKind.PAYMENT if amount < 0 else MovementKind.CHARGE
+        # The other side, largest first among those moving the opposite way (an
+        # overpayment's excess, held for the customer, is not how it was paid).
+        others = sorted(
+            (p for p in entry.postings if not under(p.account, RECEIVABLE_ROOT)),
+            key=lambda posting: -abs(_number(posting)),
+        )
+        opposite = [p.account for p in others if (_number(p) > 0) == (amount < 0)]
+        method = settlement_method(opposite or [p.account for p in others], connectors)
+    return Movement(
+        date=entry.date,
+        kind=kind,
+        amount_minor=amount,
+        amount=minor_text(amount, currency),
+        method=method,
+        description=str(entry.narration or ""),
+    )
+
+
+def receivable_movements(
+    entries: Sequence[Any], rows: Sequence[InvoiceRow], today: date
+) -> list[InvoiceMovement]:
+    """What moved the receivables of ``rows`` (each invoice's link) up to ``today``, in
+    ledger order: one pass over the entries for any number of invoices, so a page of all
+    payments costs what one invoice's history does."""
+    by_link = {row.link: row for row in rows}
+    connectors = connector_accounts(entries)
+    counts: dict[str, int] = {}
+    found: list[InvoiceMovement] = []
+    for entry in entries:
+        if entry.date > today:
+            continue
+        for link in getattr(entry, "links", None) or ():
+            row = by_link.get(link)
+            if row is None or counts.get(row.number, 0) >= MAX_MOVEMENTS:
+                continue
+            movement = _movement(entry, row, connectors)
+            if movement is not None:
+                counts[row.number] = counts.get(row.number, 0) + 1
+                found.append(InvoiceMovement(row, movement))
+    return found
+
+
 def invoice_movements(entries: Sequence[Any], row: InvoiceRow, today: date) -> list[Movement]:
     """What moved the invoice's receivable (its link), in ledger order."""
-    issuance = keys.invoice_txn_id(row.number)
-    found: list[Movement] = []
-    for entry in entries:
-        if entry.date > today or row.link not in (getattr(entry, "links", None) or ()):
-            continue
-        postings = [p for p in getattr(entry, "postings", ()) if under(p.account, RECEIVABLE_ROOT)]
-        if not postings:
-            continue
-        txn_id = str((entry.meta or {}).get(keys.TXN_ID, ""))
-        currency = posting_minor(postings[0])[0]
-        amount = sum(posting_minor(posting)[1] for posting in postings)
-        if txn_id == issuance:
-            kind = MovementKind.ISSUED
-        elif keys.credit_note_number_of(txn_id) is not None:
-            kind = MovementKind.CREDITED
-        else:
-            kind = MovementKind.PAYMENT if amount < 0 else MovementKind.CHARGE
-        found.append(
-            Movement(
-                date=entry.date,
-                kind=kind,
-                amount_minor=amount,
-                amount=minor_text(amount, currency),
-                description=str(entry.narration or ""),
-            )
+    return [found.movement for found in receivable_movements(entries, [row], today)]
+
+
+def organization_payments(caller: Caller, org: str) -> list[Payment]:
+    """Every payment, refund or charge and credit note of ``org``'s invoices and, for a
+    parent, of the invoices of its teams this key sees, oldest first (ledger order)."""
+    caller.require(org)
+    customers = caller.context.workspace.customers.customer
+    teams = {c.id for c in customers if c.parent == org and c.id in caller.organizations}
+    visible, entries = visible_invoices(caller)
+    rows = [row for row in visible.rows if row.org == org or row.org in teams]
+    return [
+        Payment(
+            date=found.movement.date,
+            kind=found.movement.kind,
+            invoice=found.invoice.number,
+            org=found.invoice.org,
+            currency=found.invoice.currency,
+            amount_minor=found.movement.amount_minor,
+            amount=found.movement.amount,
+            method=found.movement.method or "",
+            invoice_status=found.invoice.status,
+            description=found.movement.description,
         )
-        if len(found) >= MAX_MOVEMENTS:
-            break
-    return found
+        for found in receivable_movements(entries, rows, caller.context.today())
+        if found.movement.kind is not MovementKind.ISSUED
+    ]
 
 
 NumberParameter = Annotated[
@@ -311,6 +465,26 @@ def router() -> APIRouter:
             outstanding=minor_text(row.outstanding_minor, row.currency),
             movements=invoice_movements(entries, row, caller.context.today()),
         )
+
+    @routes.get(
+        "/v1/organizations/{org}/payments",
+        response_model=PaymentList,
+        summary="An organization's payments, refunds and credit notes",
+        responses=responses(*COMMON),
+    )
+    def list_payments(
+        caller: CallerDependency,
+        org: OrganizationParameter,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    ) -> PaymentList:
+        """Every movement that settled (or charged again) an invoice of the organization
+        and, for a parent, of its teams: date, invoice, amount, method and the invoice's
+        status today, oldest first; another organization answers 404."""
+        payments = organization_payments(caller, org)
+        page = payments[offset : offset + limit]
+        more = offset + limit < len(payments)
+        return PaymentList(org=org, payments=page, next_offset=offset + limit if more else None)
 
     def file_route(kind: str) -> None:
         suffix, media_type, description = FILE_KINDS[kind]

@@ -3,8 +3,9 @@
 ``portal_router()`` gives the pages under ``/portal`` (to include in the app made by
 ``beanbill.api.app.create_app``): log in by pasting an API key, then read the current
 period's cost, a usage drill-down chart (family → meter → resource → day), invoices with
-their PDF, CII and UBL files and payment histories, and credits with their expiry; a
-parent organization also sees its teams. Scope and isolation are the API's own.
+their PDF, CII and UBL files and payment histories, every payment, refund and credit note,
+and credits with their expiry; a parent organization also sees its teams. Scope and
+isolation are the API's own.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """The figures of the portal's pages, read through the API's own functions.
 
 Nothing here computes billing: usage comes from ``beanbill.api.usage.report`` (closed
-periods, as rated), invoices and payment histories from ``beanbill.api.invoices`` (the
-Fava billing page's status and outstanding amounts), credits from the same pure ledger
-functions as ``/v1/organizations/{org}/credits``. So a page and the API agree, figure
-for figure. Every function takes the API's ``Caller`` and an organization it has already
-``require``d.
+periods, as rated), invoices, payment histories and all payments from
+``beanbill.api.invoices`` (the Fava billing page's status and outstanding amounts),
+credits from the same pure ledger functions as ``/v1/organizations/{org}/credits``. So a
+page and the API agree, figure for figure. Every function takes the API's ``Caller`` and
+an organization it has already ``require``d.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 from beanbill.api import invoices as invoice_api
 from beanbill.api import usage as usage_api
 from beanbill.api.auth import Caller
-from beanbill.api.invoices import InvoiceSummary, Movement
+from beanbill.api.invoices import InvoiceSummary, Movement, Payment
 from beanbill.api.problems import NotFound, Unavailable
 from beanbill.ledger.fava_billing.billing import Status
 from beanbill.ledger.fava_billing.credits import CustomerCredits, LotRow, customer_credits, lots
@@ -143,6 +143,12 @@ def invoice_of(caller: Caller, org: str, number: str) -> InvoiceView:
         raise NotFound(f"no invoice {number!r}")
     movements = invoice_api.invoice_movements(entries, row, caller.context.today())
     return InvoiceView(invoice_api.summary_of(caller, row), movements)
+
+
+def payments_of(caller: Caller, org: str) -> list[Payment]:
+    """``org``'s payments, refunds and credit notes (a parent's teams' too), newest first:
+    the list of ``/v1/organizations/{org}/payments``, read by the same function."""
+    return list(reversed(invoice_api.organization_payments(caller, org)))
 
 
 def document_path(caller: Caller, org: str, number: str, kind: str) -> tuple[Path, str]:

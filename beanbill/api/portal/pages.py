@@ -1,4 +1,5 @@
-"""The portal's routes: log in with an API key, then read cost, usage, invoices and credits.
+"""The portal's routes: log in with an API key, then read cost, usage, invoices, payments
+and credits.
 
 Every page but the login page needs a session (``access.portal_caller``); every page of
 an organization first asks the API's ``Caller.require``, so another tenant's pages and
@@ -218,6 +219,17 @@ def _invoice_routes(routes: APIRouter) -> None:
         viewer = _viewer(request, org)
         listed = figures.invoices_of(viewer.caller, org)
         return page("invoices.html", **viewer.common(org, "invoices"), invoices=listed)
+
+    @routes.get("/org/{org}/payments")
+    def payments(request: Request, org: str) -> Response:
+        viewer = _viewer(request, org)
+        customers = viewer.caller.context.workspace.customers.customer
+        return page(
+            "payments.html",
+            **viewer.common(org, "payments"),
+            payments=figures.payments_of(viewer.caller, org),
+            names={c.id: c.name for c in customers if c.id in viewer.caller.organizations},
+        )
 
     @routes.get("/org/{org}/invoices/{number}")
     def invoice(request: Request, org: str, number: str) -> Response:
