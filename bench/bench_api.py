@@ -4,9 +4,10 @@ usage drill-down latency for an organization with a million events.
     .venv/bin/python bench/bench_api.py --events 100000 --big-events 1000000
 
 1. **Events in**: the same events, in 1,000-event batches, are posted to ``POST /v1/events``
-   of a real server (uvicorn on 127.0.0.1, one keep-alive client) and, as the floor, written
-   to one JSON Lines file and ingested into a fresh workspace (``rating.ingest``), in the
-   same run. Sustained events/s of each; the goal is the API at ≥ 50 % of the floor.
+   of a real server (uvicorn on 127.0.0.1) by one keep-alive client, then by 8 at once
+   (batches arriving together are ingested together: group commit), and, as the floor,
+   written to one JSON Lines file and ingested into a fresh workspace (``rating.ingest``),
+   in the same run. Sustained events/s of each; the goal is the API at ≥ 50 % of the floor.
 2. **Drill-down**: an organization with ``--big-events`` interval events in the open month
    (beside 999 others with as many in all) is rated provisionally (``rate_open``: what is
    precomputed, timed); then ``GET /v1/organizations/{org}/usage?month=`` and its forecast
@@ -46,6 +47,7 @@ from beanbill.rating.workspace import Workspace  # noqa: E402
 from tests.support import SMALL_CATALOG, customer, write_workspace  # noqa: E402
 
 BATCH = 1_000
+SENDERS = 8  # concurrent senders, as the webhook benchmark's
 ORGANIZATIONS = 1_000
 BIG = "org-big"
 TODAY = date(2026, 11, 30)  # the open month: November 2026
@@ -124,39 +126,67 @@ def bench_events(folder: Path, count: int) -> dict[str, Any]:
     summary = ingest(floor_workspace, [path])
     floor_seconds = time.perf_counter() - started
     assert summary.accepted == count, summary
-    api_workspace = workspace(folder / "api", organizations)
-    key = admin_key(api_workspace, organizations)
-    app = create_app(api_workspace, UNLIMITED, today=lambda: TODAY)
-    accepted = 0
-    batch_seconds: list[float] = []
-    with Server(app) as base, httpx.Client(base_url=base, timeout=120) as client:
-        headers = {"Authorization": f"Bearer {key}"}
-        started = time.perf_counter()
-        for first in range(0, count, BATCH):
-            sent = time.perf_counter()
-            response = client.post(
-                "/v1/events", headers=headers, json={"events": events[first : first + BATCH]}
-            )
-            batch_seconds.append(time.perf_counter() - sent)
-            if response.status_code != 200:
-                raise RuntimeError(
-                    f"batch at {first}: {response.status_code} {response.text[:500]}"
-                )
-            accepted += int(response.json()["accepted"])
-        api_seconds = time.perf_counter() - started
-    assert accepted == count, accepted
-    floor_rate = count / floor_seconds
-    api_rate = count / api_seconds
-    return {
+    result: dict[str, Any] = {
         "events": count,
         "floor_seconds": round(floor_seconds, 3),
-        "floor_events_per_second": round(floor_rate),
-        "api_seconds": round(api_seconds, 3),
-        "api_events_per_second": round(api_rate),
-        "api_share_of_floor": round(api_rate / floor_rate, 3),
-        "batch_p50_ms": round(statistics.median(batch_seconds) * 1000, 1),
-        "batch_p99_ms": round(_percentile(batch_seconds, 0.99) * 1000, 1),
+        "floor_events_per_second": round(count / floor_seconds),
     }
+    for senders in (1, SENDERS):
+        api_workspace = workspace(folder / f"api-{senders}", organizations)
+        seconds, batch_seconds, groups = post_events(api_workspace, organizations, events, senders)
+        api_rate = count / seconds
+        result[f"senders_{senders}"] = {
+            "api_seconds": round(seconds, 3),
+            "api_events_per_second": round(api_rate),
+            "api_share_of_floor": round(api_rate * floor_seconds / count, 3),
+            "batch_p50_ms": round(statistics.median(batch_seconds) * 1000, 1),
+            "batch_p99_ms": round(_percentile(batch_seconds, 0.99) * 1000, 1),
+            "ingests": groups,
+        }
+    return result
+
+
+def post_events(
+    api_workspace: Workspace, organizations: list[str], events: list[Any], senders: int
+) -> tuple[float, list[float], int]:
+    """Post ``events`` in 1,000-event batches from ``senders`` concurrent keep-alive
+    clients (each its share of the batches, in order); seconds, each batch's latency and
+    the ingests the group commit ran."""
+    key = admin_key(api_workspace, organizations)
+    app = create_app(api_workspace, UNLIMITED, today=lambda: TODAY)
+    batches = [events[first : first + BATCH] for first in range(0, len(events), BATCH)]
+    batch_seconds: list[float] = []
+    accepted = [0]
+    lock = threading.Lock()
+    with Server(app) as base:
+
+        def send(share: list[list[Any]]) -> None:
+            with httpx.Client(base_url=base, timeout=120) as client:
+                for batch in share:
+                    sent = time.perf_counter()
+                    response = client.post(
+                        "/v1/events",
+                        headers={"Authorization": f"Bearer {key}"},
+                        json={"events": batch},
+                    )
+                    if response.status_code != 200:
+                        raise RuntimeError(f"{response.status_code} {response.text[:500]}")
+                    with lock:
+                        batch_seconds.append(time.perf_counter() - sent)
+                        accepted[0] += int(response.json()["accepted"])
+
+        started = time.perf_counter()
+        threads = [
+            threading.Thread(target=send, args=(batches[index::senders],))
+            for index in range(senders)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        seconds = time.perf_counter() - started
+    assert accepted[0] == len(events), accepted
+    return seconds, batch_seconds, app.state.context.group_commit.groups
 
 
 def _percentile(values: list[float], share: float) -> float:

@@ -76,6 +76,15 @@ PLAIN_DECIMAL = r"-?\d+(\.\d+)?"
 VALID_QUANTITY = rf"-?0(\.0+)?|0*\d{{1,{MAX_QUANTITY_INTEGER_DIGITS}}}(\.\d{{1,{QUANTITY_SCALE}}})?"
 
 
+class FileCounts(NamedTuple):
+    """What one input file of a run brought; its rejects name it in the rejects file."""
+
+    read: int
+    accepted: int
+    duplicates: int
+    late: int
+
+
 @dataclass(frozen=True)
 class IngestSummary:
     files: tuple[str, ...]
@@ -88,6 +97,7 @@ class IngestSummary:
     rejects_path: Path | None
     late_path: Path | None
     reasons: tuple[tuple[str, int], ...]
+    by_file: tuple[FileCounts, ...] = ()  # in the order of ``files``
 
     @property
     def exit_code(self) -> int:
@@ -786,6 +796,19 @@ class _Ingestion:
         row = self.sql(f"SELECT count(*) FROM {relation}").fetchone()
         return int(row[0]) if row else 0
 
+    def counts_by_file(self) -> tuple[FileCounts, ...]:
+        """Per input file: read, accepted, duplicates, late (the API answers each batch of
+        a group commit with its own)."""
+        rows = self.sql("""
+            SELECT f.source,
+                   (SELECT count(*) FROM raw r WHERE r.source = f.source),
+                   count(c.line) FILTER (c.status = 'new'),
+                   count(c.line) FILTER (c.status = 'duplicate'),
+                   count(c.line) FILTER (c.late)
+            FROM input_files f LEFT JOIN classified c ON c.source = f.source
+            GROUP BY f.source ORDER BY f.source""").fetchall()
+        return tuple(FileCounts(int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows)
+
     def reasons(self) -> tuple[tuple[str, int], ...]:
         rows = self.sql(
             "SELECT rule, count(*) FROM rejects "
@@ -830,6 +853,7 @@ def ingest(
         ).fetchone()
         read = run._count("raw")
         reasons = run.reasons()
+        by_file = run.counts_by_file()
     accepted, duplicates = (int(counts[0]), int(counts[1])) if counts else (0, 0)
     if accepted + duplicates + rejected != read:
         raise IngestError(
@@ -847,6 +871,7 @@ def ingest(
         rejects_path=rejects_path,
         late_path=late_path,
         reasons=reasons,
+        by_file=by_file,
     )
 
 

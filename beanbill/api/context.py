@@ -16,11 +16,13 @@ from typing import Any
 
 from fastapi import Request
 
+from beanbill.api.group_commit import GroupCommit
 from beanbill.api.keys import KeyStore
 from beanbill.api.problems import ApiSettingsError, Unavailable
 from beanbill.api.rate_limit import RateLimit, TokenBuckets
 from beanbill.ledger.accounts import ACCOUNTS_FILE
 from beanbill.ledger.books import LedgerLoadError, load_books
+from beanbill.rating.ingest import ingest
 from beanbill.rating.workspace import Workspace
 
 MAX_EVENTS_PER_BATCH = 1_000
@@ -103,9 +105,10 @@ class ApiContext:
         self.keys = KeyStore(workspace.state_dir)
         self.buckets = TokenBuckets(settings.rate_limit)
         self.ledger = LedgerCache(workspace)
-        # One events batch at a time per process (ingest also takes the workspace lock,
-        # which serializes it with the CLI's commands).
-        self.events_lock = threading.Lock()
+        # Events batches arriving together are ingested together (group commit); one
+        # ingest at a time per process, and the ingest takes the workspace lock, which
+        # serializes it with the CLI's commands.
+        self.group_commit = GroupCommit(lambda paths: ingest(workspace, paths))
 
 
 def context_of(request: Request) -> ApiContext:

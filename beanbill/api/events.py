@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -45,7 +46,7 @@ from beanbill.api.problems import (
     responses,
 )
 from beanbill.rating.errors import BeanbillError
-from beanbill.rating.ingest import IngestSummary, ingest
+from beanbill.rating.ingest import IngestSummary
 from beanbill.rating.storage import write_bytes_atomically
 
 BATCH_FOLDER = "api-events"
@@ -168,11 +169,15 @@ def _foreign_org(event: Any, caller: Caller) -> str | None:
 
 
 def _batch_path(context: ApiContext, content: bytes) -> Path:
-    name = f"batch-{hashlib.sha256(content).hexdigest()[:32]}.jsonl"
+    """Where a request's batch is kept: its content's digest, and a part of its own (the
+    same batch sent twice at once is two files of one group, answered each)."""
+    name = f"batch-{hashlib.sha256(content).hexdigest()[:32]}-{secrets.token_hex(4)}.jsonl"
     return context.workspace.state_dir / BATCH_FOLDER / context.today().isoformat() / name
 
 
-def _rejects(summary: IngestSummary) -> list[RejectedEvent]:
+def _rejects(summary: IngestSummary, path: Path) -> list[RejectedEvent]:
+    """The rejects of the batch in ``path`` (a group's rejects file holds every batch's).
+    A conflict first seen in another batch of the same group names no server file."""
     if summary.rejects_path is None:
         return []
     found = []
@@ -182,15 +187,20 @@ def _rejects(summary: IngestSummary) -> list[RejectedEvent]:
         if not text:
             continue
         reject = json.loads(text)
+        if reject.get("file") != str(path):
+            continue
         record = reject.get("record") or {}
         identifier = record.get("id") if isinstance(record, dict) else None
+        reason = str(reject["reason"])
+        for other in summary.files:
+            reason = reason.replace(f" of {other}", " of another batch sent at the same time")
         found.append(
             RejectedEvent(
                 index=int(reject["line"]) - 1,
                 id=identifier if isinstance(identifier, str) else None,
                 field=str(reject["field"]),
                 rule=str(reject["rule"]),
-                reason=str(reject["reason"]),
+                reason=reason,
             )
         )
     return found
@@ -226,20 +236,19 @@ def take_batch(context: ApiContext, caller: Caller, body: bytes) -> EventBatchRe
             rejects=refused,
         )  # fmt: skip
     content = ("\n".join(lines) + "\n").encode("ascii")
-    with context.events_lock:
-        path = _batch_path(context, content)
-        try:
-            write_bytes_atomically(path, content)
-            summary = ingest(context.workspace, [path])
-        except BeanbillError as error:
-            raise Unavailable(f"the events could not be taken now: {error}") from error
-        rejects = sorted([*refused, *_rejects(summary)], key=lambda r: r.index)
+    path = _batch_path(context, content)
+    try:
+        write_bytes_atomically(path, content)
+        counts, summary = context.group_commit.submit(path)
+    except BeanbillError as error:
+        raise Unavailable(f"the events could not be taken now: {error}") from error
+    rejects = sorted([*refused, *_rejects(summary, path)], key=lambda r: r.index)
     return EventBatchResult(
         received=len(events),
-        accepted=summary.accepted,
-        duplicates=summary.duplicates,
+        accepted=counts.accepted,
+        duplicates=counts.duplicates,
         rejected=len(rejects),
-        late=summary.late,
+        late=counts.late,
         rejects=rejects,
     )
 

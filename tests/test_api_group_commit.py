@@ -1,0 +1,151 @@
+"""Group commit of the events API: batches sent together are ingested in one run, each
+answered with its own counts and rejects once its events are durable, never naming a
+server file, and a failed group answers every request of it (no request hangs)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from beanbill.api.app import create_app
+from beanbill.api.group_commit import GroupCommit
+from beanbill.api.keys import KeyStore
+from beanbill.rating.errors import BeanbillError
+from beanbill.rating.ingest import IngestSummary, ingest
+from beanbill.rating.workspace import Workspace
+from tests.support import SMALL_CATALOG, write_workspace
+from tests.test_api import TODAY, UNLIMITED, bearer, billed_customers, billed_settings
+
+SENDERS = 8
+
+
+def egress(org: str, identifier: str, quantity: str = "1") -> dict[str, str]:
+    return {"id": identifier, "org": org, "resource": f"{org}/lb", "meter": "egress",
+            "at": "2026-11-03T00:00:00Z", "quantity": quantity}  # fmt: skip
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> tuple[Workspace, Any, str]:
+    workspace = write_workspace(
+        tmp_path / "ws", billed_settings(), SMALL_CATALOG, billed_customers()
+    )
+    orgs = [c.id for c in workspace.customers.customer]
+    key = KeyStore(workspace.state_dir).create(None, orgs).secret_key
+    return workspace, create_app(workspace, UNLIMITED, lambda: TODAY), key
+
+
+def post_all(app: Any, key: str, batches: Sequence[list[dict[str, str]]]) -> list[Any]:
+    """Each batch from its own client and thread, all at once."""
+    start = threading.Barrier(len(batches))
+
+    def send(batch: list[dict[str, str]]) -> Any:
+        with TestClient(app) as client:
+            start.wait()
+            response = client.post("/v1/events", headers=bearer(key), json={"events": batch})
+            assert response.status_code == 200, response.text
+            return response.json()
+
+    with ThreadPoolExecutor(len(batches)) as pool:
+        return list(pool.map(send, batches))
+
+
+def group_commit_of(app: Any) -> GroupCommit:
+    commit = app.state.context.group_commit  # create_app keeps the context on the app
+    assert isinstance(commit, GroupCommit)
+    return commit
+
+
+def test_batches_sent_together_share_ingests_and_each_gets_its_own_answer(
+    served: tuple[Workspace, Any, str],
+) -> None:
+    workspace, app, key = served
+    orgs = ["fr-post", "team-a", "de-pre", "us-prov"]
+    batches = [
+        [egress(orgs[s % 4], f"s{s}-{n}") for n in range(200)]
+        + ([egress(orgs[s % 4], "bad", "-1")] if s % 2 else [])
+        for s in range(SENDERS)
+    ]
+    answers = post_all(app, key, batches)
+    for sender, answer in enumerate(answers):
+        assert (answer["received"], answer["accepted"]) == (200 + sender % 2, 200)
+        assert answer["rejected"] == sender % 2
+        if sender % 2:
+            (reject,) = answer["rejects"]
+            assert reject["index"] == 200 and reject["field"] == "quantity"
+    commit = group_commit_of(app)
+    assert commit.groups < SENDERS  # some batches were ingested together
+    # Durable and complete: a file of every event finds them all stored.
+    again = workspace.root / "again.jsonl"
+    again.write_text("".join(json.dumps(e) + "\n" for b in batches for e in b))
+    summary = ingest(workspace, [again])
+    assert (summary.duplicates, summary.rejected) == (200 * SENDERS, SENDERS // 2)
+
+
+def test_a_conflict_within_one_group_names_no_server_file(
+    served: tuple[Workspace, Any, str],
+) -> None:
+    workspace, app, key = served
+    commit = group_commit_of(app)
+    # A large file (beyond a request's limit) keeps the group commit busy meanwhile.
+    slow = workspace.root / "slow.jsonl"
+    slow.write_text("".join(json.dumps(egress("fr-post", f"s{n}")) + "\n" for n in range(50_000)))
+    first = egress("team-a", "same", "1")
+    other = egress("team-a", "same", "2")
+    answers: list[Any] = []
+    with ThreadPoolExecutor(1) as pool:
+        leading = pool.submit(commit.submit, slow)
+        deadline = time.monotonic() + 30
+        while not commit.running and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert commit.running  # the two next batches wait for the same group
+        answers = post_all(app, key, [[first], [other]])
+        leading.result()
+    verdicts = sorted((a["accepted"], a["rejected"]) for a in answers)
+    assert verdicts == [(0, 1), (1, 0)]
+    (reject,) = next(a for a in answers if a["rejected"])["rejects"]
+    assert "another batch sent at the same time" in reject["reason"]
+    assert str(workspace.root) not in json.dumps(answers) and ".jsonl" not in json.dumps(answers)
+
+
+def test_a_failed_group_answers_every_request_and_the_next_group_runs(tmp_path: Path) -> None:
+    calls: list[int] = []
+    gate = threading.Event()
+
+    def flaky(paths: Sequence[Path]) -> IngestSummary:
+        calls.append(len(paths))
+        if len(calls) == 1:
+            gate.wait(5)  # the others queue behind this group
+            raise RuntimeError("disk full")
+        raise BeanbillError("the store is read-only")
+
+    commit = GroupCommit(flaky)
+    outcomes: list[str] = []
+
+    def submit(index: int) -> None:
+        try:
+            commit.submit(tmp_path / f"{index}.jsonl")
+        except BeanbillError as error:
+            outcomes.append(str(error))
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(5)]
+    threads[0].start()
+    while not commit.running:
+        time.sleep(0.001)
+    for thread in threads[1:]:
+        thread.start()
+    time.sleep(0.05)
+    gate.set()
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)  # nobody hangs
+    assert len(outcomes) == 5 and calls == [1, 4]
+    assert sum("RuntimeError: disk full" in o for o in outcomes) == 1
+    assert sum("read-only" in o for o in outcomes) == 4
