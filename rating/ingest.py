@@ -552,9 +552,9 @@ class _Ingestion:
         (One record a line: a quoted CSV field holding a newline shifts later numbers.)
         """
         rejected = _rejects_table(source)
-        if not self._count(f"duckdb_tables() WHERE table_name = '{rejected}'"):
-            self.sql(f"CREATE TEMP TABLE {rejected} (line BIGINT, error_type VARCHAR, "
-                     "error_message VARCHAR, csv_line VARCHAR)")  # fmt: skip
+        # The reader made it if it refused a line; one statement either way.
+        self.sql(f"CREATE TEMP TABLE IF NOT EXISTS {rejected} (line BIGINT, error_type VARCHAR, "
+                 "error_message VARCHAR, csv_line VARCHAR)")  # fmt: skip
         self.sql(f"""
             CREATE TEMP TABLE {_lines_table(source)} AS
             WITH refused AS (SELECT DISTINCT line FROM {rejected}),
