@@ -35,7 +35,14 @@ class Received:
     content: bytes
 
     def parsed(self) -> EmailMessage:
-        message = email.message_from_bytes(self.content, policy=email.policy.default)
+        """The message as a reader sees it: headers of an SMTPUTF8 message are UTF-8
+        (RFC 6532), which a bytes parser would leave as escapes."""
+        try:
+            text = self.content.decode("utf-8")
+        except UnicodeDecodeError:
+            message = email.message_from_bytes(self.content, policy=email.policy.default)
+        else:
+            message = email.message_from_string(text, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         return message
 

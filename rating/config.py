@@ -166,7 +166,9 @@ def checked_email_address(value: str) -> str:
         checked = validate_email(value, check_deliverability=False)
     except EmailNotValidError as error:
         raise ValueError(f"{value!r} is not an e-mail address: {error}") from None
-    return str(checked.normalized)
+    # An internationalized domain in its ASCII form (IDNA) when the local part allows:
+    # every SMTP server takes it, without the SMTPUTF8 extension.
+    return str(checked.ascii_email or checked.normalized)
 
 
 Identifier = Annotated[str, AfterValidator(_identifier)]

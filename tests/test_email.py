@@ -207,6 +207,7 @@ def test_a_missing_password_or_a_malformed_address_is_a_clear_error_before_sendi
     assert result.exit_code == EXIT_ERROR
     assert "email" in result.output and "billing@fr-small" in result.output
     assert "Traceback" not in result.output and smtp.received == []
+    assert checked_recipients(["Billing@Bücher.example"]) == ("Billing@xn--bcher-kva.example",)
     for hostile in ["", "a@b.example\r\nBcc: x@evil.example", "a b@c.example", "a@-x-.example"]:
         with pytest.raises(PermanentError, match="address"):
             checked_recipients([hostile] if hostile else [])
@@ -218,7 +219,9 @@ def test_customer_text_cannot_add_headers_or_markup(
     hostile = 'Evil "Corp" <x@evil.example>, Bcc: y@evil.example <script>alert(1)</script>'
     workspace = make_workspace(
         customers=[
-            customer("acme", name=hostile, billing_emails=["a@acme.example", "b@acme.example"])
+            customer(
+                "acme", name=hostile, billing_emails=["a@acme.example", "jürgen@bücher.example"]
+            )
         ],
         sync={"email": email_settings(smtp, sender_name='Nimbus "Billing", Inc.')},
     )
@@ -228,9 +231,12 @@ def test_customer_text_cannot_add_headers_or_markup(
     issue(workspace, OCTOBER, ISSUE_DAY)
     run_push(workspace)
     (received,) = smtp.received
-    assert received.recipients == ("a@acme.example", "b@acme.example", FINANCE)
+    assert received.recipients == ("a@acme.example", "jürgen@bücher.example", FINANCE)
     message = received.parsed()
-    assert [a.addr_spec for a in message["To"].addresses] == ["a@acme.example", "b@acme.example"]
+    assert [a.addr_spec for a in message["To"].addresses] == [
+        "a@acme.example",
+        "jürgen@bücher.example",
+    ]
     assert message["From"].addresses[0].display_name == 'Nimbus "Billing", Inc.'
     assert message["Bcc"] is None
     html = message.get_body(("html",)).get_content()
