@@ -16,9 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from beanbill.api.app import create_app
-from beanbill.api.group_commit import GroupCommit
 from beanbill.api.keys import KeyStore
 from beanbill.rating.errors import BeanbillError
+from beanbill.rating.group_commit import GroupCommit
 from beanbill.rating.ingest import IngestSummary, ingest
 from beanbill.rating.workspace import Workspace
 from tests.support import SMALL_CATALOG, write_workspace
@@ -57,7 +57,7 @@ def post_all(app: Any, key: str, batches: Sequence[list[dict[str, str]]]) -> lis
         return list(pool.map(send, batches))
 
 
-def group_commit_of(app: Any) -> GroupCommit:
+def group_commit_of(app: Any) -> GroupCommit[Any, Any]:
     commit = app.state.context.group_commit  # create_app keeps the context on the app
     assert isinstance(commit, GroupCommit)
     return commit
@@ -119,14 +119,14 @@ def test_a_failed_group_answers_every_request_and_the_next_group_runs(tmp_path: 
     calls: list[int] = []
     gate = threading.Event()
 
-    def flaky(paths: Sequence[Path]) -> IngestSummary:
+    def flaky(paths: Sequence[Path]) -> list[IngestSummary]:
         calls.append(len(paths))
         if len(calls) == 1:
             gate.wait(5)  # the others queue behind this group
             raise RuntimeError("disk full")
         raise BeanbillError("the store is read-only")
 
-    commit = GroupCommit(flaky)
+    commit: GroupCommit[Path, IngestSummary] = GroupCommit(flaky, 64)
     outcomes: list[str] = []
 
     def submit(index: int) -> None:

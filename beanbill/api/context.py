@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import Request
 
-from beanbill.api.group_commit import GroupCommit
+from beanbill.api.group_commit import ingest_group_commit
 from beanbill.api.keys import KeyStore
 from beanbill.api.problems import ApiSettingsError, Unavailable
 from beanbill.api.rate_limit import RateLimit, TokenBuckets
@@ -108,7 +108,7 @@ class ApiContext:
         # Events batches arriving together are ingested together (group commit); one
         # ingest at a time per process, and the ingest takes the workspace lock, which
         # serializes it with the CLI's commands.
-        self.group_commit = GroupCommit(lambda paths: ingest(workspace, paths))
+        self.group_commit = ingest_group_commit(lambda paths: ingest(workspace, paths))
 
 
 def context_of(request: Request) -> ApiContext:

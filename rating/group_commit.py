@@ -1,0 +1,103 @@
+"""Group commit: what arrives while a durable write runs is written together in the next.
+
+A durable write (an fsync'd transaction, an ingest that writes and syncs a Parquet file)
+costs a fixed time whether it holds one item or a hundred. Callers that each need their
+item durable before answering (a webhook's 200, an events batch's answer) would pay it
+one by one. Here the first caller to arrive while no write runs becomes the *leader*: it
+takes every item waiting (its own included, up to ``max_items``), writes them with one
+call of ``commit`` and hands each caller its own result. Callers arriving meanwhile wait
+for the next write, led by the first of them. Nobody is answered before the write that
+holds its item has returned; a failed write fails every caller of it, and nobody hangs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from beanbill.rating.errors import BeanbillError
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+MAX_WAITING = 100_000  # beyond this, callers are refused rather than queued
+
+
+class GroupCommitFull(BeanbillError):
+    """Too many items wait for a write: the caller should answer "try again later"."""
+
+
+class GroupCommitFailed(BeanbillError):
+    """The write holding this item failed: nothing of it may be taken as written."""
+
+
+@dataclass
+class _Ticket(Generic[Item, Result]):
+    item: Item
+    done: bool = False
+    result: Result | None = None
+    error: BeanbillError | None = None
+
+
+class GroupCommit(Generic[Item, Result]):
+    """``commit(items)`` writes items durably and returns one result per item, in order."""
+
+    def __init__(
+        self, commit: Callable[[Sequence[Item]], Sequence[Result]], max_items: int
+    ) -> None:
+        if max_items < 1:
+            raise ValueError("a group holds at least one item")
+        self.commit = commit
+        self.max_items = max_items
+        self.condition = threading.Condition()
+        self.waiting: list[_Ticket[Item, Result]] = []
+        self.running = False
+        self.groups = 0  # writes done, for tests and benchmarks
+
+    def submit(self, item: Item) -> Result:
+        """Write ``item`` (with whatever else waits) and return its result once durable."""
+        ticket: _Ticket[Item, Result] = _Ticket(item)
+        with self.condition:
+            if len(self.waiting) >= MAX_WAITING:
+                raise GroupCommitFull(f"{len(self.waiting):,} items are waiting to be written")
+            self.waiting.append(ticket)
+            while not ticket.done:
+                if self.running:
+                    self.condition.wait()
+                else:
+                    self._lead()
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.result  # type: ignore[return-value]  # set with done, unless error
+
+    def _lead(self) -> None:
+        """Write one group: called holding the lock, which is released while writing."""
+        group = self.waiting[: self.max_items]
+        del self.waiting[: len(group)]
+        self.running = True
+        failure: BeanbillError | None = None
+        results: Sequence[Result] = ()
+        self.condition.release()
+        try:
+            results = self.commit([ticket.item for ticket in group])
+            if len(results) != len(group):
+                failure = GroupCommitFailed(
+                    f"the write answered for {len(results)} of {len(group)} items"
+                )
+        except BeanbillError as error:
+            failure = error
+        except Exception as error:  # every caller gets an answer, never a hang
+            failure = GroupCommitFailed(f"the write failed: {type(error).__name__}: {error}")
+        finally:
+            self.condition.acquire()
+            self.running = False
+            self.groups += 1
+        for index, ticket in enumerate(group):
+            if failure is None:
+                ticket.result = results[index]
+            else:
+                ticket.error = failure
+            ticket.done = True
+        self.condition.notify_all()
