@@ -6,6 +6,10 @@ package, so an installed wheel runs it too). localstripe is optional: the ``demo
 Where it is missing, the demo says so in one line, with how to point beanbill at Stripe
 test mode instead, and ends normally. Keys here are throwaway test values for the local
 peer, set in this process's environment only.
+
+Tryton, e-mail and HubSpot join as targets when their local peers are available (Tryton's
+and HubSpot's are the test suite's, in a source checkout, once `make test` has built them);
+each part says in one line when it is skipped and how to use the real system instead.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ import tomli_w
 from beancount.core import data
 
 from beanbill import stripe_peer
+from beanbill.connectors.hubspot import ID_PROPERTY, company_properties
 from beanbill.connectors.stripe import ACCOUNTS
 from beanbill.connectors.tryton import TrytonConnector
 from beanbill.ledger import keys
@@ -35,7 +40,10 @@ from beanbill.ledger.accounts import BANK, RECEIVABLE_ROOT
 from beanbill.ledger.books import ledger_errors, load_books
 from beanbill.ledger.entries import format_minor
 from beanbill.ledger.invoicing.documents import DocumentType
+from beanbill.rating.config import HubSpotSettings
 from beanbill.rating.workspace import SETTINGS_FILE, Workspace
+from beanbill.smtp_peer import SmtpPeer, running_smtp
+from beanbill.sync.crm import workspace_companies
 from beanbill.sync.erp import ErpInvoice
 from beanbill.sync.push import issued_documents
 from beanbill.sync.reconcile import ledger_dues
@@ -44,6 +52,7 @@ from beanbill.targets import connectors
 
 SETTLE_SECONDS = 30
 SHOWN_ACCOUNTS = (ACCOUNTS.clearing, ACCOUNTS.fees, BANK)  # names from the chart, not here
+LAST_INVOICE = "beanbill_last_invoice_number"
 
 
 def skipped_message(workspace: Workspace) -> str:
@@ -55,19 +64,24 @@ def skipped_message(workspace: Workspace) -> str:
     )
 
 
-def _tryton_peer() -> Any | None:
-    """The test suite's Tryton launcher (tests/peers/tryton.py beside this package, in a
-    source checkout), when `make test` has built the peer: the demo never installs it."""
-    launcher = Path(__file__).resolve().parent.parent / "tests" / "peers" / "tryton.py"
+def _source_peer(name: str) -> Any | None:
+    """One of the test suite's peer launchers (tests/peers/<name>.py beside this package, in
+    a source checkout), when `make test` has built that peer: the demo never installs one."""
+    launcher = Path(__file__).resolve().parent.parent / "tests" / "peers" / f"{name}.py"
     if not launcher.is_file():
         return None
-    spec = importlib.util.spec_from_file_location("beanbill_demo_tryton_peer", launcher)
+    spec = importlib.util.spec_from_file_location(f"beanbill_demo_{name}_peer", launcher)
     if spec is None or spec.loader is None:
         return None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module if module.is_built() else None
+
+
+def _tryton_peer() -> Any | None:
+    """The Tryton launcher, when its peer (a trytond venv, a template database) is built."""
+    return _source_peer("tryton")
 
 
 def _start_tryton(workspace: Workspace, stack: contextlib.ExitStack) -> bool:
@@ -105,15 +119,113 @@ def _show_tryton(workspace: Workspace) -> None:
     )
 
 
+def _start_email(workspace: Workspace, stack: contextlib.ExitStack) -> SmtpPeer | None:
+    """Add e-mail delivery to a local SMTP server (aiosmtpd, from the dev or demo
+    install) writing what it receives to ``outbox/``; None when it is not installed."""
+    if importlib.util.find_spec("aiosmtpd") is None:
+        click.echo(
+            "\nE-mail: skipped (aiosmtpd is not installed; pip install 'beanbill[demo]'); for "
+            f"your SMTP relay, add [sync.email] to {workspace.root / SETTINGS_FILE}."
+        )
+        return None
+    peer = stack.enter_context(running_smtp(outbox=workspace.root / "outbox"))
+    settings = {
+        "sync": {
+            "email": {
+                "host": peer.host,
+                "port": peer.port,
+                "security": "none",  # a loopback server; a real relay: starttls and a user
+                "sender": workspace.settings.seller.email or "billing@nimbus.example",
+                "bcc": ["finance@nimbus.example"],
+            }
+        }
+    }
+    with (workspace.root / SETTINGS_FILE).open("a", encoding="utf-8") as file:
+        file.write("\n" + tomli_w.dumps(settings))
+    click.echo(f"\nE-mail: invoices are sent to a local SMTP server on {peer.host}:{peer.port}")
+    return peer
+
+
+def _show_email(workspace: Workspace, peer: SmtpPeer) -> None:
+    """What the customers received: one message per document, with its attachments."""
+    messages = [item.parsed() for item in peer.received]
+    click.echo(f"E-mails sent: {len(messages)} (saved in {workspace.root / 'outbox'}), e.g.:")
+    shown: set[str] = set()
+    for message in messages:  # one of each kind: invoice, prepayment invoice, credit note
+        kind = str(message["Subject"]).split(" INV-")[0].split(" CN-")[0]
+        if kind in shown:
+            continue
+        shown.add(kind)
+        files = ", ".join(str(part.get_filename()) for part in message.iter_attachments())
+        click.echo(f"  to {message['To']}: {message['Subject']} [{files}]")
+
+
+def _start_hubspot(workspace: Workspace, stack: contextlib.ExitStack) -> Any | None:
+    """Add HubSpot to the targets when its local peer is available (Prism checking each
+    request against beanbill's HubSpot document, behind a front that keeps the properties
+    and companies it is sent: tests/peers/hubspot.py); the running peer, else None."""
+    peer = _source_peer("hubspot")
+    if peer is None:
+        click.echo(
+            "\nHubSpot: skipped (its local peer, Prism, is installed by `make test` in a source "
+            f"checkout); for your portal, add [sync.hubspot] to {workspace.root / SETTINGS_FILE} "
+            "and export HUBSPOT_TOKEN (a private app's token)."
+        )
+        return None
+    running = stack.enter_context(peer.running_hubspot(workspace.root / "hubspot-peer"))
+    # A throwaway token for the local peer, in this process's environment only.
+    os.environ[HubSpotSettings().token_env] = "pat-demo-" + secrets.token_hex(16)
+    settings = {"sync": {"hubspot": {"api_base": running.url}}}
+    with (workspace.root / SETTINGS_FILE).open("a", encoding="utf-8") as file:
+        file.write("\n" + tomli_w.dumps(settings))
+    click.echo(f"\nHubSpot (a local peer on {running.url}) is a CRM target too")
+    return running
+
+
+def _show_hubspot(workspace: Workspace, peer: Any) -> None:
+    """The CRM's view: a company per organization, holding the figures the books give
+    today (each property as beanbill sends it), one of them shown."""
+    held: dict[str, dict[str, str]] = peer.companies()
+    settings = workspace.settings
+    workspace_id = settings.sync.workspace_id_of(settings.seller)
+    books = workspace_companies(workspace, datetime.now(UTC).date())
+    expected = {company.org: company_properties(company, workspace_id) for company in books}
+    same = sum(
+        1
+        for org, values in expected.items()
+        if all(held.get(org, {}).get(name) == value for name, value in values.items())
+    )
+    invoiced = sorted(org for org, values in held.items() if values.get(LAST_INVOICE))
+    example = ""
+    if invoiced:
+        org = invoiced[0]
+        values = held[org]
+        example = (
+            f"; e.g. {org}: balance due {values['beanbill_balance_due']} "
+            f"{values['beanbill_currency']}, last invoice {values[LAST_INVOICE]} "
+            f"{values['beanbill_last_invoice_status']}"
+        )
+    click.echo(
+        f"HubSpot: {len(held)} companies updated (upserted by {ID_PROPERTY}), {same} of "
+        f"{len(expected)} with the books' figures{example}"
+    )
+
+
 def run(workspace: Workspace) -> None:
     if not stripe_peer.localstripe_installed():
         click.echo("\n" + skipped_message(workspace))  # a blank line, like every section
         return
     with contextlib.ExitStack() as stack:
         tryton = _start_tryton(workspace, stack)
+        email = _start_email(workspace, stack)
+        hubspot = _start_hubspot(workspace, stack)
         _run_with_stripe(workspace)
         if tryton:
             _show_tryton(Workspace.load(workspace.root))
+        if email is not None:
+            _show_email(workspace, email)
+        if hubspot is not None:
+            _show_hubspot(Workspace.load(workspace.root), hubspot)
 
 
 def _run_with_stripe(workspace: Workspace) -> None:

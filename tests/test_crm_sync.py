@@ -4,7 +4,9 @@ change; a refusal or an unreachable CRM is shown and never blocks the documents.
 
 Prism (tests/peers/prism.py) validates every request against our OpenAPI document of the
 endpoints called; it keeps no state, so the recording proxy of tests/test_hubspot.py
-answers an upsert with its inputs (``echo``) once Prism has validated it.
+answers an upsert with its inputs (``echo``) once Prism has validated it. The last test runs
+against the HubSpot peer (tests/peers/hubspot.py, what the demo starts): Prism behind a
+front that keeps the properties and companies it is sent.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from beanbill.sync.push import issued_documents
 from beanbill.sync.state import SqliteSyncState
 from beanbill.sync_commands import run_push, run_reconcile
 from tests import test_hubspot
+from tests.peers.hubspot import front
 from tests.test_hubspot import TOKEN, Recorder, Step
 from tests.test_tryton import october_issued
 
@@ -160,3 +163,27 @@ def test_the_figures_are_a_pure_function_of_the_books(crm_workspace: Workspace) 
     assert overdue.overdue_days == 10  # due 2026-12-05
     assert post.consumption_30_days_minor == 123
     assert digest(post) != digest(overdue)
+
+
+def test_push_keeps_a_hubspot_that_remembers_current(
+    make_workspace: MakeWorkspace, tmp_path: Path, prism: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first push creates the properties and a company per organization; the next
+    finds them (nothing to create) and sends only what changed, to the same companies."""
+    monkeypatch.setenv("HUBSPOT_TOKEN", TOKEN)
+    with front(prism) as peer:
+        hubspot = {"api_base": peer.url, "timeout_seconds": 5}
+        workspace = october_issued(make_workspace, tmp_path, {"hubspot": hubspot})
+        (first,) = run_push(workspace).crm
+        assert (first.upserted, first.refused, first.unstarted) == (5, [], None)
+        held = peer.companies()
+        assert set(held) == ORGS
+        invoice = next(d for d in issued_documents(workspace) if d.buyer_reference == "fr-post")
+        assert held["fr-post"]["beanbill_last_invoice_number"] == invoice.number
+        state = SqliteSyncState(workspace.state_dir)
+        ids = {org: c.remote_id for org, c in state.crm_companies("hubspot").items()}
+        record_credit(workspace, "fr-small", "grant", "7.00", date(2026, 11, 6), None, 1, "g1")
+        (second,) = run_push(workspace).crm
+        assert (second.upserted, second.unchanged, second.unstarted) == (1, 4, None)
+        assert peer.companies()["fr-small"]["beanbill_credit_balance"] == "7.00"
+        assert {org: c.remote_id for org, c in state.crm_companies("hubspot").items()} == ids

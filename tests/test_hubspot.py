@@ -2,30 +2,32 @@
 CRM v3 endpoints it calls (tests/peers/hubspot_openapi.json), one Prism per module.
 
 Prism keeps no state: every answer is one of the document's examples, whatever was sent
-before, so no test here can show a second upsert finding the company the first made.
-Idempotency rests on the upsert by the unique property ``beanbill_org_id``; what these tests
-check is that this is what is sent (``idProperty``, ``id``, ``objectWriteTraceId``, the
-property created with ``hasUniqueValue``) and that a retry sends the very same upsert.
+before, so no test against Prism alone can show a second upsert finding the company the
+first made (the HubSpot peer, tests/peers/hubspot.py, puts a front that remembers before
+Prism: its tests are at the end). Idempotency rests on the upsert by the unique property
+``beanbill_org_id``; what these tests check is that this is what is sent (``idProperty``,
+``id``, ``objectWriteTraceId``, the property created with ``hasUniqueValue``) and that a
+retry sends the very same upsert.
 
 Between the connector and Prism a recording proxy keeps every exchange (what was sent is
 inspected, not guessed) and, by a plan per request, adds the ``Prefer`` header Prism
 chooses its answer by (``code=429``, ``example=daily``), answers in Prism's place what
 Prism cannot (a malformed answer), or echoes a batch's inputs as HubSpot would upsert them
-(Prism's examples name fixed companies). After every test, no request may have drawn a
-validation violation from Prism (``sl-violations``): Prism runs with ``--errors``, and it
-answers an invalid request with the document's 400 example, which alone would look like
-HubSpot refusing a valid one.
+(Prism's examples name fixed companies; the echo is the HubSpot peer's upsert). After every
+test, no request may have drawn a validation violation from Prism (``sl-violations``): Prism
+runs with ``--errors``, and it answers an invalid request with the document's 400 example,
+which alone would look like HubSpot refusing a valid one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -34,6 +36,7 @@ import pytest
 
 from beanbill.connectors import hubspot
 from beanbill.connectors.hubspot import (
+    GROUPS_PATH,
     ID_PROPERTY,
     MAX_COMPANIES,
     PROPERTIES,
@@ -41,22 +44,31 @@ from beanbill.connectors.hubspot import (
     UPSERT_PATH,
     HubSpotConnector,
     HubSpotPropertyError,
+    company_properties,
+    property_input,
 )
 from beanbill.rating.config import HubSpotSettings
 from beanbill.sync.crm import CompanyBilling, CompanyResult, Crm, InvoiceStatus
 from beanbill.sync.retry import PermanentError, RetryPolicy, TransientError
 from tests.peers.fault_proxy import Fault, fault_proxy
+from tests.peers.hubspot import (
+    DOCUMENT,
+    Answer,
+    Companies,
+    Front,
+    HubSpotPeer,
+    forward,
+    front,
+    is_built,
+    running_hubspot,
+    served,
+)
 from tests.peers.prism import free_port, running_prism
 
-DOCUMENT = Path(__file__).resolve().parent / "peers" / "hubspot_openapi.json"
 TOKEN = "pat-na1-0c1d2e3f-4a5b-6c7d-8e9f-a0b1c2d3e4f5"  # a sentinel: must never leak
 WORKSPACE = "ws-test"
 GROUP = "beanbill_billing"
 GROUP_PATH = f"/crm/v3/properties/companies/groups/{GROUP}"
-HOP_HEADERS = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
-)
-STAMP = "2026-11-30T21:00:00.000Z"
 
 
 # --- the recording proxy --------------------------------------------------------------------
@@ -73,7 +85,7 @@ class Step(NamedTuple):
 Plan = Callable[[int, str, str], Step]  # (request number from 1, method, path) → step
 
 
-def forward(number: int, method: str, path: str) -> Step:
+def forward_as_sent(number: int, method: str, path: str) -> Step:
     return Step()
 
 
@@ -95,12 +107,12 @@ class Exchange:
 class Recorder:
     upstream: str
     url: str = ""
-    plan: Plan = forward
+    plan: Plan = forward_as_sent
     exchanges: list[Exchange] = field(default_factory=list)
-    remote_ids: dict[str, str] = field(default_factory=dict)
+    companies: Companies = field(default_factory=Companies)  # as the HubSpot peer keeps them
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def reset(self, plan: Plan = forward) -> None:
+    def reset(self, plan: Plan = forward_as_sent) -> None:
         with self.lock:
             self.plan = plan
             self.exchanges = []
@@ -112,6 +124,10 @@ class Recorder:
             self.exchanges.append(Exchange(method, path, {}, b"", 0, None))
             return number, self.plan(number, method, path)
 
+    def record(self, number: int, exchange: Exchange) -> None:
+        with self.lock:
+            self.exchanges[number - 1] = exchange
+
     def requests(self, method: str | None = None, path: str | None = None) -> list[Exchange]:
         return [
             exchange
@@ -120,71 +136,25 @@ class Recorder:
             and (path is None or exchange.path.split("?")[0] == path)
         ]
 
-    def echo(self, raw: bytes) -> bytes:
-        """A 200 batch answer upserting every input (the same company id for an
-        organization every time), in reverse order: HubSpot promises none."""
-        results = []
-        for item in json.loads(raw)["inputs"]:
-            org = item["id"]
-            with self.lock:
-                remote_id = self.remote_ids.setdefault(org, str(5000 + len(self.remote_ids)))
-            results.append(
-                {
-                    "id": remote_id,
-                    "properties": {**item["properties"], "hs_object_id": remote_id},
-                    "createdAt": STAMP,
-                    "updatedAt": STAMP,
-                    "archived": False,
-                    "new": True,
-                    "objectWriteTraceId": item.get("objectWriteTraceId"),
-                }
-            )
-        answer = {"status": "COMPLETE", "results": results[::-1], "startedAt": STAMP,
-                  "completedAt": STAMP}  # fmt: skip
-        return json.dumps(answer).encode()
 
-
-def _handler(recorder: Recorder) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-        def _handle(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
+def _handler(recorder: Recorder) -> type[Front]:
+    class Handler(Front):
+        def answer(self, raw: bytes) -> Answer:
             number, step = recorder.step(self.command, self.path)
-            sent = {name.lower(): value for name, value in self.headers.items()}
+            sent = self.sent_headers()
             violations = None
             if step.answer is not None:
-                status, answer = step.answer
+                status, body = step.answer
                 headers = {"Content-Type": "application/json"}
             else:
-                forwarded = {k: v for k, v in sent.items() if k not in HOP_HEADERS | {"host"}}
-                if step.prefer:
-                    forwarded["prefer"] = step.prefer
-                response = httpx.request(
-                    self.command, recorder.upstream + self.path, headers=forwarded,
-                    content=raw, timeout=30,
-                )  # fmt: skip
-                status, answer = response.status_code, response.content
-                headers = {k: v for k, v in response.headers.items() if k not in HOP_HEADERS}
-                violations = response.headers.get("sl-violations")
-                if step.echo and status == 200 and violations is None:
-                    answer = recorder.echo(raw)
-            with recorder.lock:
-                recorder.exchanges[number - 1] = Exchange(
-                    self.command, self.path, sent, raw, status, violations
+                status, body, headers, violations = forward(
+                    recorder.upstream, self.command, self.path, sent, raw, step.prefer
                 )
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-
-        do_GET = do_POST = _handle
+                if step.echo and status == 200 and violations is None:
+                    body = recorder.companies.upsert(raw)
+            exchange = Exchange(self.command, self.path, sent, raw, status, violations)
+            recorder.record(number, exchange)
+            return Answer(status, body, headers)
 
     return Handler
 
@@ -197,19 +167,16 @@ def prism(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+def recording(upstream: str) -> contextlib.AbstractContextManager[Recorder]:
+    """A recording proxy before ``upstream``, served on loopback."""
+    recorder = Recorder(upstream)
+    return served(recorder, _handler(recorder))
+
+
 @pytest.fixture(scope="module")
 def recorder_server(prism: str) -> Iterator[Recorder]:
-    recorder = Recorder(prism)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(recorder))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    recorder.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with recording(prism) as recorder:
         yield recorder
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture
@@ -321,6 +288,16 @@ def test_prism_refuses_a_request_the_document_does_not_allow(prism: str) -> None
     assert "sl-violations" not in valid.headers
 
 
+def validator_of(jsonschema_rs: Any, document: Any, media: Any) -> Any:
+    """A validator of one answer's JSON, by the document's schema for it."""
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **media["schema"],
+        "components": document["components"],
+    }
+    return jsonschema_rs.validator_for(schema)
+
+
 def test_the_documents_examples_match_their_schemas() -> None:
     """Prism answers with the examples as written, unchecked: check them here."""
     jsonschema_rs = pytest.importorskip("jsonschema_rs")
@@ -335,12 +312,7 @@ def test_the_documents_examples_match_their_schemas() -> None:
     ] + list(document["components"]["responses"].items())
     for where, response in responses:  # a shared one ($ref) is checked once, by its name
         for media in response.get("content", {}).values():
-            schema = {
-                "$schema": "https://json-schema.org/draft/2020-12/schema",
-                **media["schema"],
-                "components": document["components"],
-            }
-            validator = jsonschema_rs.validator_for(schema)
+            validator = validator_of(jsonschema_rs, document, media)
             for name, example in media.get("examples", {}).items():
                 checked += 1
                 for error in validator.iter_errors(example["value"]):
@@ -800,3 +772,120 @@ def test_a_malformed_token_is_refused_without_quoting_it() -> None:
         HubSpotConnector(HubSpotSettings(), secret, WORKSPACE)
     assert "secret" not in str(refused.value)
     assert "HUBSPOT_TOKEN" in str(refused.value)
+
+
+# --- the HubSpot peer: Prism behind a front that remembers (tests/peers/hubspot.py) ---------
+
+
+@pytest.fixture
+def peer(prism: str) -> Iterator[HubSpotPeer]:
+    """A new portal: the peer's front before this module's Prism."""
+    with front(prism) as made:
+        yield made
+
+
+@pytest.fixture
+def before_peer(peer: HubSpotPeer) -> Iterator[Recorder]:
+    """The recording proxy before the peer: what the connector sends it, and its answers."""
+    with recording(peer.url) as recorder:
+        yield recorder
+
+
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+ACME = {"idProperty": ID_PROPERTY, "id": "acme", "properties": {"name": "Acme"}}
+
+
+def test_the_peer_remembers_what_check_created(before_peer: Recorder, connect: Connect) -> None:
+    """A second run's check finds the group and every property: it creates nothing."""
+    connect(url=before_peer.url).check()
+    created = [exchange.status for exchange in before_peer.requests("POST")]
+    assert created == [201] * (1 + len(PROPERTIES))
+    before_peer.reset()
+    connect(url=before_peer.url).check()
+    second = [
+        (exchange.method, exchange.path, exchange.status) for exchange in before_peer.exchanges
+    ]
+    assert second == [("GET", GROUP_PATH, 200), ("GET", f"{PROPERTIES_PATH}?archived=false", 200)]
+
+
+def test_the_peer_upserts_by_the_unique_property(peer: HubSpotPeer, connect: Connect) -> None:
+    connector = connect(url=peer.url)
+    connector.check()
+    first = connector.upsert_companies([billing("acme"), billing("globex")])
+    paid = billing("acme", balance_due_minor=0, last_invoice_number=None, last_invoice_date=None,
+                   last_invoice_amount_minor=None, last_invoice_status=None)  # fmt: skip
+    (again,) = connector.upsert_companies([paid])
+    assert again == CompanyResult("acme", first[0].remote_id, None)  # the same company
+    held = peer.companies()
+    assert set(held) == {"acme", "globex"}
+    assert held["acme"]["beanbill_balance_due"] == "0.00"
+    assert held["acme"]["beanbill_last_invoice_number"] == ""  # "" cleared it
+    assert held["globex"]["beanbill_balance_due"] == "120.00"
+
+
+def test_the_peer_refuses_in_hubspots_words_what_prism_flags(peer: HubSpotPeer) -> None:
+    """Stricter than Prism's default, never more lenient: a request Prism flags is refused
+    (never answered from the examples or the state), its violation named."""
+    upsert = f"{peer.url}{UPSERT_PATH}"
+    bogus = httpx.post(upsert, json={"inputs": [{**ACME, "bogus": 1}]}, headers=BEARER)
+    assert bogus.status_code == 400
+    assert bogus.json()["category"] == "VALIDATION_ERROR"
+    assert "'bogus'" in bogus.json()["message"]
+    anonymous = httpx.post(upsert, json={"inputs": [ACME]})
+    assert anonymous.status_code == 401
+    assert anonymous.json()["category"] == "INVALID_AUTHENTICATION"
+    misnamed = httpx.get(f"{peer.url}{GROUPS_PATH}/Not-A-Group", headers=BEARER)
+    assert misnamed.status_code == 400 and "path.groupname" in misnamed.json()["message"]
+    # Valid by the document, not on this portal: no unique key yet, a property it lacks.
+    unknown = {**ACME, "properties": {"name": "Acme", "nope": "1"}}
+    lacking = httpx.post(upsert, json={"inputs": [unknown]}, headers=BEARER)
+    assert lacking.status_code == 400
+    assert "INVALID_ID_PROPERTY" in lacking.json()["message"]
+    assert "PROPERTY_DOESNT_EXIST" in lacking.json()["message"]
+    assert peer.companies() == {}
+    groupless = property_input(PROPERTIES[0], GROUP)  # before its group exists
+    orphan = httpx.post(f"{peer.url}{PROPERTIES_PATH}", json=groupless, headers=BEARER)
+    assert orphan.status_code == 400 and GROUP in orphan.json()["message"]
+    assert peer.properties == {}
+
+
+def test_the_peers_own_answers_have_the_documents_shapes(
+    peer: HubSpotPeer, connect: Connect
+) -> None:
+    """What the front answers from its state (not Prism's examples), checked like them."""
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")
+    document = json.loads(DOCUMENT.read_text())
+    group = f"{GROUPS_PATH}/{{groupName}}"
+    one = f"{PROPERTIES_PATH}/{{propertyName}}"
+    answers = [("get", group, httpx.get(f"{peer.url}{GROUP_PATH}", headers=BEARER))]
+    connect(url=peer.url).check()
+    upsert = {"inputs": [{**ACME, "properties": company_properties(billing("acme"), WORKSPACE)}]}
+    asked = [
+        ("get", group, GROUP_PATH, None),
+        ("post", GROUPS_PATH, GROUPS_PATH, {"name": GROUP, "label": "Again"}),
+        ("get", PROPERTIES_PATH, PROPERTIES_PATH, None),
+        ("get", one, f"{PROPERTIES_PATH}/{ID_PROPERTY}", None),
+        ("get", one, f"{PROPERTIES_PATH}/beanbill_unknown", None),
+        ("post", PROPERTIES_PATH, PROPERTIES_PATH, property_input(PROPERTIES[0], GROUP)),
+        ("post", UPSERT_PATH, UPSERT_PATH, upsert),
+    ]
+    for method, template, path, body in asked:
+        sent = httpx.request(method, f"{peer.url}{path}", json=body, headers=BEARER)
+        answers.append((method, template, sent))
+    statuses = [answer.status_code for _, _, answer in answers]
+    assert statuses == [404, 200, 409, 200, 200, 404, 409, 200]
+    for method, template, answer in answers:
+        response = document["paths"][template][method]["responses"][str(answer.status_code)]
+        validator = validator_of(jsonschema_rs, document, response["content"]["application/json"])
+        assert list(validator.iter_errors(answer.json())) == [], (method, template)
+
+
+def test_running_hubspot_serves_a_new_portal(tmp_path: Path, connect: Connect) -> None:
+    """What the demo starts: its own Prism (installed: this module's runs) and the front."""
+    assert is_built()
+    with running_hubspot(tmp_path) as hubspot:
+        connector = connect(url=hubspot.url)
+        connector.check()
+        assert connector.upsert_companies([billing("acme")])[0].error is None
+        assert list(hubspot.companies()) == ["acme"]
+    assert (tmp_path / "prism.log").exists()
