@@ -34,6 +34,8 @@ test: $(STAMP)
 	$(BIN)/python -m tests.peers.tryton
 	@# The Prism peer (HubSpot's API as our OpenAPI document describes it): installed once, cached in .peers/
 	$(BIN)/python -m tests.peers.prism
+	@# PostgreSQL for the shared-state tests (Debian's postgresql, installed once; a throwaway cluster per run)
+	$(BIN)/python -m tests.peers.postgres
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

@@ -20,7 +20,7 @@ from beanbill.sync.crm import Crm
 from beanbill.sync.interface import Connector, DocumentTarget
 from beanbill.sync.push import target_documents
 from beanbill.sync.retry import RetryPolicy
-from beanbill.sync.state import SqliteSyncState, SyncState
+from beanbill.sync.state import SyncState, open_sync_state
 
 CRM_TARGETS = frozenset({"hubspot"})  # targets that mirror organizations, not documents
 
@@ -155,5 +155,7 @@ def retry_policy(workspace: Workspace) -> RetryPolicy:
     return RetryPolicy(attempts=sync.attempts, max_wait_seconds=float(sync.max_wait_seconds))
 
 
-def sync_state(workspace: Workspace) -> SqliteSyncState:
-    return SqliteSyncState(workspace.state_dir)
+def sync_state(workspace: Workspace) -> SyncState:
+    """The workspace's sync state: SQLite in ``state/``, or the PostgreSQL server that
+    ``[state] url`` names (shared by several ``serve`` replicas)."""
+    return open_sync_state(workspace)

@@ -25,7 +25,7 @@ from beanbill.ledger.accounts import (
 )
 from beanbill.ledger.entries import Entry, Open, Posting, Transaction
 from beanbill.ledger.invoicing.documents import DocumentError, load_document
-from beanbill.ledger.invoicing.numbering import InvoiceNumbers
+from beanbill.ledger.invoicing.numbering import open_numbers
 from beanbill.ledger.wording import about, billing_link_of_key
 from beanbill.ledger.writer import LedgerConflictError, LedgerWriter
 from beanbill.rating.errors import BeanbillError
@@ -180,7 +180,7 @@ class IssuedInvoices:
         self.folder = workspace.invoices_dir
         self.issued = {
             a.number: a.document_key
-            for a in InvoiceNumbers(workspace.state_dir).all()
+            for a in open_numbers(workspace).all()
             if a.issued and not keys.is_credit_note_key(a.document_key)
         }
 

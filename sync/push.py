@@ -26,7 +26,7 @@ from beanbill.ledger.invoicing.documents import (
     InvoiceDocument,
     load_document,
 )
-from beanbill.ledger.invoicing.numbering import InvoiceNumbers
+from beanbill.ledger.invoicing.numbering import open_numbers
 from beanbill.ledger.invoicing.recovery import numbering_state
 from beanbill.rating.errors import BeanbillError
 from beanbill.rating.storage import exclusive_lock
@@ -75,7 +75,7 @@ def issued_snapshots(
     Prepayment invoices are paid when the credit is bought (by card at checkout, or by
     transfer): there is nothing to collect, so they are not pushed to a payment processor
     or an ERP; a delivery target (e-mail) asks for them with ``include_prepayments``."""
-    numbers = InvoiceNumbers(workspace.state_dir)
+    numbers = open_numbers(workspace)
     if not numbers.exists():  # lost: rebuilt from the ledger, never started empty
         books = load_books(workspace.ledger_path, workspace.settings.billing.currency)
         numbers = numbering_state(workspace, books)

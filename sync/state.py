@@ -2,8 +2,9 @@
 
 ``SyncState`` is the small interface the engine uses; ``SqliteSyncState`` is the embedded
 default (WAL, synchronous=FULL, one transaction per change) so a crash loses nothing.
-Another store (PostgreSQL) only has to implement the same methods. The schema carries a
-version and is migrated forward on open.
+``PostgresSyncState`` (``state_postgres``, chosen by ``[state] url``) implements the same
+methods on a server that several ``serve`` replicas share; ``open_sync_state`` picks one.
+The schema carries a version and is migrated forward on open.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+from beanbill.rating.config import StateSettings
 from beanbill.rating.errors import BeanbillError
 from beanbill.rating.storage import sqlite_state
+from beanbill.rating.workspace import Workspace
 
 STATE_FILE = "sync.sqlite"
 MAX_ERROR_LENGTH = 2_000
@@ -186,7 +189,8 @@ class SyncState(Protocol):
     ) -> None: ...
 
 
-def _now() -> str:
+def now() -> str:
+    """A change's time as every store writes it (UTC, milliseconds): text that sorts."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
@@ -222,14 +226,14 @@ class SqliteSyncState:
             return int(connection.execute("PRAGMA user_version").fetchone()[0])
 
     def record_attempt(self, document: str, target: str, error: str | None) -> PushRecord:
-        now = _now()
+        stamp = now()
         with self._connection() as connection:
             connection.execute(
                 "INSERT INTO push (document, target, status, attempts, last_error, created_at, "
                 "updated_at) VALUES (?, ?, 'pending', 1, ?, ?, ?) "
                 "ON CONFLICT (document, target) DO UPDATE SET attempts = attempts + 1, "
                 "last_error = excluded.last_error, updated_at = excluded.updated_at",
-                (document, target, (error or "")[:MAX_ERROR_LENGTH] or None, now, now),
+                (document, target, (error or "")[:MAX_ERROR_LENGTH] or None, stamp, stamp),
             )
         record = self.get(document, target)
         if record is None:
@@ -240,14 +244,14 @@ class SqliteSyncState:
         """What is known before pushing (an e-mail's Message-ID), kept on the pending record
         so that a crash before the answer leaves it in the state; a synced or dead record
         is never touched."""
-        now = _now()
+        stamp = now()
         with self._connection() as connection:
             connection.execute(
                 "INSERT INTO push (document, target, status, remote_ids, attempts, created_at, "
                 "updated_at) VALUES (?, ?, 'pending', ?, 0, ?, ?) "
                 "ON CONFLICT (document, target) DO UPDATE SET remote_ids = excluded.remote_ids, "
                 "updated_at = excluded.updated_at WHERE status = 'pending'",
-                (document, target, json.dumps(remote_ids, sort_keys=True), now, now),
+                (document, target, json.dumps(remote_ids, sort_keys=True), stamp, stamp),
             )
 
     def _set(self, document: str, target: str, status: PushStatus, **fields: str | None) -> None:
@@ -256,7 +260,7 @@ class SqliteSyncState:
             updated = connection.execute(
                 f"UPDATE push SET status = ?, updated_at = ?{assignments} "
                 "WHERE document = ? AND target = ?",
-                (status.value, _now(), *fields.values(), document, target),
+                (status.value, now(), *fields.values(), document, target),
             ).rowcount
         if updated != 1:
             raise SyncStateError(f"{document} → {target}: no attempt recorded")
@@ -280,7 +284,7 @@ class SqliteSyncState:
                 "FROM push WHERE document = ? AND target = ?",
                 (document, target),
             ).fetchone()
-        return _record(row) if row else None
+        return push_record(row) if row else None
 
     def records(self, target: str | None = None) -> list[PushRecord]:
         query = (
@@ -294,7 +298,7 @@ class SqliteSyncState:
                 rows = connection.execute(
                     f"{query} WHERE target = ? ORDER BY document", (target,)
                 ).fetchall()
-        return [_record(row) for row in rows]
+        return [push_record(row) for row in rows]
 
     def requeue_dead(self, target: str | None = None) -> int:
         with self._connection() as connection:
@@ -321,7 +325,7 @@ class SqliteSyncState:
             cursor = connection.execute(
                 "INSERT OR IGNORE INTO inbox (source, event_id, event_type, payload, received_at)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (source, event_id, event_type, text, _now()),
+                (source, event_id, event_type, text, now()),
             )
             return cursor.rowcount == 1
 
@@ -336,14 +340,14 @@ class SqliteSyncState:
 
     def mark_processed(self, source: str, outcomes: dict[str, str]) -> None:
         """Close events (event id → what came of it) in one transaction."""
-        now = _now()
+        stamp = now()
         with self._connection() as connection:
             connection.execute("BEGIN IMMEDIATE")
             connection.executemany(
                 "UPDATE inbox SET processed_at = coalesce(processed_at, ?), outcome = ? "
                 "WHERE source = ? AND event_id = ?",
                 [
-                    (now, outcome[:MAX_ERROR_LENGTH], source, id_)
+                    (stamp, outcome[:MAX_ERROR_LENGTH], source, id_)
                     for id_, outcome in outcomes.items()
                 ],
             )
@@ -391,7 +395,7 @@ class SqliteSyncState:
                 "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (target, remote_id) DO UPDATE "
                 "SET document = coalesce(excluded.document, document), status = excluded.status,"
                 " detail = excluded.detail, updated_at = excluded.updated_at",
-                (target, remote_id, document, status, detail[:MAX_ERROR_LENGTH], _now()),
+                (target, remote_id, document, status, detail[:MAX_ERROR_LENGTH], now()),
             )
 
     def statuses(self, target: str) -> list[PaymentStatus]:
@@ -424,7 +428,7 @@ class SqliteSyncState:
                     sequence,
                     json.dumps(remote_ids, sort_keys=True),
                     reason[:MAX_ERROR_LENGTH],
-                    _now(),
+                    now(),
                 ),
             )
 
@@ -471,12 +475,27 @@ class SqliteSyncState:
                     digest,
                     remote_id,
                     (error or "")[:MAX_ERROR_LENGTH] or None,
-                    _now(),
+                    now(),
                 ),
             )
 
 
-def _record(row: tuple[Any, ...]) -> PushRecord:
+def push_record(row: tuple[Any, ...]) -> PushRecord:
     return PushRecord(
         row[0], row[1], PushStatus(row[2]), json.loads(row[3]), row[4], row[5], row[6]
     )
+
+
+def state_at(state_dir: Path, settings: StateSettings) -> SyncState:
+    """The sync state ``settings`` choose: PostgreSQL when a URL is set (psycopg is imported
+    only then), else the SQLite file in ``state_dir``."""
+    if settings.url is None:
+        return SqliteSyncState(state_dir)
+    from beanbill.sync.state_postgres import PostgresSyncState
+
+    return PostgresSyncState(settings.url, settings.password_env)
+
+
+def open_sync_state(workspace: Workspace) -> SyncState:
+    """The workspace's sync state, as its ``[state]`` settings say."""
+    return state_at(workspace.state_dir, workspace.settings.state)

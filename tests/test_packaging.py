@@ -75,5 +75,5 @@ def test_test_tools_are_no_runtime_dependencies() -> None:
     runtime = {requirement_name(r) for r in project["dependencies"]}
     assert runtime & TEST_ONLY_DEPENDENCIES == set()
     extras = project["optional-dependencies"]
-    assert {requirement_name(r) for r in extras["demo"]} == {"localstripe"}
+    assert {requirement_name(r) for r in extras["demo"]} == {"localstripe", "aiosmtpd"}
     assert {requirement_name(r) for r in extras["dev"]} >= TEST_ONLY_DEPENDENCIES

@@ -1,25 +1,76 @@
-"""The sync state store: push records, the webhook inbox, schema versions, concurrent writers."""
+"""The sync state store: push records, the webhook inbox, schema versions, concurrent writers.
+
+Every test runs against both stores, SQLite and PostgreSQL (tests/peers/postgres.py), so
+that the engine gets the same answers from either.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from beanbill.rating.config import StateSettings
+from beanbill.sync import state_postgres
 from beanbill.sync.state import MIGRATIONS, PushStatus, SqliteSyncState, SyncStateError
+from beanbill.sync.state_postgres import PostgresSyncState
+from tests.peers.postgres import BACKENDS, PASSWORD, backend_settings
 
 
-def test_push_records_survive_reopening_and_dead_letters_can_be_requeued(tmp_path: Path) -> None:
-    state = SqliteSyncState(tmp_path)
+@dataclass
+class Store:
+    """One store under test, opened again as often as a test likes."""
+
+    state_dir: Path
+    settings: StateSettings
+
+    def open(self) -> SqliteSyncState | PostgresSyncState:
+        if self.settings.url is None:
+            return SqliteSyncState(self.state_dir)
+        return PostgresSyncState(self.settings.url, self.settings.password_env)
+
+    @property
+    def latest_version(self) -> int:
+        return len(MIGRATIONS if self.settings.url is None else state_postgres.MIGRATIONS)
+
+    def set_version(self, version: int) -> None:
+        """Pretend a newer beanbill wrote the store."""
+        if self.settings.url is None:
+            with sqlite3.connect(self.state_dir / "sync.sqlite") as connection:
+                connection.execute(f"PRAGMA user_version = {version}")
+            return
+        with psycopg.connect(self.settings.url, password=PASSWORD, autocommit=True) as connection:
+            connection.execute(
+                "UPDATE beanbill_schema SET version = %s WHERE component = 'sync'", (version,)
+            )
+
+    def arguments(self) -> list[str]:
+        """How a script (below) opens the same store: its folder, and the URL or ''."""
+        return [str(self.state_dir), self.settings.url or "", self.settings.password_env]
+
+
+@pytest.fixture(params=BACKENDS)
+def store(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Store]:
+    with backend_settings(request.param, monkeypatch) as settings:
+        yield Store(tmp_path, settings)
+
+
+def test_push_records_survive_reopening_and_dead_letters_can_be_requeued(store: Store) -> None:
+    state = store.open()
     state.record_attempt("INV-2026-000001", "stripe", "timeout")
     state.record_attempt("INV-2026-000001", "stripe", None)
     state.mark_synced("INV-2026-000001", "stripe", {"invoice": "in_123"})
     state.record_attempt("INV-2026-000002", "stripe", "HTTP 400: bad tax id")
     state.mark_dead("INV-2026-000002", "stripe", "HTTP 400: bad tax id")
-    reopened = SqliteSyncState(tmp_path)
+    reopened = store.open()
     first = reopened.get("INV-2026-000001", "stripe")
     assert first is not None and (first.status, first.attempts, first.remote_ids) == (
         PushStatus.SYNCED, 2, {"invoice": "in_123"},
@@ -27,45 +78,90 @@ def test_push_records_survive_reopening_and_dead_letters_can_be_requeued(tmp_pat
     assert [r.status for r in reopened.records("stripe")] == [PushStatus.SYNCED, PushStatus.DEAD]
     assert reopened.requeue_dead("stripe") == 1
     assert reopened.get("INV-2026-000002", "stripe").status is PushStatus.PENDING  # type: ignore[union-attr]
-    assert reopened.schema_version() == len(MIGRATIONS)
+    assert reopened.schema_version() == store.latest_version
 
 
-def test_the_inbox_keeps_each_event_once_until_processed(tmp_path: Path) -> None:
-    state = SqliteSyncState(tmp_path)
+def test_the_inbox_keeps_each_event_once_until_processed(store: Store) -> None:
+    state = store.open()
     assert state.store_event("stripe", "evt_1", "invoice.paid", {"id": "evt_1", "amount": 1234})
     assert not state.store_event("stripe", "evt_1", "invoice.paid", {"id": "evt_1", "amount": 1234})
     state.store_event("stripe", "evt_2", "charge.refunded", {"id": "evt_2"})
     assert [e.event_id for e in state.unprocessed_events("stripe", 10)] == ["evt_1", "evt_2"]
     state.mark_processed("stripe", {"evt_1": "posted"})
-    assert [e.event_id for e in SqliteSyncState(tmp_path).unprocessed_events("stripe", 10)] == [
-        "evt_2"
+    assert [e.event_id for e in store.open().unprocessed_events("stripe", 10)] == ["evt_2"]
+    assert state.inbox_counts("stripe") == {"posted": 1, "waiting": 1}
+
+
+def test_every_record_reads_back_as_it_was_written(store: Store) -> None:
+    """The smaller tables, value for value and in the same order from either store."""
+    state = store.open()
+    state.record_intent("INV-2", "email", {"message_id": "<a@b>"})
+    state.record_attempt("INV-2", "email", None)
+    state.record_intent("INV-2", "email", {"message_id": "<c@d>"})  # still pending: replaced
+    state.mark_synced("INV-2", "email", {"message_id": "<c@d>"})
+    state.record_intent("INV-2", "email", {"message_id": "<e@f>"})  # synced: never touched
+    state.record_attempt("INV-10", "stripe", "x" * 5_000)
+    assert [(r.document, r.target) for r in state.records()] == [
+        ("INV-2", "email"),
+        ("INV-10", "stripe"),
     ]
+    assert [r.document for r in state.records("stripe")] == ["INV-10"]
+    assert state.get("INV-2", "email").remote_ids == {"message_id": "<c@d>"}  # type: ignore[union-attr]
+    assert len(state.get("INV-10", "stripe").last_error or "") == 2_000  # type: ignore[union-attr]
+    with pytest.raises(SyncStateError, match="no attempt recorded"):
+        state.mark_dead("INV-404", "stripe", "never tried")
+    state.remember("stripe", "customer", "acme", "cus_1")
+    state.remember("stripe", "customer", "acme", "cus_2")
+    assert state.remote_id("stripe", "customer", "acme") == "cus_2"
+    assert state.local_id("stripe", "customer", "cus_2") == "acme"
+    assert state.local_id("stripe", "customer", "cus_1") is None
+    state.set_status("stripe", "in_1", "INV-2", "open", "sent")
+    state.set_status("stripe", "in_1", None, "paid", "card")  # the document is kept
+    state.set_status("stripe", "in_0", None, "void", "")
+    assert sorted((s.remote_id, s.document, s.status) for s in state.statuses("stripe")) == [
+        ("in_0", None, "void"),
+        ("in_1", "INV-2", "paid"),
+    ]
+    assert state.next_delivery("INV-2", "email") == 1
+    state.record_delivery("INV-2", "email", 1, {"message_id": "<g@h>"}, "asked again")
+    assert state.next_delivery("INV-2", "email") == 2
+    [delivery] = state.deliveries("INV-2")
+    assert (delivery.sequence, delivery.remote_ids, delivery.reason) == (
+        1, {"message_id": "<g@h>"}, "asked again",
+    )  # fmt: skip
+    assert state.deliveries() == [delivery] and state.deliveries("INV-10") == []
+    state.record_crm("hubspot", "acme", "d1", "co_1", None)
+    state.record_crm("hubspot", "acme", None, None, "HTTP 400")  # keeps the last upsert's
+    company = state.crm_companies("hubspot")["acme"]
+    assert (company.digest, company.remote_id, company.last_error) == ("d1", "co_1", "HTTP 400")
 
 
-def test_a_store_from_a_newer_beanbill_is_refused(tmp_path: Path) -> None:
-    SqliteSyncState(tmp_path)
-    with sqlite3.connect(tmp_path / "sync.sqlite") as connection:
-        connection.execute("PRAGMA user_version = 99")
+def test_a_store_from_a_newer_beanbill_is_refused(store: Store) -> None:
+    store.open()
+    store.set_version(99)
     with pytest.raises(SyncStateError, match="schema version 99"):
-        SqliteSyncState(tmp_path)
+        store.open()
 
 
 CONCURRENT = """
 import sys
 from pathlib import Path
-from beanbill.sync.state import SqliteSyncState
-state = SqliteSyncState(Path(sys.argv[1]))
+from beanbill.rating.config import StateSettings
+from beanbill.sync.state import state_at
+settings = StateSettings(url=sys.argv[2] or None, password_env=sys.argv[3])
+state = state_at(Path(sys.argv[1]), settings)
 for index in range(150):
     state.store_event("stripe", f"evt_{index}", "invoice.paid", {"n": index})
     state.record_attempt(f"INV-{index}", "stripe", None)
 """
 
 
-def test_concurrent_writers_neither_lose_nor_duplicate(tmp_path: Path) -> None:
+def test_concurrent_writers_neither_lose_nor_duplicate(store: Store) -> None:
+    store.open()  # created once: the writers race on the data, not on the schema
     processes = [
-        subprocess.Popen([sys.executable, "-c", CONCURRENT, str(tmp_path)]) for _ in range(3)
+        subprocess.Popen([sys.executable, "-c", CONCURRENT, *store.arguments()]) for _ in range(3)
     ]
     assert [p.wait(timeout=120) for p in processes] == [0, 0, 0]
-    state = SqliteSyncState(tmp_path)
+    state = store.open()
     assert len(state.unprocessed_events("stripe", 1000)) == 150
     assert {r.attempts for r in state.records("stripe")} == {3}

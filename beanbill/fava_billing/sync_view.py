@@ -18,7 +18,7 @@ from beanbill.exits import load_workspace
 from beanbill.rating.errors import BeanbillError
 from beanbill.rating.workspace import SETTINGS_FILE, Workspace
 from beanbill.sync.attention import TargetAttention, attention, by_document
-from beanbill.sync.state import STATE_FILE, PushRecord, SqliteSyncState
+from beanbill.sync.state import STATE_FILE, PushRecord, open_sync_state
 from beanbill.targets import enabled_target_names
 
 
@@ -68,11 +68,12 @@ def read_sync(found: FoundWorkspace, issued: Sequence[str]) -> SyncView:
         return SyncView(note=found.problem)
     enabled = enabled_target_names(workspace)
     path = workspace.state_dir / STATE_FILE
-    if not path.is_file():
+    shared = workspace.settings.state.url is not None  # PostgreSQL: no file to look for
+    if not shared and not path.is_file():
         targets = ", ".join(enabled) or "no target is enabled"
         return SyncView(note=f"No sync state yet ({path}): nothing was pushed ({targets}).")
     try:
-        state = SqliteSyncState(workspace.state_dir)
+        state = open_sync_state(workspace)
         return SyncView(
             note=None,
             enabled=enabled,

@@ -39,7 +39,7 @@ from beanbill.ledger.invoicing.due import (
 )
 from beanbill.ledger.invoicing.files import relative_to_ledger_file, render_all
 from beanbill.ledger.invoicing.issuance import issuance_entries, ledger_file
-from beanbill.ledger.invoicing.numbering import Assigned, InvoiceNumbers
+from beanbill.ledger.invoicing.numbering import Assigned, NumberStore
 from beanbill.ledger.invoicing.recovery import numbering_state
 from beanbill.ledger.post import open_accounts
 from beanbill.ledger.writer import LedgerWriter
@@ -216,7 +216,7 @@ def _apply_minimum(
 
 
 def _finish_interrupted(
-    numbers: InvoiceNumbers, pending: dict[str, Assigned], books: Books, due_keys: set[str]
+    numbers: NumberStore, pending: dict[str, Assigned], books: Books, due_keys: set[str]
 ) -> list[str]:
     """Numbers a crash left between the ledger and the numbering state: mark them issued."""
     in_ledger = issued_keys(books)

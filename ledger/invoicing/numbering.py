@@ -7,6 +7,11 @@ crash after assignment and before the ledger write is finished by re-running: th
 document is derived again, written under the same number, then marked issued.
 ``pending()`` lists numbers assigned but not yet issued, for the issuer to complete
 first. Numbers therefore form an unbroken sequence per series.
+
+``NumberStore`` is what the issuer needs; ``InvoiceNumbers`` is the embedded SQLite store
+(one machine, serialized by the file's lock). With ``[state] url`` set, ``open_numbers``
+gives the PostgreSQL store (``numbering_postgres``) that several processes and machines
+share, with the same methods and answers.
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ import re
 import sqlite3
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
+from beanbill.rating.config import StateSettings
 from beanbill.rating.errors import BeanbillError
 from beanbill.rating.storage import sqlite_state
+from beanbill.rating.workspace import Workspace
 
 STATE_FILE = "invoices.sqlite"
 SERIES_PATTERN = re.compile(r"^[A-Z][A-Z0-9-]{0,31}$")
@@ -57,9 +64,28 @@ def format_number(series: str, value: int) -> str:
     return f"{series}-{value:0{NUMBER_DIGITS}d}"
 
 
+class NumberStore(Protocol):
+    """Where numbers are bound to documents; ``location`` names it in messages."""
+
+    @property
+    def location(self) -> str: ...
+    def assign(self, series: str, document_key: str, issue_date: date) -> Assigned: ...
+    def mark_issued(self, number: str) -> None: ...
+    def pending(self) -> list[Assigned]: ...
+    def all(self) -> list[Assigned]: ...
+    def by_number(self, number: str) -> Assigned | None: ...
+    def pending_for(self, document_key: str) -> Assigned | None: ...
+    def exists(self) -> bool: ...
+    def restore(self, issued: list[Assigned]) -> None: ...
+
+
 class InvoiceNumbers:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / STATE_FILE
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     def _connection(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         return sqlite_state(self.path, SCHEMA)
@@ -180,6 +206,21 @@ class InvoiceNumbers:
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
+
+
+def numbers_at(state_dir: Path, settings: StateSettings) -> NumberStore:
+    """The numbering store ``settings`` choose: PostgreSQL when a URL is set, else the
+    SQLite file in ``state_dir``."""
+    if settings.url is None:
+        return InvoiceNumbers(state_dir)
+    from beanbill.ledger.invoicing.numbering_postgres import PostgresInvoiceNumbers
+
+    return PostgresInvoiceNumbers(settings.url, settings.password_env)
+
+
+def open_numbers(workspace: Workspace) -> NumberStore:
+    """The workspace's numbering store, as its ``[state]`` settings say."""
+    return numbers_at(workspace.state_dir, workspace.settings.state)
 
 
 def parse_number(number: str) -> tuple[str, int]:

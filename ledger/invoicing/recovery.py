@@ -4,7 +4,8 @@
 under the same number. The ledger holds the same facts for every issued document (the
 issuance with its number, key and date; the credit note's reversal), so a lost state is
 rebuilt from it — issuing with an empty state would reuse issued numbers. A state that
-lacks numbers the ledger holds (a restored old copy, say) is refused with the fix.
+lacks numbers the ledger holds (a restored old copy, say) is refused with the fix. A
+PostgreSQL state (``[state] url``) is started the same way: from the ledger, on first use.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from beanbill.ledger import keys
 from beanbill.ledger.books import Books
 from beanbill.ledger.invoicing import InvoicingError
 from beanbill.ledger.invoicing.due import invoicing_transactions
-from beanbill.ledger.invoicing.numbering import Assigned, InvoiceNumbers, parse_number
+from beanbill.ledger.invoicing.numbering import Assigned, NumberStore, open_numbers, parse_number
 from beanbill.rating.workspace import Workspace
 
 MAX_LISTED = 5
@@ -48,9 +49,9 @@ def issued_in_ledger(books: Books) -> list[Assigned]:
     return issued
 
 
-def numbering_state(workspace: Workspace, books: Books) -> InvoiceNumbers:
+def numbering_state(workspace: Workspace, books: Books) -> NumberStore:
     """The numbering state, rebuilt from the ledger if it is missing, checked otherwise."""
-    numbers = InvoiceNumbers(workspace.state_dir)
+    numbers = open_numbers(workspace)
     in_ledger = issued_in_ledger(books)
     if not numbers.exists():
         numbers.restore(in_ledger)
@@ -59,7 +60,7 @@ def numbering_state(workspace: Workspace, books: Books) -> InvoiceNumbers:
         known = {assigned.number: assigned for assigned in numbers.all()}
     except sqlite3.DatabaseError as error:
         raise InvoicingError(
-            f"{numbers.path} cannot be read ({error}): move it aside and run again, "
+            f"{numbers.location} cannot be read ({error}): move it aside and run again, "
             "it is rebuilt from the ledger"
         ) from error
     lacking = [
@@ -69,7 +70,7 @@ def numbering_state(workspace: Workspace, books: Books) -> InvoiceNumbers:
     ]
     if lacking:
         raise InvoicingError(
-            f"{numbers.path} lacks {len(lacking)} number(s) the ledger holds "
+            f"{numbers.location} lacks {len(lacking)} number(s) the ledger holds "
             f"({', '.join(lacking[:MAX_LISTED])}): it is older than the ledger. Move it "
             "aside and run again: it is rebuilt from the ledger"
         )

@@ -1,0 +1,331 @@
+"""The shared state on PostgreSQL under what only a server sees: several processes at once.
+
+The state suites (tests/test_sync_state.py, tests/test_numbering.py) run against both
+stores; here are the races: issuers of one series in several processes (some killed -9),
+inbox writers and processors side by side, two ``beanbill invoice`` runs, and two
+``beanbill serve`` replicas receiving the same webhooks while one of them is killed -9.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from beanbill.examples import SETTINGS
+from beanbill.ledger.books import ledger_errors, load_books
+from beanbill.ledger.invoicing.due import issued_keys
+from beanbill.ledger.invoicing.issue import issue
+from beanbill.ledger.invoicing.numbering import open_numbers
+from beanbill.ledger.invoicing.numbering_postgres import PostgresInvoiceNumbers, StateDatabaseError
+from beanbill.ledger.post import balance, post, record_credit
+from beanbill.rating.config import StateSettings
+from beanbill.rating.ingest import ingest
+from beanbill.rating.periods import Month
+from beanbill.rating.rate import rate_months
+from beanbill.rating.workspace import Workspace
+from beanbill.stripe_peer import (
+    API_KEY,
+    beanbill_invoices,
+    free_port,
+    pay,
+    payout,
+    register_webhook,
+    reset,
+    wait_for_port,
+)
+from beanbill.sync.interface import DocumentTarget
+from beanbill.sync.push import issued_documents, push_all
+from beanbill.sync.state import open_sync_state
+from beanbill.sync.state_postgres import PostgresSyncState
+from beanbill.targets import connectors, retry_policy
+from tests.peers.postgres import PASSWORD, backend_settings
+from tests.support import (
+    BEANBILL,
+    SMALL_CATALOG,
+    customer,
+    october_usage,
+    write_jsonl,
+    write_workspace,
+)
+
+OCTOBER = Month(2026, 10)
+ISSUE_DAY = date(2026, 11, 5)
+SECRET = "whsec_beanbill_tests"
+SETTLE_SECONDS = 60.0
+SCRIPT_SECONDS = 120
+
+
+@pytest.fixture
+def settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[StateSettings]:
+    """``[state]`` naming a new database of the session's cluster (skipped without one)."""
+    with backend_settings("postgres", monkeypatch) as state:
+        yield state
+
+
+def script(source: str, settings: StateSettings, *arguments: str) -> list[str]:
+    return [sys.executable, "-c", source, settings.url or "", settings.password_env, *arguments]
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = SETTLE_SECONDS) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("not settled in time")
+        time.sleep(0.1)
+
+
+# --- numbering: issuers in several processes ----------------------------------------------
+
+ISSUER = """
+import json, random, sys
+from datetime import date
+from beanbill.ledger.invoicing.numbering_postgres import PostgresInvoiceNumbers
+numbers = PostgresInvoiceNumbers(sys.argv[1], sys.argv[2])
+keys = [f"invoice:org-{index}:2026-10" for index in range(int(sys.argv[3]))]
+random.Random(int(sys.argv[4])).shuffle(keys)
+print("ready", flush=True)
+got = {key: numbers.assign("INV-2026", key, date(2026, 11, 1)).number for key in keys}
+print(json.dumps(got), flush=True)
+"""
+KEYS = 300
+ISSUERS = 3
+KILLED_ISSUERS = 4
+
+
+def test_issuers_in_several_processes_share_one_gapless_series(settings: StateSettings) -> None:
+    """Every issuer asks for the same keys in its own order while another is killed -9
+    again and again: each key gets one number, the same for everyone, with no gap."""
+    PostgresInvoiceNumbers(settings.url or "", settings.password_env)  # schema first
+    issuers = [
+        subprocess.Popen(script(ISSUER, settings, str(KEYS), str(seed)), stdout=subprocess.PIPE)
+        for seed in range(ISSUERS)
+    ]
+    for seed in range(ISSUERS, ISSUERS + KILLED_ISSUERS):
+        victim = subprocess.Popen(
+            script(ISSUER, settings, str(KEYS), str(seed)), stdout=subprocess.PIPE, text=True
+        )
+        assert victim.stdout is not None and victim.stdout.readline() == "ready\n"
+        time.sleep(0.05 * seed)  # mid-run: inside a transaction most of the time
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait()
+    answers = []
+    for issuer in issuers:
+        out, _ = issuer.communicate(timeout=SCRIPT_SECONDS)
+        assert issuer.returncode == 0
+        answers.append(json.loads(out.splitlines()[-1]))
+    assigned = PostgresInvoiceNumbers(settings.url or "", settings.password_env).all()
+    assert [a.value for a in assigned] == list(range(1, KEYS + 1))
+    assert {a.document_key: a.number for a in assigned} == answers[0]
+    assert all(answer == answers[0] for answer in answers)
+
+
+def test_a_wrong_password_is_refused_without_being_shown(
+    settings: StateSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(settings.password_env, "not-the-password")
+    with pytest.raises(StateDatabaseError, match="cannot connect to postgresql://") as refused:
+        PostgresSyncState(settings.url or "", settings.password_env)
+    assert "not-the-password" not in str(refused.value)
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)  # libpq's own variable works by itself
+    assert PostgresSyncState(settings.url or "", "PGPASSWORD").schema_version() == 3
+
+
+# --- the inbox: writers and processors side by side ---------------------------------------
+
+INBOX_WRITER = """
+import json, random, sys
+from beanbill.sync.state_postgres import PostgresSyncState
+state = PostgresSyncState(sys.argv[1], sys.argv[2])
+ids = [f"evt_{index}" for index in range(int(sys.argv[3]))]
+random.Random(int(sys.argv[4])).shuffle(ids)
+kept = [i for i in ids if state.store_event("stripe", i, "invoice.paid", {"id": i})]
+print(json.dumps(kept))
+"""
+PROCESSOR = """
+import json, sys, time
+from beanbill.sync.state_postgres import PostgresSyncState
+state = PostgresSyncState(sys.argv[1], sys.argv[2])
+claimed = []
+deadline = time.monotonic() + 60
+while "waiting" in state.inbox_counts("stripe") and time.monotonic() < deadline:
+    batch = state.unprocessed_events("stripe", 10)
+    if sys.argv[3] == "stall" and batch:
+        print(json.dumps([e.event_id for e in batch]), flush=True)
+        time.sleep(600)  # holds its claim until killed
+    claimed += [e.event_id for e in batch]
+    time.sleep(0.01)  # the work: interpret, post to the ledger
+    state.mark_processed("stripe", {e.event_id: "posted" for e in batch})
+print(json.dumps(claimed))
+"""
+EVENTS = 400
+
+
+def test_inbox_writers_keep_each_event_once_and_processors_claim_it_once(
+    settings: StateSettings,
+) -> None:
+    url, password_env = settings.url or "", settings.password_env
+    state = PostgresSyncState(url, password_env)
+    writers = [
+        subprocess.Popen(script(INBOX_WRITER, settings, str(EVENTS), str(seed)),
+                         stdout=subprocess.PIPE)
+        for seed in range(3)
+    ]  # fmt: skip
+    kept = [json.loads(w.communicate(timeout=SCRIPT_SECONDS)[0]) for w in writers]
+    assert sorted(i for k in kept for i in k) == sorted(f"evt_{i}" for i in range(EVENTS))
+    assert state.inbox_counts("stripe") == {"waiting": EVENTS}
+
+    staller = subprocess.Popen(
+        script(PROCESSOR, settings, "stall"), stdout=subprocess.PIPE, text=True
+    )
+    assert staller.stdout is not None
+    stalled = json.loads(staller.stdout.readline())  # claimed, never to be closed by it
+    processors = [
+        subprocess.Popen(script(PROCESSOR, settings, "work"), stdout=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    time.sleep(1.0)
+    os.kill(staller.pid, signal.SIGKILL)  # its claim ends with its connection
+    staller.wait()
+    claimed = [json.loads(p.communicate(timeout=SCRIPT_SECONDS)[0]) for p in processors]
+    everything = Counter(i for batch in claimed for i in batch)
+    assert set(stalled) <= set(everything)  # taken over after the kill
+    assert everything == Counter(f"evt_{i}" for i in range(EVENTS))  # once each
+    assert state.inbox_counts("stripe") == {"posted": EVENTS}
+
+
+# --- whole commands: `beanbill invoice` twice at once, `beanbill serve` twice ---------------
+
+
+def postgres_workspace(
+    root: Path, state: StateSettings, sync: dict[str, Any] | None = None
+) -> Workspace:
+    """October rated and posted for the tests' organizations, its state on PostgreSQL."""
+    configured = copy.deepcopy(SETTINGS)
+    configured["state"] = {"url": state.url, "password_env": state.password_env}
+    configured["invoicing"] = {**configured.get("invoicing", {}), "credits_vat": "at_consumption"}
+    configured["ledger"] = {"credit_purchase_account": "Assets:Bank:Operating"}
+    if sync is not None:
+        configured["sync"] = sync
+    customers = [
+        customer("fr-post", billing_mode="postpaid", vat_id="FR44732829320"),
+        customer("team-a", billing_mode="postpaid", parent="fr-post"),
+        customer("de-pre", billing_mode="prepaid", country="DE", vat_id="DE123456788"),
+        customer("us-prov", billing_mode="provisioned", country="US"),
+    ]
+    workspace = write_workspace(root / "ws", configured, SMALL_CATALOG, customers)
+    orgs = [("fr-post", 10), ("team-a", 3), ("de-pre", 20), ("us-prov", 8)]
+    records = [record for org, hours in orgs for record in october_usage(org, hours)]
+    ingest(workspace, [write_jsonl(root / "usage.jsonl", records)])
+    rate_months(workspace, [OCTOBER])
+    record_credit(workspace, "de-pre", "purchase", "1.00", date(2026, 10, 1), None, 100, "d1")
+    record_credit(workspace, "us-prov", "purchase", "0.50", date(2026, 10, 1), None, 100, "u1")
+    post(workspace, OCTOBER, date(2026, 11, 2))
+    return workspace
+
+
+def test_two_invoice_runs_at_once_one_killed_issue_each_invoice_once(
+    settings: StateSettings, tmp_path: Path
+) -> None:
+    workspace = postgres_workspace(tmp_path, settings)
+    command = [BEANBILL, "invoice", "-w", str(workspace.root), "--period", "2026-10",
+               "--date", "2026-11-05"]  # fmt: skip
+    first = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    numbers = open_numbers(workspace)
+    wait_until(lambda: numbers.exists() and bool(numbers.all()))  # the first one numbers
+    second = subprocess.Popen(command, stderr=subprocess.PIPE)  # waits for the workspace
+    os.kill(first.pid, signal.SIGKILL)  # numbered, maybe rendered or posted: not finished
+    first.wait()
+    _, problem = second.communicate(timeout=SCRIPT_SECONDS)
+    assert second.returncode == 0, problem  # finished the first one's numbers
+    again = subprocess.run(command, capture_output=True, text=True, timeout=SCRIPT_SECONDS)
+    assert again.returncode == 0, again.stderr
+    assigned = numbers.all()
+    assert [a.value for a in assigned] == [1, 2, 3] and all(a.issued for a in assigned)
+    keys = issued_keys(load_books(workspace.ledger_path, "EUR"))
+    assert sorted(keys.values()) == [a.number for a in assigned]
+    assert not (workspace.state_dir / "invoices.sqlite").exists()  # the server has them
+    assert ledger_errors(workspace.ledger_path) == []
+
+
+def stripe_txn_ids(workspace: Workspace) -> Counter[str]:
+    books = load_books(workspace.ledger_path, "EUR")
+    return Counter(
+        entry.meta["txn-id"].split(":")[0]
+        for entry in books.entries
+        if "txn-id" in entry.meta and entry.meta["txn-id"].startswith("stripe-")
+    )
+
+
+def start_serve(workspace: Workspace, port: int) -> subprocess.Popen[bytes]:
+    environment = {**os.environ, "STRIPE_SECRET_KEY": API_KEY, "STRIPE_WEBHOOK_SECRET": SECRET}
+    process = subprocess.Popen(
+        [BEANBILL, "serve", "-w", str(workspace.root), "--port", str(port)],
+        env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_for_port(port, process, 30)
+    return process
+
+
+def test_two_serve_replicas_post_every_event_once_while_one_is_killed(
+    settings: StateSettings,
+    tmp_path: Path,
+    localstripe: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both replicas receive every event (two endpoints at the peer, as behind a load
+    balancer that retries elsewhere); one is killed -9 mid-burst. The survivor posts what
+    the dead one had kept or claimed, and every payment and payout is booked once."""
+    reset(localstripe)
+    monkeypatch.setenv("STRIPE_SECRET_KEY", API_KEY)
+    peer = {"api_base": localstripe, "timeout_seconds": 1, "requests_per_second": 100}
+    sync = {"attempts": 8, "concurrency": 2, "max_wait_seconds": 1, "stripe": peer}
+    workspace = postgres_workspace(tmp_path, settings, sync)
+    issue(workspace, OCTOBER, ISSUE_DAY)
+    state = open_sync_state(workspace)
+    targets: list[DocumentTarget] = [*connectors(workspace)]
+    pushed = push_all(issued_documents(workspace), targets, state, retry_policy(workspace), 2)
+    assert not pushed.dead
+    documents = {d.number: d for d in issued_documents(workspace)}
+    ports = [free_port(), free_port()]
+    replicas = [start_serve(workspace, port) for port in ports]
+    register_webhook(localstripe, f"http://127.0.0.1:{ports[0]}/webhooks/stripe", SECRET)
+    httpx.post(
+        f"{localstripe}/_config/webhooks/replica-b",
+        data={"url": f"http://127.0.0.1:{ports[1]}/webhooks/stripe", "secret": SECRET},
+    ).raise_for_status()
+    payable = [i for i in beanbill_invoices(localstripe) if i.total > 0]
+    payouts = 12
+    try:
+        for invoice in payable:
+            pay(localstripe, str(invoice.id))
+        for _ in range(payouts):
+            payout(localstripe, 10)
+        time.sleep(0.3)
+        replicas[0].send_signal(signal.SIGKILL)
+        replicas[0].wait(timeout=10)
+        expected = Counter({"stripe-payment": len(payable), "stripe-payout": payouts})
+        wait_until(lambda: stripe_txn_ids(workspace) == expected)
+        wait_until(lambda: "waiting" not in state.inbox_counts("stripe"))
+    finally:
+        for replica in replicas:
+            replica.send_signal(signal.SIGTERM)
+            replica.wait(timeout=10)
+    assert stripe_txn_ids(workspace) == expected
+    assert not (workspace.state_dir / "sync.sqlite").exists()  # the server has it
+    assert ledger_errors(workspace.ledger_path) == []
+    for invoice in payable:
+        number = invoice.metadata.to_dict()["beanbill_number"] if invoice.metadata else ""
+        assert balance(workspace, documents[number].buyer_reference or "").receivable_minor == 0
