@@ -19,6 +19,7 @@ took after the last answer to have posted everything. The floor is the same serv
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import date
@@ -46,7 +48,9 @@ from beanbill.stripe_peer import API_KEY, free_port, running_localstripe  # noqa
 from beanbill.sync.push import push_all  # noqa: E402
 from beanbill.sync.retry import RetryPolicy  # noqa: E402
 from beanbill.sync.state import SqliteSyncState  # noqa: E402
+from tests.peers import postgres as postgres_peer  # noqa: E402
 from tests.peers.fault_proxy import Fault, fault_proxy  # noqa: E402
+from tests.peers.postgres import PASSWORD, PASSWORD_ENV  # noqa: E402
 from tests.support import BEANBILL, stripe_signature  # noqa: E402
 
 LIMIT_PER_SECOND = 25
@@ -117,13 +121,31 @@ def push_bench(url: str, count: int, per_second: int, label: str, limited: bool)
     ]  # fmt: skip
 
 
-def workspace_for_serve(folder: Path) -> Path:
+def workspace_for_serve(folder: Path, state_url: str | None = None) -> Path:
     root = folder / "ws"
     subprocess.run([BEANBILL, "init", str(root)], check=True,
                    capture_output=True)  # fmt: skip
     with (root / "beanbill.toml").open("a") as settings:
         settings.write('\n[sync.stripe]\napi_base = "http://127.0.0.1:9"\n')
+        if state_url is not None:
+            settings.write(f'\n[state]\nurl = "{state_url}"\npassword_env = "{PASSWORD_ENV}"\n')
     return root
+
+
+@contextlib.contextmanager
+def durable_postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL (tests/peers/postgres.py) made durable for the measure: the
+    test cluster runs without fsync, which a benchmark of durability must not."""
+    peer = postgres_peer.start()
+    try:
+        with peer.admin() as connection:
+            for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+                connection.execute(f"ALTER SYSTEM SET {setting} = on")
+            connection.execute("SELECT pg_reload_conf()")
+        with peer.database() as url:
+            yield url
+    finally:
+        peer.stop()
 
 
 def event(index: int) -> bytes:
@@ -162,11 +184,12 @@ def posted_payouts(root: Path) -> int:
     return sum(p.read_text().count("stripe-payout:") for p in folder.glob("*/payments.beancount"))
 
 
-def webhook_bench(count: int) -> list[list[str]]:
+def webhook_bench(count: int, state_url: str | None = None) -> list[list[str]]:
     with tempfile.TemporaryDirectory() as folder:
-        root = workspace_for_serve(Path(folder))
+        root = workspace_for_serve(Path(folder), state_url)
         port = free_port()
-        environment = {**os.environ, "STRIPE_SECRET_KEY": API_KEY, "STRIPE_WEBHOOK_SECRET": SECRET}
+        environment = {**os.environ, "STRIPE_SECRET_KEY": API_KEY, "STRIPE_WEBHOOK_SECRET": SECRET,
+                       PASSWORD_ENV: PASSWORD}  # fmt: skip
         server = subprocess.Popen(
             [BEANBILL, "serve", "-w", str(root), "--port", str(port)],
             env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -214,7 +237,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--invoices", type=int, default=200)
     parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--webhooks-only", action="store_true", help="skip the push part")
     args = parser.parse_args()
+    if args.webhooks_only:
+        header = ["webhooks", "events", "events/s", "p50 ms", "p99 ms"]
+        print("SQLite (WAL, synchronous=FULL):")
+        table(header, webhook_bench(args.events))
+        print("\nPostgreSQL (fsync on, synchronous_commit on):")
+        with durable_postgres() as state_url:
+            table(header, webhook_bench(args.events, state_url))
+        return
     with running_localstripe() as url:
         rows = [
             push_bench(

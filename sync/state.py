@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -25,6 +26,7 @@ from beanbill.rating.workspace import Workspace
 STATE_FILE = "sync.sqlite"
 MAX_ERROR_LENGTH = 2_000
 MAX_EVENT_BYTES = 1_000_000
+MAX_EVENTS_PER_STORE = 10_000  # one group commit of the inbox
 MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE push (
@@ -144,6 +146,24 @@ class CrmCompany(NamedTuple):
     updated_at: str
 
 
+class NewEvent(NamedTuple):
+    """An event received, to be kept (``payload_text``: its payload as stored)."""
+
+    source: str
+    event_id: str
+    event_type: str
+    payload_text: str
+
+
+def payload_text(event_id: str, payload: dict[str, Any]) -> str:
+    """The payload as the inbox keeps it; over ``MAX_EVENT_BYTES`` it is refused before
+    it can hold up the events stored with it."""
+    text = json.dumps(payload, sort_keys=True)
+    if len(text) > MAX_EVENT_BYTES:
+        raise SyncStateError(f"event {event_id}: payload over {MAX_EVENT_BYTES} bytes")
+    return text
+
+
 class InboxEvent(NamedTuple):
     source: str
     event_id: str
@@ -163,6 +183,7 @@ class SyncState(Protocol):
     def store_event(
         self, source: str, event_id: str, event_type: str, payload: dict[str, Any]
     ) -> bool: ...
+    def store_events(self, events: Sequence[NewEvent]) -> list[bool]: ...
     def unprocessed_events(self, source: str, limit: int) -> list[InboxEvent]: ...
     def mark_processed(self, source: str, outcomes: dict[str, str]) -> None: ...
     def inbox_counts(self, source: str) -> dict[str, int]: ...
@@ -318,16 +339,31 @@ class SqliteSyncState:
         self, source: str, event_id: str, event_type: str, payload: dict[str, Any]
     ) -> bool:
         """Keep an event durably before it is acknowledged; False if it was already kept."""
-        text = json.dumps(payload, sort_keys=True)
-        if len(text) > MAX_EVENT_BYTES:
-            raise SyncStateError(f"event {event_id}: payload over {MAX_EVENT_BYTES} bytes")
+        text = payload_text(event_id, payload)
+        return self.store_events([NewEvent(source, event_id, event_type, text)])[0]
+
+    def store_events(self, events: Sequence[NewEvent]) -> list[bool]:
+        """Keep events durably in one transaction (one fsync: a group commit); for each,
+        False if it was already kept."""
+        if len(events) > MAX_EVENTS_PER_STORE:
+            raise SyncStateError(f"{len(events)} events at once: at most {MAX_EVENTS_PER_STORE}")
+        received_at = now()
+        kept = []
         with self._connection() as connection:
-            cursor = connection.execute(
-                "INSERT OR IGNORE INTO inbox (source, event_id, event_type, payload, received_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (source, event_id, event_type, text, now()),
-            )
-            return cursor.rowcount == 1
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                for event in events:
+                    cursor = connection.execute(
+                        "INSERT OR IGNORE INTO inbox (source, event_id, event_type, payload, "
+                        "received_at) VALUES (?, ?, ?, ?, ?)",
+                        (*event, received_at),
+                    )
+                    kept.append(cursor.rowcount == 1)
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        return kept
 
     def unprocessed_events(self, source: str, limit: int) -> list[InboxEvent]:
         with self._connection() as connection:

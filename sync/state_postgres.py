@@ -24,6 +24,7 @@ import json
 import os
 import threading
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -33,15 +34,17 @@ from psycopg.rows import TupleRow
 from beanbill.ledger.invoicing.numbering_postgres import PostgresDatabase, StateDatabaseError
 from beanbill.sync.state import (
     MAX_ERROR_LENGTH,
-    MAX_EVENT_BYTES,
+    MAX_EVENTS_PER_STORE,
     CrmCompany,
     Delivery,
     InboxEvent,
+    NewEvent,
     PaymentStatus,
     PushRecord,
     PushStatus,
     SyncStateError,
     now,
+    payload_text,
     push_record,
 )
 
@@ -225,16 +228,25 @@ class PostgresSyncState:
     ) -> bool:
         """Keep an event durably before it is acknowledged; False if it was already kept
         (by this replica or another: the primary key decides, on the server)."""
-        text = json.dumps(payload, sort_keys=True)
-        if len(text) > MAX_EVENT_BYTES:
-            raise SyncStateError(f"event {event_id}: payload over {MAX_EVENT_BYTES} bytes")
-        with self.database.connection() as connection:
-            cursor = connection.execute(
-                "INSERT INTO inbox (source, event_id, event_type, payload, received_at) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (source, event_id) DO NOTHING",
-                (source, event_id, event_type, text, now()),
-            )
-            return cursor.rowcount == 1
+        text = payload_text(event_id, payload)
+        return self.store_events([NewEvent(source, event_id, event_type, text)])[0]
+
+    def store_events(self, events: Sequence[NewEvent]) -> list[bool]:
+        """Keep events durably in one transaction (one commit: a group commit); for each,
+        False if it was already kept, by any replica."""
+        if len(events) > MAX_EVENTS_PER_STORE:
+            raise SyncStateError(f"{len(events)} events at once: at most {MAX_EVENTS_PER_STORE}")
+        received_at = now()
+        kept = []
+        with self.database.connection() as connection, connection.transaction():
+            for event in events:
+                cursor = connection.execute(
+                    "INSERT INTO inbox (source, event_id, event_type, payload, received_at) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (source, event_id) DO NOTHING",
+                    (*event, received_at),
+                )
+                kept.append(cursor.rowcount == 1)
+        return kept
 
     def unprocessed_events(self, source: str, limit: int) -> list[InboxEvent]:
         """The next waiting events no other replica has claimed, claimed for this store

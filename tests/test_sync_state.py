@@ -18,7 +18,14 @@ import pytest
 
 from beanbill.rating.config import StateSettings
 from beanbill.sync import state_postgres
-from beanbill.sync.state import MIGRATIONS, PushStatus, SqliteSyncState, SyncStateError
+from beanbill.sync.state import (
+    MIGRATIONS,
+    NewEvent,
+    PushStatus,
+    SqliteSyncState,
+    SyncStateError,
+    payload_text,
+)
 from beanbill.sync.state_postgres import PostgresSyncState
 from tests.peers.postgres import BACKENDS, PASSWORD, backend_settings
 
@@ -90,6 +97,24 @@ def test_the_inbox_keeps_each_event_once_until_processed(store: Store) -> None:
     state.mark_processed("stripe", {"evt_1": "posted"})
     assert [e.event_id for e in store.open().unprocessed_events("stripe", 10)] == ["evt_2"]
     assert state.inbox_counts("stripe") == {"posted": 1, "waiting": 1}
+
+
+def test_events_stored_together_are_one_transaction_each_answered(store: Store) -> None:
+    state = store.open()
+    state.store_event("stripe", "evt_0", "invoice.paid", {"id": "evt_0"})
+    events = [
+        NewEvent("stripe", f"evt_{n}", "invoice.paid", f'{{"id": "evt_{n}"}}') for n in range(4)
+    ]
+    events.append(NewEvent("stripe", "evt_2", "invoice.paid", '{"id": "evt_2"}'))  # twice
+    assert state.store_events(events) == [False, True, True, True, False]
+    assert [e.event_id for e in store.open().unprocessed_events("stripe", 10)] == [
+        "evt_0",
+        "evt_1",
+        "evt_2",
+        "evt_3",
+    ]
+    with pytest.raises(SyncStateError, match="payload over"):
+        payload_text("evt_big", {"blob": "x" * 1_000_001})
 
 
 def test_every_record_reads_back_as_it_was_written(store: Store) -> None:

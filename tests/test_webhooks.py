@@ -6,9 +6,11 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -112,6 +114,36 @@ def test_forged_stale_and_replayed_webhooks_change_nothing(
     # quiet after the post: the books' cache is written again, so Fava opens them fast
     wait_until(lambda: cache_is_valid(workspace.ledger_path))
     assert ledger_errors(workspace.ledger_path) == []
+
+
+def test_webhooks_arriving_together_share_commits_and_each_is_kept_once(
+    app_client: tuple[TestClient, Workspace],
+) -> None:
+    test_client, workspace = app_client
+    senders, each = 8, 25
+    start = threading.Barrier(senders)
+
+    def send(sender: int) -> list[bool]:
+        start.wait()
+        duplicates = []
+        for n in range(each):
+            # every event twice from two senders: kept once, the other answered duplicate
+            identifier = f"evt_group_{(sender // 2) * each + n}"
+            body = json.dumps({"id": identifier, "type": "customer.tax_id.created",
+                               "data": {"object": {}}}).encode()  # fmt: skip
+            answer = test_client.post("/webhooks/stripe", content=body, headers=signed(body))
+            assert answer.status_code == 200, answer.text
+            duplicates.append(answer.json()["duplicate"])
+        return duplicates
+
+    with ThreadPoolExecutor(senders) as pool:
+        answers = [flag for flags in pool.map(send, range(senders)) for flag in flags]
+    distinct = senders // 2 * each
+    assert answers.count(False) == distinct and answers.count(True) == distinct
+    inbox = test_client.app.state.inbox  # type: ignore[attr-defined]
+    assert inbox.groups < senders * each  # some events shared a transaction
+    state = sync_state(workspace)
+    wait_until(lambda: sum(state.inbox_counts("stripe").values()) == distinct)
 
 
 def start_serve(workspace: Workspace, port: int) -> subprocess.Popen[bytes]:
