@@ -48,6 +48,7 @@ def test_demo_is_deterministic_and_prints_where_results_are(tmp_path: Path) -> N
     assert "(provisioned): credits 0.00 EUR, over-consumption owed" in first.stdout
     assert "0 dead letters" in first.stdout and "0 discrepancies" in first.stdout
     assert "payments posted by `beanbill serve`" in first.stdout
+    assert "E-mails sent:" in first.stdout and "HubSpot" in first.stdout
     ledger = str(tmp_path / "a" / "ledger.beancount")
     checked = subprocess.run([BEAN_CHECK, ledger], capture_output=True, text=True, timeout=120)
     assert checked.returncode == 0, checked.stdout + checked.stderr
