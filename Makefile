@@ -36,6 +36,8 @@ test: $(STAMP)
 	$(BIN)/python -m tests.peers.prism
 	@# PostgreSQL for the shared-state tests (Debian's postgresql, installed once; a throwaway cluster per run)
 	$(BIN)/python -m tests.peers.postgres
+	@# Spark for the rating-on-Spark tests (Debian's openjdk-17-jre-headless, beanbill[spark] from PyPI)
+	$(BIN)/python -m tests.peers.spark
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

@@ -1,4 +1,4 @@
-"""The rating expressions, written once in Ibis (DuckDB by default; nothing backend-specific).
+"""The rating expressions, written once in Ibis: nothing backend-specific (DuckDB, or Spark).
 
 Pipeline for the billing periods that start in one calendar month:
 
@@ -323,8 +323,11 @@ def split_lines(events: ir.Table, rating_input: RatingInput) -> ir.Table:
     """Events → usage per organization, period, day, meter and resource (unpriced)."""
     events = _with_minimums(events, rating_input.catalog)
     days = _days_table(rating_input)
-    window_start_s = days.day_start_s.min().as_scalar()
-    window_end_s = days.day_end_s.max().as_scalar()
+    # The window's bounds are known here: literals, not scalar subqueries over the days
+    # table (each of which Spark runs as a job of its own).
+    rows = day_rows(rating_input.zone, rating_input.window_start, rating_input.window_end)
+    window_start_s = ibis.literal(min(row.start_epoch for row in rows), type="int64")
+    window_end_s = ibis.literal(max(row.end_epoch for row in rows), type="int64")
     events = events.filter(
         events.start_s < window_end_s,
         (events.end_s > window_start_s) | (events.start_s >= window_start_s),
