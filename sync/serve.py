@@ -34,7 +34,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from beanbill.ledger.books import ledger_errors
-from beanbill.rating.group_commit import GroupCommit, GroupCommitFull
+from beanbill.rating.errors import BeanbillError
+from beanbill.rating.group_commit import GroupCommit
 from beanbill.rating.provisional import local_today, rate_open
 from beanbill.rating.workspace import Workspace
 from beanbill.sync.interface import Connector, WebhookRejected
@@ -190,8 +191,8 @@ def create_app(
         kept = NewEvent(connector.name, event.event_id, event.event_type, text)
         try:
             new = await run_in_threadpool(inbox.submit, kept)
-        except GroupCommitFull as error:
-            return JSONResponse({"error": str(error)}, status_code=503)
+        except BeanbillError as error:  # full, or the store failed: the sender retries
+            return JSONResponse({"error": f"not kept, try again: {error}"}, status_code=503)
         writer.wake.set()
         return JSONResponse({"received": event.event_id, "duplicate": not new})
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -144,6 +146,24 @@ def test_webhooks_arriving_together_share_commits_and_each_is_kept_once(
     assert inbox.groups < senders * each  # some events shared a transaction
     state = sync_state(workspace)
     wait_until(lambda: sum(state.inbox_counts("stripe").values()) == distinct)
+
+
+def test_a_store_that_fails_answers_503_and_keeps_nothing_then_recovers(
+    app_client: tuple[TestClient, Workspace],
+) -> None:
+    test_client, workspace = app_client
+    body = json.dumps({"id": "evt_broken_store", "type": "customer.tax_id.created",
+                       "data": {"object": {}}}).encode()  # fmt: skip
+    database = workspace.state_dir / "sync.sqlite"
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        connection.execute("ALTER TABLE inbox RENAME TO inbox_away")  # the store breaks
+    answer = test_client.post("/webhooks/stripe", content=body, headers=signed(body))
+    assert answer.status_code == 503 and "not kept, try again" in answer.json()["error"]
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        connection.execute("ALTER TABLE inbox_away RENAME TO inbox")
+        assert connection.execute("SELECT count(*) FROM inbox").fetchone() == (0,)
+    again = test_client.post("/webhooks/stripe", content=body, headers=signed(body))
+    assert again.status_code == 200 and again.json()["duplicate"] is False
 
 
 def start_serve(workspace: Workspace, port: int) -> subprocess.Popen[bytes]:
