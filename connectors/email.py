@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import queue
 import smtplib
-import socket
 import ssl
 import threading
 import time
@@ -434,16 +433,3 @@ class EmailConnector:
 
     def close(self) -> None:
         self.connections.close()
-
-
-def wait_for_port(host: str, port: int, timeout_seconds: float) -> None:
-    """Until something listens on ``host:port`` (tests and the demo start a server)."""
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=1.0):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
