@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -43,11 +45,14 @@ from beanbill.api.rate_limit import RateLimit  # noqa: E402
 from beanbill.examples import SETTINGS  # noqa: E402
 from beanbill.rating.ingest import ingest  # noqa: E402
 from beanbill.rating.provisional import rate_open  # noqa: E402
+from beanbill.rating.usage_store import stored_parts  # noqa: E402
 from beanbill.rating.workspace import Workspace  # noqa: E402
+from beanbill.serving import serve_in_workers  # noqa: E402
 from tests.support import SMALL_CATALOG, customer, write_workspace  # noqa: E402
 
 BATCH = 1_000
-SENDERS = 8  # concurrent senders, as the webhook benchmark's
+# Concurrent senders: one, the webhook benchmark's 8, then more until the rate stops growing.
+SENDERS = (1, 8, 16, 32)
 ORGANIZATIONS = 1_000
 BIG = "org-big"
 TODAY = date(2026, 11, 30)  # the open month: November 2026
@@ -55,6 +60,10 @@ MONTH_START_EPOCH = 1_793_491_200  # 2026-11-01T00:00:00Z
 DAYS = 29  # complete days before TODAY
 BIG_RESOURCES = 100
 MAX_EVENTS = 10_000_000
+# Sent once before timing, to the server and to the floor's process alike: the first
+# request or ingest of a process loads code (~0.3 s) that a sustained rate does not include.
+WARM_UP_EVENT = {"id": "warm", "org": "org-none", "resource": "r", "meter": "cpu",
+                 "start": "2026-11-02T00:00:00Z", "end": "2026-11-02T00:01:00Z"}  # fmt: skip
 UNLIMITED = ApiSettings(rate_limit=RateLimit(per_second=1e9, burst=1_000_000_000))
 
 
@@ -116,24 +125,30 @@ def admin_key(workspace: Workspace, organizations: list[str]) -> str:
     return KeyStore(workspace.state_dir).create(None, organizations, "bench").secret_key
 
 
-def bench_events(folder: Path, count: int) -> dict[str, Any]:
+def bench_events(folder: Path, count: int, workers: int) -> dict[str, Any]:
     organizations = [f"org-{index:05d}" for index in range(100)]
     events = events_in_memory(count)
     floor_workspace = workspace(folder / "floor", organizations)
     path = folder / "events.jsonl"
     path.write_text("".join(json.dumps(event) + "\n" for event in events))
+    warm = folder / "warm.jsonl"  # one event of an unknown organization: rejected
+    warm.write_text(json.dumps(WARM_UP_EVENT) + "\n")
+    ingest(floor_workspace, [warm])  # the process warmed, as the server is
     started = time.perf_counter()
     summary = ingest(floor_workspace, [path])
     floor_seconds = time.perf_counter() - started
     assert summary.accepted == count, summary
     result: dict[str, Any] = {
         "events": count,
+        "server_workers": workers,
         "floor_seconds": round(floor_seconds, 3),
         "floor_events_per_second": round(count / floor_seconds),
     }
-    for senders in (1, SENDERS):
+    for senders in SENDERS:
         api_workspace = workspace(folder / f"api-{senders}", organizations)
-        seconds, batch_seconds, groups = post_events(api_workspace, organizations, events, senders)
+        seconds, batch_seconds, groups = post_events(
+            api_workspace, organizations, events, senders, workers
+        )
         api_rate = count / seconds
         result[f"senders_{senders}"] = {
             "api_seconds": round(seconds, 3),
@@ -146,28 +161,95 @@ def bench_events(folder: Path, count: int) -> dict[str, Any]:
     return result
 
 
+class ServerProcess:
+    """The app served by uvicorn in a process of its own, as ``beanbill serve`` runs it: the
+    senders (this process) do not share its interpreter, as real clients would not."""
+
+    def __init__(self, root: Path, workers: int = 1) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self.command = [sys.executable, __file__, "--serve", str(root), "--port", str(self.port),
+                        "--workers", str(workers)]  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> str:
+        self.process = subprocess.Popen(self.command)
+        base = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{base}/openapi.json", timeout=5).raise_for_status()
+                return base
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError("the server did not start") from None
+                time.sleep(0.1)
+
+    def __exit__(self, *_: object) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+ROOT_ENVIRONMENT = "BEANBILL_BENCH_API_ROOT"
+
+
+def worker_app() -> Any:
+    """The app of one server worker (uvicorn's factory: each worker process builds its own)."""
+    return create_app(Workspace.load(Path(os.environ[ROOT_ENVIRONMENT])), UNLIMITED,
+                      today=lambda: TODAY)  # fmt: skip
+
+
+def serve(root: Path, port: int, workers: int) -> None:
+    """The ``--serve`` mode: the API of the workspace at ``root`` on 127.0.0.1:``port``, in
+    ``workers`` processes (one, as ``beanbill serve`` runs, unless asked)."""
+    os.environ[ROOT_ENVIRONMENT] = str(root)
+    if workers == 1:
+        uvicorn.run(worker_app(), host="127.0.0.1", port=port, log_level="warning",
+                    access_log=False)  # fmt: skip
+        return
+    sys.path.insert(0, str(Path(__file__).parent))  # the workers import this module
+    serve_in_workers("bench_api:worker_app", "127.0.0.1", port, workers)
+
+
 def post_events(
-    api_workspace: Workspace, organizations: list[str], events: list[Any], senders: int
+    api_workspace: Workspace,
+    organizations: list[str],
+    events: list[Any],
+    senders: int,
+    workers: int = 1,
 ) -> tuple[float, list[float], int]:
     """Post ``events`` in 1,000-event batches from ``senders`` concurrent keep-alive
-    clients (each its share of the batches, in order); seconds, each batch's latency and
-    the ingests the group commit ran."""
+    clients (each its share of the batches, in order, bodies encoded beforehand, as a load
+    generator does) to a server process; seconds, each batch's latency and the ingests the
+    group commit ran (one stored part file each: all events are of one month)."""
     key = admin_key(api_workspace, organizations)
-    app = create_app(api_workspace, UNLIMITED, today=lambda: TODAY)
     batches = [events[first : first + BATCH] for first in range(0, len(events), BATCH)]
+    bodies = [json.dumps({"events": batch}).encode() for batch in batches]
     batch_seconds: list[float] = []
     accepted = [0]
     lock = threading.Lock()
-    with Server(app) as base:
+    with ServerProcess(api_workspace.root, workers) as base:
+        warm = httpx.post(
+            f"{base}/v1/events",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"events": [WARM_UP_EVENT]},
+            timeout=120,
+        )
+        assert warm.status_code == 200 and warm.json()["rejected"] == 1, warm.text
 
-        def send(share: list[list[Any]]) -> None:
+        def send(share: list[bytes]) -> None:
             with httpx.Client(base_url=base, timeout=120) as client:
-                for batch in share:
+                for body in share:
                     sent = time.perf_counter()
                     response = client.post(
                         "/v1/events",
-                        headers={"Authorization": f"Bearer {key}"},
-                        json={"events": batch},
+                        headers={
+                            "Authorization": f"Bearer {key}",
+                            "Content-Type": "application/json",
+                        },
+                        content=body,
                     )
                     if response.status_code != 200:
                         raise RuntimeError(f"{response.status_code} {response.text[:500]}")
@@ -177,7 +259,7 @@ def post_events(
 
         started = time.perf_counter()
         threads = [
-            threading.Thread(target=send, args=(batches[index::senders],))
+            threading.Thread(target=send, args=(bodies[index::senders],))
             for index in range(senders)
         ]
         for thread in threads:
@@ -186,7 +268,17 @@ def post_events(
             thread.join()
         seconds = time.perf_counter() - started
     assert accepted[0] == len(events), accepted
-    return seconds, batch_seconds, app.state.context.group_commit.groups
+    return seconds, batch_seconds, ingests_of(api_workspace)
+
+
+def ingests_of(api_workspace: Workspace) -> int:
+    """How many ingests stored events: each writes its own batch id on its rows (merged
+    parts keep them)."""
+    parts = [str(path) for path in stored_parts(api_workspace.usage_dir)]
+    [(count,)] = duckdb.sql(
+        f"SELECT count(DISTINCT batch) FROM read_parquet({parts}, hive_partitioning = false)"
+    ).fetchall()
+    return int(count)
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -274,22 +366,74 @@ def bench_drill_down(folder: Path, big: int, requests: int) -> dict[str, Any]:
     return figures
 
 
+def bench_long_run(folder: Path, batches: int) -> dict[str, Any]:
+    """One sender posting ``batches`` batches of 1,000 new events, one after the other (each
+    its own ingest and stored part): whether a batch costs the same at the end as at the
+    start, the store's parts being compacted as they pile up."""
+    organizations = [f"org-{index:05d}" for index in range(100)]
+    api_workspace = workspace(folder / "long", organizations)
+    key = admin_key(api_workspace, organizations)
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    seconds: list[float] = []
+    with (
+        ServerProcess(api_workspace.root) as base,
+        httpx.Client(base_url=base, timeout=120) as client,
+    ):
+        for number in range(batches):
+            batch = [{**event, "id": f"b{number}-{event['id']}"} for event in FIRST_BATCH]
+            body = json.dumps({"events": batch}).encode()
+            sent = time.perf_counter()
+            response = client.post("/v1/events", headers=headers, content=body)
+            seconds.append(time.perf_counter() - sent)
+            if response.status_code != 200 or response.json()["accepted"] != BATCH:
+                raise RuntimeError(f"{response.status_code} {response.text[:500]}")
+    tenth = max(1, batches // 10)
+    parts = list(api_workspace.usage_dir.glob("month=*/part-*.parquet"))
+    return {
+        "batches": batches,
+        "first_tenth_p50_ms": round(statistics.median(seconds[:tenth]) * 1000, 1),
+        "last_tenth_p50_ms": round(statistics.median(seconds[-tenth:]) * 1000, 1),
+        "last_tenth_p99_ms": round(_percentile(seconds[-tenth:], 0.99) * 1000, 1),
+        "parts_at_the_end": len(parts),
+        "ingests": ingests_of(api_workspace),
+    }
+
+
+FIRST_BATCH = events_in_memory(BATCH)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000, help="events posted in batches")
     parser.add_argument("--big-events", type=int, default=1_000_000, help="the big org's events")
     parser.add_argument("--requests", type=int, default=200, help="drill-down requests timed")
     parser.add_argument("--folder", type=Path, default=Path("/tmp/beanbill-bench-api"))
+    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # the server process
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=1, help="server processes")
+    parser.add_argument("--long-batches", type=int, default=0,
+                        help="then one sender posts this many batches (compaction)")  # fmt: skip
     arguments = parser.parse_args()
+    if arguments.serve:
+        serve(arguments.serve, arguments.port, arguments.workers)
+        return
     for name in ("events", "big_events"):
         if not BATCH <= getattr(arguments, name) <= MAX_EVENTS:
             parser.error(f"--{name.replace('_', '-')} must be between {BATCH} and {MAX_EVENTS}")
     if not 10 <= arguments.requests <= 10_000:
         parser.error("--requests must be between 10 and 10,000")
     arguments.folder.mkdir(parents=True, exist_ok=True)
-    print(json.dumps({"events_in": bench_events(arguments.folder, arguments.events)}), flush=True)
+    print(
+        json.dumps(
+            {"events_in": bench_events(arguments.folder, arguments.events, arguments.workers)}
+        ),
+        flush=True,
+    )
     drill_down = bench_drill_down(arguments.folder, arguments.big_events, arguments.requests)
     print(json.dumps({"drill_down": drill_down}), flush=True)
+    if arguments.long_batches:
+        long_run = bench_long_run(arguments.folder, arguments.long_batches)
+        print(json.dumps({"long_run": long_run}), flush=True)
 
 
 if __name__ == "__main__":

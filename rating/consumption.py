@@ -13,6 +13,7 @@ from beanbill.rating.money import AMOUNT_SCALE, rounded_half_even
 from beanbill.rating.periods import Month
 from beanbill.rating.provisional import provisional_lines_path
 from beanbill.rating.rated_store import RatedStore, lines_path
+from beanbill.rating.storage import sql_string
 
 MAX_WINDOW_DAYS = 366
 
@@ -35,10 +36,6 @@ def _months(first_day: date, last_day: date) -> list[Month]:
     return months
 
 
-def _quoted(path: str) -> str:
-    return "'" + path.replace("'", "''") + "'"
-
-
 def consumption_atto(store: RatedStore, first_day: date, last_day: date) -> dict[str, int]:
     """Organization → rated amount (atto units, VAT excluded) of the days from
     ``first_day`` to ``last_day`` included."""
@@ -48,11 +45,11 @@ def consumption_atto(store: RatedStore, first_day: date, last_day: date) -> dict
     for month in _months(first_day, last_day):
         final = lines_path(store.workspace, month)
         provisional = provisional_lines_path(store.workspace, month)
-        final_sql = _FINAL_SQL.format(path=_quoted(str(final))) if final.is_file() else _EMPTY_SQL
+        final_sql = _FINAL_SQL.format(path=sql_string(final)) if final.is_file() else _EMPTY_SQL
         parts.append(final_sql)
         if provisional.is_file():
             parts.append(
-                f"SELECT * FROM ({_FINAL_SQL.format(path=_quoted(str(provisional)))}) "
+                f"SELECT * FROM ({_FINAL_SQL.format(path=sql_string(provisional))}) "
                 f"WHERE period NOT IN (SELECT period FROM ({final_sql}) WHERE period IS NOT NULL)"
             )
     if not parts:

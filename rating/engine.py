@@ -66,6 +66,7 @@ from beanbill.rating.periods import (
     periods_starting_in,
     rating_window,
 )
+from beanbill.rating.usage_store import stored_parts
 
 EXACT = dt.Decimal(38, 0)
 # Usage runs in int64 micro units: fast, and exact up to 9.2e12 unit-seconds per
@@ -573,7 +574,5 @@ def source_months(rating_input: RatingInput, max_event_duration_days: int) -> li
 
 
 def usage_files(usage_dir: Path, months: Sequence[Month]) -> list[Path]:
-    files: list[Path] = []
-    for month in months:
-        files.extend(sorted((usage_dir / f"month={month.key}").glob("*.parquet")))
-    return files
+    """The usage store's parts of these months (``usage_store`` says which hold events)."""
+    return stored_parts(usage_dir, [month.key for month in months])

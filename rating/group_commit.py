@@ -13,6 +13,7 @@ holds its item has returned; a failed write fails every caller of it, and nobody
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -23,6 +24,8 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 MAX_WAITING = 100_000  # beyond this, callers are refused rather than queued
+MAX_LINGER_SECONDS = 1.0
+PEAK_WINDOW_SECONDS = 1.0  # how long callers seen in at once are expected back
 
 
 class GroupCommitFull(BeanbillError):
@@ -45,15 +48,28 @@ class GroupCommit(Generic[Item, Result]):
     """``commit(items)`` writes items durably and returns one result per item, in order."""
 
     def __init__(
-        self, commit: Callable[[Sequence[Item]], Sequence[Result]], max_items: int
+        self,
+        commit: Callable[[Sequence[Item]], Sequence[Result]],
+        max_items: int,
+        linger_seconds: float = 0.0,
     ) -> None:
+        """``linger_seconds``: a leader waits up to this long for as many callers as were
+        lately seen in at once (writing or waiting), so that callers answered by one write
+        and sending again join the next rather than splitting into two half groups that
+        each pay the write's fixed cost; a lone caller never waits."""
         if max_items < 1:
             raise ValueError("a group holds at least one item")
+        if not 0 <= linger_seconds <= MAX_LINGER_SECONDS:
+            raise ValueError(f"linger_seconds is between 0 and {MAX_LINGER_SECONDS}")
         self.commit = commit
         self.max_items = max_items
+        self.linger_seconds = linger_seconds
         self.condition = threading.Condition()
         self.waiting: list[_Ticket[Item, Result]] = []
         self.running = False
+        self.inside = 0  # callers in ``submit``: waiting or in the write running
+        self.peaks = [0, 0]  # the most inside at once: this window and the one before
+        self.window_started = time.monotonic()
         self.groups = 0  # writes done, for tests and benchmarks
 
     def submit(self, item: Item) -> Result:
@@ -63,20 +79,46 @@ class GroupCommit(Generic[Item, Result]):
             if len(self.waiting) >= MAX_WAITING:
                 raise GroupCommitFull(f"{len(self.waiting):,} items are waiting to be written")
             self.waiting.append(ticket)
-            while not ticket.done:
-                if self.running:
-                    self.condition.wait()
-                else:
-                    self._lead()
+            self.inside += 1
+            self._note_peak()
+            self.condition.notify_all()  # a lingering leader counts arrivals
+            try:
+                while not ticket.done:
+                    if self.running:
+                        self.condition.wait()
+                    else:
+                        self._lead()
+            finally:
+                self.inside -= 1
         if ticket.error is not None:
             raise ticket.error
         return ticket.result  # type: ignore[return-value]  # set with done, unless error
 
+    def _note_peak(self) -> None:
+        now = time.monotonic()
+        if now - self.window_started >= PEAK_WINDOW_SECONDS:
+            self.peaks = [0, self.peaks[0]]
+            self.window_started = now
+        self.peaks[0] = max(self.peaks[0], self.inside)
+
+    def _linger(self) -> None:
+        """Wait (the lock released) until as many callers wait as were lately in at once,
+        or ``linger_seconds`` have passed."""
+        self._note_peak()
+        expected = min(self.max_items, max(self.peaks))
+        deadline = time.monotonic() + self.linger_seconds
+        while len(self.waiting) < expected:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.condition.wait(left)
+
     def _lead(self) -> None:
         """Write one group: called holding the lock, which is released while writing."""
+        self.running = True
+        self._linger()
         group = self.waiting[: self.max_items]
         del self.waiting[: len(group)]
-        self.running = True
         failure: BeanbillError | None = None
         results: Sequence[Result] = ()
         self.condition.release()

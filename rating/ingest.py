@@ -38,7 +38,8 @@ from beanbill.rating.config import Meter, MeterKind
 from beanbill.rating.errors import IngestError
 from beanbill.rating.money import QUANTITY_SCALE, SECONDS_PER_DAY
 from beanbill.rating.periods import OffsetChange, local_midnight_epoch, offset_changes
-from beanbill.rating.storage import fsync_directory, publish, temporary_sibling
+from beanbill.rating.storage import fsync_directory, publish, sql_string, temporary_sibling
+from beanbill.rating.usage_store import compact, stored_parts
 from beanbill.rating.workspace import Workspace
 
 FIELDS = ("id", "org", "resource", "meter", "start", "end", "at", "quantity")
@@ -105,10 +106,6 @@ class IngestSummary:
         return 1 if self.rejected else 0
 
 
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _sql_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -139,8 +136,10 @@ def _case_lookalikes(names: Sequence[str]) -> list[str]:
     return [name for name in names if name.lower() in FIELDS and name not in FIELDS]
 
 
-def _json_lines_select(table: str, source: int) -> str:
-    """Fields of each non-blank line of a JSON Lines file loaded into ``table`` (one line a row).
+def _json_lines_select(numbered: str) -> str:
+    """Fields of each non-blank line of the JSON Lines files loaded into ``table`` (one line
+    a row, all files in one table); ``numbered`` gives each its ``source``, ``line`` and
+    ``text``.
 
     The text is parsed once (twice for a line whose quantity is a JSON number: to tell the
     event's own quantity from a nested one); only a line that fails is looked at again to
@@ -154,10 +153,10 @@ def _json_lines_select(table: str, source: int) -> str:
         for index, name in enumerate(FIELDS)
     )
     return f"""
-        SELECT {source} AS source, line, problem,
+        SELECT source, line, problem,
                CASE WHEN problem IS NOT NULL THEN text END AS raw_text, {fields}
         FROM (
-            SELECT line, text, f, numbers,
+            SELECT source, line, text, f, numbers,
                    CASE WHEN f IS NULL AND json_valid(text) THEN 'not a JSON object'
                         WHEN f IS NULL THEN 'malformed JSON'
                         WHEN left(ltrim(text), 1) <> '{{' THEN 'not a JSON object'
@@ -167,32 +166,37 @@ def _json_lines_select(table: str, source: int) -> str:
                              > 0 THEN '{CASE_LOOKALIKE}' END
                        AS problem
             FROM (
-                SELECT line, text, f,
+                SELECT source, line, text, f,
                        CASE WHEN json_type(top) IN {JSON_NUMBER_TYPES}
                             THEN list_filter(tokens, lambda token:
                                  try_cast(token AS DOUBLE) = CAST(top AS DOUBLE)) END AS numbers
                 FROM (
-                    SELECT line, text, f, tokens,
+                    SELECT source, line, text, f, tokens,
                            CASE WHEN f IS NOT NULL AND len(tokens) > 0
                                 THEN json_extract(text, '$.quantity') END AS top
                     FROM (
-                        SELECT n.line, t.text,
-                               try(json_extract_string(t.text, [{paths}])) AS f,
-                               regexp_extract_all(t.text, '{QUANTITY_TOKEN}', 1) AS tokens
-                        FROM {table} t JOIN {_lines_table(source)} n ON n.ord = t.rowid
-                        WHERE t.text IS NOT NULL AND trim(t.text) <> ''
+                        SELECT source, line, text,
+                               try(json_extract_string(text, [{paths}])) AS f,
+                               regexp_extract_all(text, '{QUANTITY_TOKEN}', 1) AS tokens
+                        FROM ({numbered})
+                        WHERE text IS NOT NULL AND trim(text) <> ''
                     )
                 )
             )
         )
-        UNION ALL {_rejected_lines_select(source, JSON_LINE_ERRORS)}"""
+        UNION ALL {_rejected_lines_select(JSON_LINES, JSON_LINE_ERRORS)}"""
 
 
-def _lines_table(source: int) -> str:
+# The JSON Lines files of a run are read together, by one statement: their tables are named
+# by this word where a CSV file's are named by its source number.
+JSON_LINES = "json"
+
+
+def _lines_table(source: int | str) -> str:
     return f"line_numbers_{source}"
 
 
-def _rejects_table(source: int) -> str:
+def _rejects_table(source: int | str) -> str:
     return f"rejected_lines_{source}"
 
 
@@ -210,17 +214,19 @@ CSV_LINE_ERRORS = {
 }
 
 
-def _rejected_lines_select(source: int, reasons: dict[str, str]) -> str:
-    """The lines DuckDB's reader refused, as records with their problem and raw text."""
-    cases = " ".join(f"WHEN {_sql_string(k)} THEN {_sql_string(v)}" for k, v in reasons.items())
+def _rejected_lines_select(source: int | str, reasons: dict[str, str]) -> str:
+    """The lines DuckDB's reader refused, as records with their problem and raw text (the
+    rejects table has a ``source`` column: every file's refused lines in one table)."""
+    cases = " ".join(f"WHEN {sql_string(k)} THEN {sql_string(v)}" for k, v in reasons.items())
     fields = ", ".join(f'NULL::VARCHAR AS "{name}"' for name in FIELDS)
     return f"""
-        SELECT {source} AS source, line,
+        SELECT source, line,
                CASE error_type {cases} ELSE 'record: malformed: ' || error_message END
                    AS problem,
                csv_line AS raw_text, {fields}
-        FROM (SELECT DISTINCT ON (line) line, error_type, error_message, csv_line
-              FROM {_rejects_table(source)} ORDER BY line)"""
+        FROM (SELECT DISTINCT ON (source, line) source, line, error_type, error_message,
+                     csv_line
+              FROM {_rejects_table(source)} ORDER BY source, line)"""
 
 
 def _tabular_select(
@@ -373,7 +379,7 @@ def _checks(max_duration_seconds: int) -> list[Check]:
         ),
     ]
     checks += [
-        check._replace(rule=_sql_string(check.rule))
+        check._replace(rule=sql_string(check.rule))
         for field, kind in (("start", interval), ("end", interval), ("at", counter))
         for check in _timestamp_checks(field, kind)
     ]
@@ -435,16 +441,30 @@ def _checks(max_duration_seconds: int) -> list[Check]:
 class _Ingestion:
     """One ingest run: a private in-memory DuckDB holding the batch while it is checked."""
 
-    def __init__(self, workspace: Workspace, files: Sequence[Path], show_progress: bool) -> None:
+    def __init__(
+        self,
+        workspace: Workspace,
+        files: Sequence[Path],
+        show_progress: bool,
+        database: duckdb.DuckDBPyConnection | None,
+    ) -> None:
         self.workspace = workspace
         self.files = [path.resolve() for path in files]
-        self.connection = duckdb.connect(config=workspace.duckdb_config())
+        # A cursor is a connection of its own (its own temporary tables), to a database
+        # opened once: opening one costs ~20 ms, which a caller ingesting often (the
+        # events API) should not pay each time.
+        self.connection = (
+            database.cursor()
+            if database is not None
+            else duckdb.connect(config=workspace.duckdb_config())
+        )
         if show_progress:
             self.connection.execute("SET enable_progress_bar = true")
             self.connection.execute("SET enable_progress_bar_print = true")
         max_duration = workspace.settings.billing.max_event_duration_days * SECONDS_PER_DAY
         self.checks = _checks(max_duration)
         self.zone = zoneinfo.ZoneInfo(workspace.settings.billing.timezone)
+        self.any_late_possible = False  # set when some period is closed
 
     def sql(self, query: str) -> duckdb.DuckDBPyConnection:
         return self.connection.execute(query)
@@ -480,7 +500,9 @@ class _Ingestion:
         )
 
     def read_files(self) -> None:
-        """Load each file in its order (rowid = record index), then extract fields in parallel.
+        """Load the files (rowid = record index, in each file's order), then extract fields in
+        parallel. The JSON Lines files are read together, by one statement: a file costs its
+        lines, not a statement of its own (the events API ingests many small batch files).
 
         A window such as ``row_number() OVER ()`` would number lines too, but runs on one
         thread; an insertion-ordered table gives the same numbers for free.
@@ -493,29 +515,109 @@ class _Ingestion:
             "file": [str(path) for path in self.files],
         }
         self.table("input_files", files)
-        selects = [self.load_file(path, source) for source, path in enumerate(self.files)]
+        json_sources = [
+            source for source, path in enumerate(self.files) if path.suffix.lower() in JSON_SUFFIXES
+        ]
+        selects = [self.load_json_files(json_sources)] if json_sources else []
+        selects += [
+            self.load_file(path, source)
+            for source, path in enumerate(self.files)
+            if source not in json_sources
+        ]
         try:
             self.sql(f"CREATE TEMP TABLE raw AS {' UNION ALL '.join(selects)}")
         except duckdb.Error as error:
             raise IngestError(f"cannot read input: {error}") from error
         for source in range(len(self.files)):
-            self.sql(f"DROP TABLE file_{source}")
+            self.sql(f"DROP TABLE IF EXISTS file_{source}")
+        self.sql(f"DROP TABLE IF EXISTS file_{JSON_LINES}")
+
+    def reader_rejects(self, source: int | str) -> str:
+        """``read_csv`` options that keep the lines it cannot take (bad UTF-8, a ragged row)
+        aside, with their numbers, to be rejected alone: they never block the lines beside."""
+        return (
+            f"store_rejects = true, ignore_errors = true, "
+            f"rejects_table = 'reader_rejects_{source}', rejects_scan = 'reader_scans_{source}'"
+        )
+
+    def keep_reader_rejects(self, source: int | str) -> int:
+        """The reader's refused lines as ``(source, line, error_type, error_message,
+        csv_line)``, the file found by its path (one scan may read several files); how many."""
+        # The reader makes both tables; should a version not when nothing was refused,
+        # they are made empty here.
+        self.sql(f"CREATE TEMP TABLE IF NOT EXISTS reader_rejects_{source} (scan_id UBIGINT, "
+                 "file_id UBIGINT, line BIGINT, error_type VARCHAR, error_message VARCHAR, "
+                 "csv_line VARCHAR)")  # fmt: skip
+        self.sql(f"CREATE TEMP TABLE IF NOT EXISTS reader_scans_{source} (scan_id UBIGINT, "
+                 "file_id UBIGINT, file_path VARCHAR)")  # fmt: skip
+        self.sql(f"""
+            CREATE TEMP TABLE {_rejects_table(source)} AS
+            SELECT f.source, r.line, r.error_type::VARCHAR AS error_type, r.error_message,
+                   r.csv_line
+            FROM reader_rejects_{source} r
+            JOIN reader_scans_{source} s USING (scan_id, file_id)
+            JOIN input_files f ON f.file = s.file_path""")
+        counts = self.sql(
+            f"SELECT (SELECT count(*) FROM reader_rejects_{source}), "
+            f"(SELECT count(*) FROM {_rejects_table(source)})"
+        ).fetchone()
+        if counts is None or counts[0] != counts[1]:
+            raise IngestError("internal error: a refused line was not traced to its file")
+        return int(counts[0])
+
+    def load_json_files(self, sources: Sequence[int]) -> str:
+        """Every JSON Lines file of the run, one text column a line, in one table."""
+        listing = ", ".join(sql_string(str(self.files[source])) for source in sources)
+        table = f"file_{JSON_LINES}"
+        try:
+            self.sql(f"""
+                CREATE TEMP TABLE {table} AS
+                SELECT text, filename FROM read_csv([{listing}], columns = {{'text': 'VARCHAR'}},
+                    delim = '\x1f', quote = '', escape = '', header = false, auto_detect = false,
+                    filename = true, {self.reader_rejects(JSON_LINES)})""")
+        except duckdb.Error as error:
+            where = f"{self.files[sources[0]]}: " if len(sources) == 1 else ""
+            raise IngestError(f"{where}cannot be read: {error}") from error
+        refused = self.keep_reader_rejects(JSON_LINES)
+        self.sql(f"""
+            CREATE TEMP TABLE json_files AS
+            SELECT f.source, count(*) AS n, min(t.rowid) AS first_ord,
+                   max(t.rowid) - min(t.rowid) + 1 AS span
+            FROM {table} t LEFT JOIN input_files f ON f.file = t.filename
+            GROUP BY f.source""")
+        # Each file's rows are contiguous (insertion order is kept) and every row is traced
+        # to a file given: checked, since a line numbered wrong would name a wrong line.
+        misplaced = self.sql(
+            "SELECT count(*) FROM json_files WHERE source IS NULL OR n <> span"
+        ).fetchone()
+        if misplaced is None or misplaced[0]:
+            raise IngestError("internal error: the JSON Lines files were not read in order")
+        if not refused:  # every line was read: a row's line is its place in its file
+            return _json_lines_select(f"""
+                SELECT j.source, t.rowid - j.first_ord + 1 AS line, t.text
+                FROM {table} t JOIN input_files f ON f.file = t.filename
+                JOIN json_files j ON j.source = f.source""")
+        self.sql(f"""
+            CREATE TEMP TABLE {_lines_table(JSON_LINES)} AS
+            WITH refused AS (SELECT DISTINCT source, line FROM {_rejects_table(JSON_LINES)}),
+            candidates AS (
+                SELECT r.source, r.first_ord,
+                       unnest(range(1, r.n + 1 + (SELECT count(*) FROM refused x
+                                                 WHERE x.source = r.source))) AS line
+                FROM json_files r
+            )
+            SELECT source, line,
+                   first_ord + row_number() OVER (PARTITION BY source ORDER BY line) - 1 AS ord
+            FROM candidates ANTI JOIN refused USING (source, line)""")
+        return _json_lines_select(f"""
+            SELECT n.source, n.line, t.text
+            FROM {table} t JOIN {_lines_table(JSON_LINES)} n ON n.ord = t.rowid""")
 
     def load_file(self, path: Path, source: int) -> str:
-        quoted = _sql_string(str(path))
+        """A CSV or Parquet file in a table of its own (a CSV header is each file's)."""
+        quoted = sql_string(str(path))
         suffix = path.suffix.lower()
-        # A line the reader cannot take (bad UTF-8, ragged row) is kept aside with its
-        # number, to be rejected alone: it never blocks the lines beside it.
-        rejects = (
-            f"store_rejects = true, ignore_errors = true, "
-            f"rejects_table = '{_rejects_table(source)}', rejects_scan = 'rejected_scans_{source}'"
-        )
-        if suffix in JSON_SUFFIXES:
-            reader = (
-                f"read_csv({quoted}, columns = {{'text': 'VARCHAR'}}, delim = '\x1f', quote = '', "
-                f"escape = '', header = false, auto_detect = false, {rejects})"
-            )
-        elif suffix == ".csv":
+        if suffix == ".csv":
             # RFC 4180: fields separated by commas, quoted with '"', a quote inside a
             # quoted field doubled ("evt-""q""-1" is evt-"q"-1), no comment lines. Each
             # is set, so that DuckDB's sniffer decides none of them from the data (it
@@ -526,7 +628,8 @@ class _Ingestion:
             # which the checks name.
             reader = (
                 f"read_csv({quoted}, all_varchar = true, header = true, delim = ',', "
-                f"quote = '\"', escape = '\"', comment = '', null_padding = true, {rejects})"
+                f"quote = '\"', escape = '\"', comment = '', null_padding = true, "
+                f"{self.reader_rejects(source)})"
             )
         elif suffix == ".parquet":
             reader = f"read_parquet({quoted})"
@@ -537,27 +640,21 @@ class _Ingestion:
             self.sql(f"CREATE TEMP TABLE {table} AS SELECT * FROM {reader}")
         except duckdb.Error as error:
             raise IngestError(f"{path}: cannot be read: {error}") from error
-        if suffix in JSON_SUFFIXES or suffix == ".csv":
-            self.number_lines(table, source, first_line=1 if suffix in JSON_SUFFIXES else 2)
-        if suffix in JSON_SUFFIXES:
-            return _json_lines_select(table, source)
         columns = [str(row[0]) for row in self.sql(f"DESCRIBE {table}").fetchall()]
-        if suffix == ".csv":
-            return _tabular_select(table, source, 1, columns, _csv_header_width(path))
-        return _tabular_select(table, source, 0, columns, len(columns))
+        if suffix == ".parquet":
+            return _tabular_select(table, source, 0, columns, len(columns))
+        self.keep_reader_rejects(source)
+        self.number_lines(table, source, first_line=2)
+        return _tabular_select(table, source, 1, columns, _csv_header_width(path))
 
     def number_lines(self, table: str, source: int, first_line: int) -> None:
         """The file line of each row read: the lines left once the refused ones are taken out.
 
         (One record a line: a quoted CSV field holding a newline shifts later numbers.)
         """
-        rejected = _rejects_table(source)
-        # The reader made it if it refused a line; one statement either way.
-        self.sql(f"CREATE TEMP TABLE IF NOT EXISTS {rejected} (line BIGINT, error_type VARCHAR, "
-                 "error_message VARCHAR, csv_line VARCHAR)")  # fmt: skip
         self.sql(f"""
             CREATE TEMP TABLE {_lines_table(source)} AS
-            WITH refused AS (SELECT DISTINCT line FROM {rejected}),
+            WITH refused AS (SELECT DISTINCT line FROM {_rejects_table(source)}),
             candidates AS (
                 SELECT range + {first_line} AS line
                 FROM range((SELECT count(*) FROM {table}) + (SELECT count(*) FROM refused))
@@ -605,10 +702,10 @@ class _Ingestion:
             )""")
 
     def existing_store(self) -> str | None:
-        files = sorted(self.workspace.usage_dir.glob("month=*/*.parquet"))
+        files = stored_parts(self.workspace.usage_dir)
         if not files:
             return None
-        listing = ", ".join(_sql_string(str(path)) for path in files)
+        listing = ", ".join(sql_string(str(path)) for path in files)
         return f"read_parquet([{listing}], hive_partitioning = false)"
 
     def classify(self) -> None:
@@ -634,7 +731,7 @@ class _Ingestion:
         key = "'id: ' || to_json(c.id)::VARCHAR || ' of organization ' || c.org"
         self.sql(f"""
             CREATE TEMP TABLE classified AS
-            SELECT c.* EXCLUDE (stored, first_ord),
+            SELECT c.* EXCLUDE (stored, first_ord), false AS late,
                 CASE WHEN c.status <> 'conflict' THEN NULL
                      WHEN c.stored THEN {key} || ' is already stored with different content'
                      ELSE {key} || ' was first seen with different content at line '
@@ -657,10 +754,11 @@ class _Ingestion:
             LEFT JOIN input_files f ON f.source = c.first_ord // {SOURCE_STRIDE}""")
 
     def mark_late(self, closed: ClosedPeriods) -> None:
-        self.sql("ALTER TABLE classified ADD COLUMN late BOOLEAN DEFAULT false")
+        """Mark the new events of a closed period (``late`` is false until then)."""
         keys = closed.all_keys()
         if not keys:
             return
+        self.any_late_possible = True
         self.table("closed", {"org": [org for org, _ in keys], "period": [p for _, p in keys]})
         bounds = self.sql(
             "SELECT min(start_s), max(end_s) FROM classified WHERE status = 'new'"
@@ -714,13 +812,23 @@ class _Ingestion:
                            f.file AS source_file, line AS source_line
                     FROM classified c JOIN input_files f USING (source)
                     WHERE status = 'new' AND month = '{month}'
-                ) TO {_sql_string(str(temporary))} (FORMAT parquet, COMPRESSION zstd)""")
+                ) TO {sql_string(str(temporary))} (FORMAT parquet, COMPRESSION zstd)""")
             publish(temporary, final)
         fsync_directory(self.workspace.usage_dir)
+        for month in months:  # many small parts (the events API's) merged now and then
+            compact(self.workspace.usage_dir / f"month={month}", self.connection)
         return months
 
     def write_rejects(self, fingerprint: str) -> tuple[Path | None, int]:
-        names = ", ".join(_sql_string(str(path)) for path in self.files)
+        refused = self.sql(
+            "SELECT (SELECT count(*) FROM checked WHERE rule_number IS NOT NULL) "
+            "+ (SELECT count(*) FROM classified WHERE status = 'conflict')"
+        ).fetchone()
+        if refused is None or not refused[0]:
+            # Nothing to say (the common case): no record is parsed again for a reason.
+            self.sql("CREATE TEMP TABLE rejects (rule VARCHAR)")
+            return None, 0
+        names = ", ".join(sql_string(str(path)) for path in self.files)
         rule = " ".join(f"WHEN {i} THEN {check.rule}" for i, check in enumerate(self.checks))
         reason = " ".join(
             f"WHEN {i} THEN {check.reason}"
@@ -762,7 +870,7 @@ class _Ingestion:
         path = self.workspace.rejects_dir / f"rejects-{fingerprint}.jsonl"
         temporary = temporary_sibling(path)
         self.sql(
-            f"COPY (SELECT * FROM rejects ORDER BY file, line) TO {_sql_string(str(temporary))} "
+            f"COPY (SELECT * FROM rejects ORDER BY file, line) TO {sql_string(str(temporary))} "
             "(FORMAT json)"
         )
         publish(temporary, path)
@@ -779,7 +887,7 @@ class _Ingestion:
         return _local_date_sql("start_s", _epoch_range_offsets(self.zone, bounds[0], bounds[1]))
 
     def write_late_report(self, fingerprint: str) -> tuple[Path | None, int]:
-        count = self._count("classified WHERE late")
+        count = self._count("classified WHERE late") if self.any_late_possible else 0
         if not count:
             return None, 0
         path = self.workspace.reports_dir / f"late-{fingerprint}.csv"
@@ -788,7 +896,7 @@ class _Ingestion:
             COPY (SELECT org, meter, resource, id, to_timestamp(start_s) AS start,
                          to_timestamp(end_s) AS "end", quantity_micro
                   FROM classified WHERE late ORDER BY org, start_s, id)
-            TO {_sql_string(str(temporary))} (FORMAT csv, HEADER true)""")
+            TO {sql_string(str(temporary))} (FORMAT csv, HEADER true)""")
         publish(temporary, path)
         return path, count
 
@@ -800,13 +908,15 @@ class _Ingestion:
         """Per input file: read, accepted, duplicates, late (the API answers each batch of
         a group commit with its own)."""
         rows = self.sql("""
-            SELECT f.source,
-                   (SELECT count(*) FROM raw r WHERE r.source = f.source),
-                   count(c.line) FILTER (c.status = 'new'),
-                   count(c.line) FILTER (c.status = 'duplicate'),
-                   count(c.line) FILTER (c.late)
-            FROM input_files f LEFT JOIN classified c ON c.source = f.source
-            GROUP BY f.source ORDER BY f.source""").fetchall()
+            SELECT f.source, coalesce(r.n, 0), coalesce(c.new, 0), coalesce(c.duplicates, 0),
+                   coalesce(c.late, 0)
+            FROM input_files f
+            LEFT JOIN (SELECT source, count(*) AS n FROM raw GROUP BY source) r USING (source)
+            LEFT JOIN (SELECT source, count(*) FILTER (status = 'new') AS new,
+                              count(*) FILTER (status = 'duplicate') AS duplicates,
+                              count(*) FILTER (late) AS late
+                       FROM classified GROUP BY source) c USING (source)
+            ORDER BY f.source""").fetchall()
         return tuple(FileCounts(int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows)
 
     def reasons(self) -> tuple[tuple[str, int], ...]:
@@ -825,36 +935,58 @@ class _Ingestion:
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
+def ingest_database(workspace: Workspace) -> duckdb.DuckDBPyConnection:
+    """A database for many ingests of one workspace (each runs on a cursor of its own),
+    warmed: what a process loads at its first ingest (the Arrow hand-over, DuckDB's JSON
+    functions, ~0.3 s) is loaded now, not while a caller waits."""
+    database = duckdb.connect(config=workspace.duckdb_config())
+    database.register("warm_arrow", pa.Table.from_pydict({"text": ['{"id": "warm"}']}))
+    database.execute("SELECT json_extract_string(text, ['$.id']) FROM warm_arrow").fetchall()
+    database.unregister("warm_arrow")
+    return database
+
+
 def ingest(
-    workspace: Workspace, files: Sequence[Path], show_progress: bool = False
+    workspace: Workspace,
+    files: Sequence[Path],
+    show_progress: bool = False,
+    database: duckdb.DuckDBPyConnection | None = None,
 ) -> IngestSummary:
     """Validate, deduplicate and store events; write rejects and late-event reports.
 
-    ``show_progress`` lets DuckDB draw its progress bar (for a terminal, not for scripts).
+    ``show_progress`` lets DuckDB draw its progress bar (for a terminal, not for scripts);
+    ``database`` (from ``ingest_database``) spares a frequent caller opening one each time.
     """
     if not files:
         raise IngestError("no input files given")
     if len(files) > MAX_FILES_PER_INGEST:
         raise IngestError(f"at most {MAX_FILES_PER_INGEST} files per ingest")
-    run = _Ingestion(workspace, files, show_progress)
+    run = _Ingestion(workspace, files, show_progress, database)
+    try:
+        return _ingest(workspace, run)
+    finally:
+        run.connection.close()  # its temporary tables go with it
+
+
+def _ingest(workspace: Workspace, run: _Ingestion) -> IngestSummary:
+    # Reading and checking depend on the input and the settings only: the workspace lock
+    # is taken after them, for what depends on the store and the closed periods (another
+    # process, an API server's other worker, checks its files while this one stores).
+    run.load_reference_tables()
+    run.read_files()
+    run.check()
     with workspace.writing():
-        run.load_reference_tables()
-        run.read_files()
-        run.check()
         run.classify()
         run.mark_late(ClosedPeriods(workspace.state_dir))
         fingerprint = run.fingerprint()
         rejects_path, rejected = run.write_rejects(fingerprint)
         late_path, late = run.write_late_report(fingerprint)
         months = run.write_store(run.batch_id())
-        counts = run.sql(
-            "SELECT count(*) FILTER (status = 'new'), count(*) FILTER (status = 'duplicate') "
-            "FROM classified"
-        ).fetchone()
-        read = run._count("raw")
-        reasons = run.reasons()
+        reasons = run.reasons() if rejected else ()
         by_file = run.counts_by_file()
-    accepted, duplicates = (int(counts[0]), int(counts[1])) if counts else (0, 0)
+    read = sum(counts.read for counts in by_file)
+    accepted = sum(counts.accepted for counts in by_file)
+    duplicates = sum(counts.duplicates for counts in by_file)
     if accepted + duplicates + rejected != read:
         raise IngestError(
             f"internal accounting error: read {read} events but accepted {accepted}, "

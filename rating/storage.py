@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,13 @@ from beanbill.rating.errors import WorkspaceError
 
 LOCK_TIMEOUT_SECONDS = 30.0
 LOCK_POLL_SECONDS = 0.1
+FIRST_LOCK_POLL_SECONDS = 0.001
+
+
+def sql_string(text: str | Path) -> str:
+    """A SQL string literal (a path or a text given to DuckDB): quotes doubled, never
+    interpolated as they are."""
+    return "'" + str(text).replace("'", "''") + "'"
 
 
 def fsync_directory(directory: Path) -> None:
@@ -71,6 +79,7 @@ def exclusive_lock(
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with lock_path.open("a") as handle:
         deadline = time.monotonic() + timeout_seconds
+        poll_seconds = FIRST_LOCK_POLL_SECONDS
         while True:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -78,7 +87,10 @@ def exclusive_lock(
             except BlockingIOError as error:
                 if time.monotonic() >= deadline:
                     raise WorkspaceError(f"{lock_path}: {holder}") from error
-                time.sleep(LOCK_POLL_SECONDS)
+                time.sleep(poll_seconds)
+                # Short waits are common (an API worker waits for another's ingest, tens
+                # of ms): polled at once, then less and less often.
+                poll_seconds = min(2 * poll_seconds, LOCK_POLL_SECONDS)
         try:
             yield
         finally:
@@ -101,3 +113,68 @@ def sqlite_state(path: Path, schema: str = "") -> Iterator[sqlite3.Connection]:
         yield connection
     finally:
         connection.close()
+
+
+class KeptSqlite:
+    """A ``sqlite_state`` database whose connections are kept, one per thread, for callers
+    that query it often (a server: every API request checks a key, every webhook group
+    commit writes the inbox). Opening one (its pragmas, its schema) costs more than the
+    query itself.
+
+    A connection is opened again when the file is another one (deleted, replaced by a
+    restored copy) and in a forked child, and a transaction left open by a failed
+    statement is rolled back when the caller leaves: the next caller finds the
+    connection as a new one would be.
+    """
+
+    def __init__(self, path: Path, schema: str = "") -> None:
+        self.path = path
+        self.schema = schema
+        self._local = threading.local()
+        self._pid = os.getpid()
+
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            status = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (status.st_dev, status.st_ino)
+
+    def _kept(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():
+            # A forked child never uses (nor closes) its parent's connections: SQLite's
+            # locks and its open file descriptors are the parent's.
+            self._local, self._pid = threading.local(), os.getpid()
+        identity = self._identity()
+        kept: tuple[tuple[int, int], sqlite3.Connection] | None = getattr(self._local, "kept", None)
+        if kept is not None and identity is not None and kept[0] == identity:
+            return kept[1]
+        if kept is not None:
+            kept[1].close()
+            self._local.kept = None
+        with sqlite_state(self.path, self.schema):
+            pass  # made (WAL, with its schema) if it was not
+        connection = sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT_SECONDS,
+                                     isolation_level=None)  # fmt: skip
+        connection.execute("PRAGMA synchronous = FULL")
+        new_identity = self._identity()
+        if new_identity is not None:
+            self._local.kept = (new_identity, connection)
+        return connection
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, autocommit (callers BEGIN themselves). Used within
+        itself (a method calling another), it is the same connection, and only the
+        outermost caller's leaving rolls back what is left open."""
+        depth = getattr(self._local, "depth", 0)
+        if depth == 0:
+            self._local.current = self._kept()
+        connection: sqlite3.Connection = self._local.current
+        self._local.depth = depth + 1
+        try:
+            yield connection
+        finally:
+            self._local.depth = depth
+            if depth == 0 and connection.in_transaction:
+                connection.execute("ROLLBACK")

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, Protocol
 
 from beanbill.rating.config import StateSettings
 from beanbill.rating.errors import BeanbillError
-from beanbill.rating.storage import sqlite_state
+from beanbill.rating.storage import KeptSqlite, sqlite_state
 from beanbill.rating.workspace import Workspace
 
 STATE_FILE = "sync.sqlite"
@@ -218,11 +218,14 @@ def now() -> str:
 class SqliteSyncState:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / STATE_FILE
-        with self._connection() as connection:
+        # A server calls this often (each webhook group commit, each writer round): its
+        # connections are kept, one per thread.
+        self.kept = KeptSqlite(self.path)
+        with sqlite_state(self.path) as connection:
             self._migrate(connection)
 
     def _connection(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        return sqlite_state(self.path)
+        return self.kept.connection()
 
     def _migrate(self, connection: sqlite3.Connection) -> None:
         connection.execute("BEGIN IMMEDIATE")

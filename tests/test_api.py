@@ -267,6 +267,33 @@ def test_a_revoked_key_fails_on_every_endpoint(tmp_path: Path, billed: Billed) -
     assert store.keys("de-pre")[-1].revoked
 
 
+def test_a_key_store_sees_revocations_and_a_replaced_file_at_the_next_lookup(
+    tmp_path: Path,
+) -> None:
+    """The server keeps a read connection per thread: a key revoked by another process (the
+    CLI) fails at the next lookup, and so does every key of a keys file put back from
+    another copy, while that copy's own keys work."""
+    state = tmp_path / "state"
+    server, command_line = KeyStore(state), KeyStore(state)
+    kept = command_line.create("acme", ["acme"])
+    revoked = command_line.create("acme", ["acme"])
+    assert server.authenticate(kept.secret_key) is not None
+    assert server.authenticate(revoked.secret_key) is not None
+    command_line.revoke(revoked.record.key_id)
+    assert server.authenticate(revoked.secret_key) is None
+    assert server.authenticate(kept.secret_key) is not None
+    other = KeyStore(tmp_path / "other")
+    restored = other.create("acme", ["acme"])
+    (state / KEYS_FILE).unlink()
+    for suffix in ("-wal", "-shm"):
+        (state / f"{KEYS_FILE}{suffix}").unlink(missing_ok=True)
+    assert server.authenticate(kept.secret_key) is None  # no file: no key
+    (tmp_path / "other" / KEYS_FILE).replace(state / KEYS_FILE)
+    assert server.authenticate(kept.secret_key) is None
+    principal = server.authenticate(restored.secret_key)
+    assert principal is not None and principal.org == "acme"
+
+
 def test_the_rate_limit_answers_429_with_retry_after(billed: Billed) -> None:
     limited = create_app(
         billed.workspace, ApiSettings(rate_limit=RateLimit(per_second=0.5, burst=2))
@@ -462,6 +489,62 @@ def test_events_through_the_api_rate_to_the_bytes_of_the_same_file(
     assert rated_bytes(by_api) == rated_bytes(by_file) != {}
 
 
+# Events in spellings a serializer would change: line breaks and spaces between tokens,
+# an escaped key, non-ASCII text, an escaped id, a number with a trailing zero.
+SPELLED_EVENTS = [
+    '{\n  "id": "s1",\r\n  "org": "fr-post", "resource": "fr-post/app", "meter": "cpu",\n'
+    '  "start": "2026-10-05T00:00:00Z", "end": "2026-10-05T01:00:00Z", "quantity": 2.50\n}',
+    '{"id":"s2","org":"team-a","resource":"team-a/lb \u2013 \u00e9t\u00e9 – été",'
+    '"meter":"egress","at":"2026-10-05T12:00:00Z","quantit\\u0079":3}',
+    '{"id":"s\\u00e9","org":"team-a","resource":"team-a/lb","meter":"egress",'
+    '"at":"2026-10-05T12:00:00Z","quantity":"4"}',
+    '{"id":"s1","org":"fr-post","resource":"fr-post/app","meter":"cpu",'
+    '"start":"2026-10-05T00:00:00Z","end":"2026-10-05T01:00:00Z","quantity":2.5}',
+]
+
+
+def stored_events(workspace: Workspace) -> list[tuple[Any, ...]]:
+    files = sorted(str(path) for path in workspace.usage_dir.glob("month=*/*.parquet"))
+    return duckdb.sql(
+        "SELECT org, id, resource, meter, start_s, end_s, quantity_micro, content_hash "
+        f"FROM read_parquet({files}) ORDER BY org, id"
+    ).fetchall()
+
+
+def test_events_reach_the_ingest_as_the_text_they_were_sent_with(
+    fresh: Callable[[str], tuple[Workspace, TestClient, str]], tmp_path: Path
+) -> None:
+    """The API hands the ingest each event's own text (one line: a line break between
+    tokens becomes a space), so it reads what a file of those lines would give."""
+    by_file, _, _ = fresh("file")
+    by_api, client, key = fresh("api")
+    body = ('{ "events" :\n[ ' + " ,\n".join(SPELLED_EVENTS) + " ]\n}\n").encode()
+    response = client.post("/v1/events", headers=bearer(key), content=body)
+    assert response.status_code == 200, response.text
+    path = tmp_path / "spelled.jsonl"
+    path.write_text(
+        "".join(event.replace("\n", " ").replace("\r", " ") + "\n" for event in SPELLED_EVENTS)
+    )
+    summary = ingest(by_file, [path])
+    result = response.json()
+    assert (
+        (result["accepted"], result["duplicates"], result["rejected"])
+        == (
+            summary.accepted,
+            summary.duplicates,
+            summary.rejected,
+        )
+        == (3, 1, 0)
+    )
+    assert stored_events(by_api) == stored_events(by_file)
+    assert {row[1] for row in stored_events(by_api)} == {"s1", "s2", "sé"}
+    [batch] = (by_api.state_dir / "api-events").rglob("*.jsonl")
+    assert batch.read_text(encoding="utf-8").split("\n")[1] == SPELLED_EVENTS[1]  # as sent
+    rate_months(by_file, [OCTOBER])
+    rate_months(by_api, [OCTOBER])
+    assert rated_bytes(by_api) == rated_bytes(by_file) != {}
+
+
 def test_the_same_batch_twice_counts_once(
     fresh: Callable[[str], tuple[Workspace, TestClient, str]],
 ) -> None:
@@ -598,6 +681,9 @@ def test_hostile_ids_through_the_api(
         (b'{"events": {}}', 422, "is a list"),
         (b'{"events": [], "more": 1}', 422, "exactly one field"),
         (b'{"events": [], "events": []}', 422, "exactly one field"),
+        (b'{"events": [{}]} {}', 422, "not valid JSON"),
+        (b'{"events": [{}]', 422, "not valid JSON"),
+        (b'{"events": [{"quantity": Infinity}]}', 422, "Infinity is not a JSON value"),
         (b'{"events": [' + b"{}," * 1_000 + b"{}]}", 422, "at most 1,000 events"),
         (b'{"events": [' + b"[" * 70 + b"]" * 70 + b"]}", 422, "nested deeper"),
         (b"\xff\xfe", 422, "not UTF-8"),

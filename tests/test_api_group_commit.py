@@ -149,3 +149,42 @@ def test_a_failed_group_answers_every_request_and_the_next_group_runs(tmp_path: 
     assert len(outcomes) == 5 and calls == [1, 4]
     assert sum("RuntimeError: disk full" in o for o in outcomes) == 1
     assert sum("read-only" in o for o in outcomes) == 4
+
+
+def closed_loop_groups(linger_seconds: float, callers: int, rounds: int) -> tuple[int, float]:
+    """``callers`` threads each submit ``rounds`` items one after another (each waits for
+    its answer before sending the next, as a client does); writes made, seconds taken."""
+
+    def write(items: Sequence[int]) -> list[int]:
+        time.sleep(0.03)  # a durable write's fixed cost
+        return [item * 2 for item in items]
+
+    commit: GroupCommit[int, int] = GroupCommit(write, 64, linger_seconds)
+    start = threading.Barrier(callers)
+
+    def caller(index: int) -> None:
+        start.wait()
+        for round_number in range(rounds):
+            item = index * 1_000 + round_number
+            assert commit.submit(item) == item * 2
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(callers) as pool:
+        list(pool.map(caller, range(callers)))
+    return commit.groups, time.monotonic() - started
+
+
+def test_a_leader_lingers_for_the_callers_seen_together_and_a_lone_caller_never_waits() -> None:
+    # Without lingering, callers answered by one write come back while the next runs and
+    # split into two half groups each round; lingering keeps them together.
+    lingering, _ = closed_loop_groups(0.3, callers=8, rounds=6)
+    eager, _ = closed_loop_groups(0.0, callers=8, rounds=6)
+    assert lingering <= 8 < eager
+    # One caller is never kept waiting for company that is not there.
+    groups, seconds = closed_loop_groups(0.5, callers=1, rounds=4)
+    assert groups == 4 and seconds < 0.5
+
+
+def test_linger_is_bounded() -> None:
+    with pytest.raises(ValueError, match="linger_seconds"):
+        GroupCommit(lambda items: list(items), 64, linger_seconds=5.0)

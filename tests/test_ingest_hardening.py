@@ -177,3 +177,44 @@ def test_an_id_with_a_trailing_newline_is_refused_by_check(
 def test_names_are_bounded_at_check(make_workspace: Callable[..., Workspace]) -> None:
     with pytest.raises(ConfigError, match="990 characters long; at most 200"):
         make_workspace(customers=[{**customer("acme"), "name": "N" * 990}])
+
+
+def test_several_json_lines_files_read_together_keep_each_files_line_numbers(
+    make_workspace: Callable[..., Workspace], tmp_path: Path
+) -> None:
+    """JSON Lines files are read by one statement; every reject and every stored event
+    still names its own file and line, refused lines (bad UTF-8, U+001F) included."""
+    workspace = make_workspace()
+
+    def line(identifier: str, quantity: str = "1") -> bytes:
+        return json.dumps({"id": identifier, **COUNTER, "quantity": quantity}).encode()
+
+    a = tmp_path / "a.jsonl"
+    a.write_bytes(line("e1") + b"\n\n{not json\n" + line("e2") + b"\n")
+    b = tmp_path / "b.jsonl"
+    b.write_bytes(
+        line("e3") + b'\n{"id": "\xff"}\n' + line("e4") + b'\n{"id": "x\x1fy"}\n' + line("e5")
+    )  # no newline at the end
+    empty = tmp_path / "c.jsonl"
+    empty.write_bytes(b"")
+    d = tmp_path / "d.jsonl"
+    d.write_bytes(line("e6") + b"\n" + line("e1", "2") + b"\n")
+    summary = ingest(workspace, [a, b, empty, d])
+    rejects = {
+        (Path(r["file"]).name, r["line"]): r["reason"] for r in read_rejects(summary.rejects_path)
+    }
+    assert set(rejects) == {("a.jsonl", 3), ("b.jsonl", 2), ("b.jsonl", 4), ("d.jsonl", 2)}
+    assert rejects[("a.jsonl", 3)] == "malformed JSON"
+    assert rejects[("b.jsonl", 2)] == "record: not UTF-8 text"
+    assert "U+001F" in rejects[("b.jsonl", 4)]
+    assert rejects[("d.jsonl", 2)].endswith(f"first seen with different content at line 1 of {a}")
+    assert [counts.read for counts in summary.by_file] == [3, 5, 0, 2]
+    assert [counts.accepted for counts in summary.by_file] == [2, 3, 0, 1]
+    files = sorted(str(p) for p in workspace.usage_dir.glob("month=*/*.parquet"))
+    where = duckdb.sql(
+        f"SELECT id, source_file, source_line FROM read_parquet({files}) ORDER BY id"
+    ).fetchall()
+    assert [(i, Path(f).name, n) for i, f, n in where] == [
+        ("e1", "a.jsonl", 1), ("e2", "a.jsonl", 4), ("e3", "b.jsonl", 1),
+        ("e4", "b.jsonl", 3), ("e5", "b.jsonl", 5), ("e6", "d.jsonl", 1),
+    ]  # fmt: skip

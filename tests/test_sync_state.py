@@ -6,6 +6,7 @@ that the engine gets the same answers from either.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import psycopg
 import pytest
 
 from beanbill.rating.config import StateSettings
+from beanbill.rating.storage import KeptSqlite
 from beanbill.sync import state_postgres
 from beanbill.sync.state import (
     MIGRATIONS,
@@ -190,3 +192,64 @@ def test_concurrent_writers_neither_lose_nor_duplicate(store: Store) -> None:
     state = store.open()
     assert len(state.unprocessed_events("stripe", 1000)) == 150
     assert {r.attempts for r in state.records("stripe")} == {3}
+
+
+def test_a_kept_connection_is_handed_on_clean_after_a_failure(tmp_path: Path) -> None:
+    """The server keeps one connection per thread: a transaction a failure left open is
+    rolled back when its caller leaves, so the next caller neither fails ("cannot start a
+    transaction within a transaction") nor commits half of another's work."""
+    kept = KeptSqlite(tmp_path / "kept.sqlite", "CREATE TABLE IF NOT EXISTS t (x INTEGER);")
+    with pytest.raises(sqlite3.IntegrityError), kept.connection() as connection:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("INSERT INTO t VALUES (1)")
+        raise sqlite3.IntegrityError("a statement failed mid-transaction")
+    with kept.connection() as connection:
+        assert not connection.in_transaction
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("INSERT INTO t VALUES (2)")
+        connection.execute("COMMIT")
+        first = connection
+    with kept.connection() as connection:
+        assert connection is first  # kept, not opened again
+        assert connection.execute("SELECT x FROM t").fetchall() == [(2,)]
+    (tmp_path / "kept.sqlite").unlink()  # another file in its place: opened again
+    with kept.connection() as connection:
+        assert connection is not first
+        assert connection.execute("SELECT count(*) FROM t").fetchone() == (0,)
+
+
+def test_a_forked_child_opens_its_own_kept_connection(tmp_path: Path) -> None:
+    kept = KeptSqlite(tmp_path / "kept.sqlite", "CREATE TABLE IF NOT EXISTS t (x INTEGER);")
+    with kept.connection() as connection:
+        parents = id(connection)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            with kept.connection() as connection:
+                connection.execute("INSERT INTO t VALUES (1)")
+                answer = b"own" if id(connection) != parents else b"parent's"
+        except BaseException:
+            answer = b"failed"
+        os.write(write, answer)
+        os._exit(0)
+    os.close(write)
+    assert os.read(read, 16) == b"own"
+    os.waitpid(child, 0)
+    with kept.connection() as connection:
+        assert connection.execute("SELECT x FROM t").fetchall() == [(1,)]
+
+
+def test_a_kept_connection_used_within_itself_keeps_the_outer_transaction(
+    tmp_path: Path,
+) -> None:
+    kept = KeptSqlite(tmp_path / "kept.sqlite", "CREATE TABLE IF NOT EXISTS t (x INTEGER);")
+    with kept.connection() as outer:
+        outer.execute("BEGIN IMMEDIATE")
+        outer.execute("INSERT INTO t VALUES (1)")
+        with kept.connection() as inner:  # a method calling another
+            assert inner is outer and inner.in_transaction
+        assert outer.in_transaction  # the inner caller's leaving rolled nothing back
+        outer.execute("COMMIT")
+    with kept.connection() as connection:
+        assert connection.execute("SELECT x FROM t").fetchall() == [(1,)]

@@ -22,7 +22,7 @@ from beanbill.api.problems import ApiSettingsError, Unavailable
 from beanbill.api.rate_limit import RateLimit, TokenBuckets
 from beanbill.ledger.accounts import ACCOUNTS_FILE
 from beanbill.ledger.books import LedgerLoadError, load_books
-from beanbill.rating.ingest import ingest
+from beanbill.rating.ingest import ingest, ingest_database
 from beanbill.rating.workspace import Workspace
 
 MAX_EVENTS_PER_BATCH = 1_000
@@ -108,7 +108,10 @@ class ApiContext:
         # Events batches arriving together are ingested together (group commit); one
         # ingest at a time per process, and the ingest takes the workspace lock, which
         # serializes it with the CLI's commands.
-        self.group_commit = ingest_group_commit(lambda paths: ingest(workspace, paths))
+        database = ingest_database(workspace)
+        self.group_commit = ingest_group_commit(
+            lambda paths: ingest(workspace, paths, database=database)
+        )
 
 
 def context_of(request: Request) -> ApiContext:

@@ -25,6 +25,7 @@ Limits: the body (``max_body_bytes``, 413, read no further), the number of event
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -106,6 +107,80 @@ def dump(value: Any, depth: int = 0) -> str:
     if isinstance(value, list):
         return "[" + ",".join(dump(item, depth + 1) for item in value) + "]"
     return json.dumps(value)  # str (escaped to ASCII), True, False, None
+
+
+def _refuse_scanned_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+_SCANNER = json.JSONDecoder(parse_constant=_refuse_scanned_constant)
+_WHITESPACE = " \t\n\r"  # JSON's four (RFC 8259 section 2)
+
+
+def _skip(text: str, index: int) -> int:
+    while index < len(text) and text[index] in _WHITESPACE:
+        index += 1
+    return index
+
+
+def event_texts(text: str, limit: int) -> list[str] | None:
+    """Each event of a body ``{"events": [...]}`` holding at most ``limit`` events, as the
+    exact text it was sent with, on one line; None for any other body, valid JSON or not
+    (the caller then parses it fully, to say what is wrong or to write the events out
+    itself). Only the envelope is looked at here; each event is scanned by ``json``'s own
+    scanner, which checks it is valid JSON (NaN and Infinity refused) but keeps nothing.
+
+    The ingest then reads what the sender wrote, as it would read the same line in a file
+    (numbers, escapes and key spellings as sent), and no event is serialized again in
+    Python. A raw line break can only be whitespace between tokens (JSON strings cannot
+    hold one), so it is made a space: one event, one line.
+    """
+    index = _skip(text, 0)
+    if not text.startswith("{", index):
+        return None
+    index = _skip(text, index + 1)
+    try:
+        key, index = _SCANNER.raw_decode(text, index)
+    except json.JSONDecodeError:
+        return None
+    index = _skip(text, index)
+    if key != "events" or not text.startswith(":", index):
+        return None
+    index = _skip(text, index + 1)
+    if not text.startswith("[", index):
+        return None
+    index = _skip(text, index + 1)
+    found: list[str] = []
+    while not text.startswith("]", index):
+        if len(found) == limit:
+            return None
+        if found:
+            if not text.startswith(",", index):
+                return None
+            index = _skip(text, index + 1)
+        try:
+            _, end = _SCANNER.raw_decode(text, index)
+        except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
+            return None
+        found.append(text[index:end].replace("\n", " ").replace("\r", " "))
+        index = _skip(text, end)
+    index = _skip(text, index + 1)
+    if not text.startswith("}", index) or _skip(text, index + 1) != len(text):
+        return None
+    return found
+
+
+def _shallow(text: str) -> bool:
+    """Whether an event's text cannot nest deeper than the limit (it has no more brackets
+    than levels allowed); a deeper one is parsed, and ``dump`` checks it."""
+    return text.count("{") + text.count("[") <= MAX_DEPTH
+
+
+def _line_of(event: Any, text: str | None) -> str:
+    """The event's line: its text as sent when shallow, else written out by ``dump``."""
+    if text is not None and _shallow(text):
+        return text
+    return dump(event)
 
 
 def _events_of(document: Any, settings: ApiSettings) -> list[Any]:
@@ -205,9 +280,30 @@ def _rejects(summary: IngestSummary, path: Path) -> list[RejectedEvent]:
     return found
 
 
+def _events_and_texts(
+    body: bytes, settings: ApiSettings, caller: Caller
+) -> tuple[list[Any], list[str] | None]:
+    """The batch's events and the text each was sent with.
+
+    An admin's plain batch is not parsed into Python objects at all (the envelope and each
+    event's validity are checked by ``event_texts``; the ingest reads the texts): what an
+    event holds matters here only to check an organization's key posts only its own.
+    Any other body is parsed fully, and what is wrong with it said from that parse.
+    """
+    texts = None
+    with contextlib.suppress(UnicodeDecodeError):  # parse_body says where
+        texts = event_texts(body.decode("utf-8"), settings.max_events_per_batch)
+    if texts is not None and caller.principal.is_admin and all(map(_shallow, texts)):
+        return [None] * len(texts), texts
+    events = _events_of(parse_body(body), settings)
+    if texts is not None and len(texts) != len(events):  # pragma: no cover - one grammar
+        raise Unavailable("the batch was read two ways; nothing was taken")
+    return events, texts
+
+
 def take_batch(context: ApiContext, caller: Caller, body: bytes) -> EventBatchResult:
     """Check, store and answer for one batch (blocking: run in a worker thread)."""
-    events = _events_of(parse_body(body), context.settings)
+    events, texts = _events_and_texts(body, context.settings, caller)
     refused: list[RejectedEvent] = []
     # One line per event, so that line n is event n - 1 in every reason the ingest gives
     # ("first seen ... at line 3"); an event refused here leaves its line blank (the
@@ -216,7 +312,7 @@ def take_batch(context: ApiContext, caller: Caller, body: bytes) -> EventBatchRe
     for index, event in enumerate(events):
         foreign = _foreign_org(event, caller)
         if foreign is None:
-            lines.append(dump(event))
+            lines.append(_line_of(event, texts[index] if texts is not None else None))
             continue
         lines.append("")
         identifier = event.values_of("id")[:1] if isinstance(event, JsonObject) else []
@@ -234,7 +330,7 @@ def take_batch(context: ApiContext, caller: Caller, body: bytes) -> EventBatchRe
             received=len(events), accepted=0, duplicates=0, rejected=len(refused), late=0,
             rejects=refused,
         )  # fmt: skip
-    content = ("\n".join(lines) + "\n").encode("ascii")
+    content = ("\n".join(lines) + "\n").encode("utf-8")
     path = _batch_path(context, content)
     try:
         # No fsync here: the events are durable once the ingest has written (and synced)

@@ -18,6 +18,10 @@ from beanbill.rating.group_commit import GroupCommit
 from beanbill.rating.ingest import FileCounts, IngestSummary
 
 MAX_BATCHES_PER_GROUP = 64  # a group's files; far under the ingest's own limit
+# Senders answered by one ingest send again within a few ms; waiting this long for them
+# (only when batches have been arriving together) makes one full group of them rather
+# than two halves, each paying the ingest's fixed cost (bench/bench_api.py).
+LINGER_SECONDS = 0.05
 
 Ingested = tuple[FileCounts, IngestSummary]
 
@@ -32,4 +36,4 @@ def ingest_group_commit(
         summary = ingest(paths)
         return [(counts, summary) for counts in summary.by_file]
 
-    return GroupCommit(commit, MAX_BATCHES_PER_GROUP)
+    return GroupCommit(commit, MAX_BATCHES_PER_GROUP, LINGER_SECONDS)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from beanbill.rating.config import Customer
 from beanbill.rating.errors import BeanbillError
-from beanbill.rating.storage import sqlite_state
+from beanbill.rating.storage import KeptSqlite, sqlite_state
 
 KEYS_FILE = "api-keys.sqlite"
 KEY_PREFIX = "bbk"
@@ -106,6 +106,9 @@ class KeyStore:
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / KEYS_FILE
+        # Every request looks a key up: on a connection kept per thread. Each lookup is a
+        # transaction of its own, so a key revoked by another process fails at the next.
+        self._reader = KeptSqlite(self.path, SCHEMA)
 
     def create(self, org: str | None, known_orgs: Iterable[str], label: str = "") -> CreatedKey:
         """A new key for ``org`` (None: an admin key); ``known_orgs``: the customers' ids."""
@@ -167,8 +170,8 @@ class KeyStore:
         if match is None or not self.path.exists():
             hmac.compare_digest(_NO_KEY_DIGEST, digest(key))
             return None
-        with sqlite_state(self.path, SCHEMA) as connection:
-            row = connection.execute(
+        with self._reader.connection() as reader:
+            row = reader.execute(
                 "SELECT org, key_sha256, revoked_at FROM api_key WHERE key_id = ?",
                 (match.group(1),),
             ).fetchone()
