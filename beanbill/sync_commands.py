@@ -6,10 +6,13 @@ letters, discrepancies, rejected input), 2 nothing done.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -288,6 +291,27 @@ def status_command(workspace: Path) -> None:
     sys.exit(EXIT_ATTENTION if attention_needed else EXIT_OK)
 
 
+@sync_group.command(name="import-sqlite")
+@workspace_option
+@reports_errors
+def import_sqlite_command(workspace: Path) -> None:
+    """Copy state/sync.sqlite into the PostgreSQL database of [state] url (once, before the
+    first push on PostgreSQL: what each target already has is not sent again)."""
+    from beanbill.sync.state_import import import_sqlite_state
+
+    loaded = load_workspace(workspace)
+    report = import_sqlite_state(loaded.state_dir, loaded.settings.state)
+    if report.already_there:
+        click.echo(f"already imported: the database holds the same {report.rows:,} rows")
+        return
+    for table, count in report.copied:
+        click.echo(f"{table:15} {count:9,} rows copied")
+    click.echo(
+        "the SQLite file is kept as it was; beanbill reads the database while [state] url "
+        "is set (the invoice numbering is rebuilt there from the ledger on first use)"
+    )
+
+
 @sync_group.command(name="retry")
 @workspace_option
 @click.option("--target", default=None, help="Only this target (default: every target).")
@@ -315,23 +339,13 @@ def reconcile_command(workspace: Path, since: datetime | None) -> None:
     sys.exit(EXIT_ATTENTION if any(report.discrepancies for report in reports) else EXIT_OK)
 
 
-@click.command(name="serve")
-@workspace_option
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535))
-@click.option(
-    "--rate-open-minutes",
-    default=15,
-    show_default=True,
-    type=click.IntRange(0, 1440),
-    help="Rate the open periods (the API's usage and forecast) this often; 0: never.",
-)
-@reports_errors
-def serve_command(workspace: Path, host: str, port: int, rate_open_minutes: int) -> None:
-    """Receive payment webhooks (POST /webhooks/stripe) and post them to the ledger;
-    serve the customer API (/v1, its OpenAPI document at /openapi.json) beside them."""
-    import uvicorn
+# What `serve --workers N` hands each worker process (uvicorn starts them by import
+# string): the workspace and the provisional rating interval, as JSON.
+SERVE_WORKER_ENVIRONMENT = "BEANBILL_SERVE_WORKER"
 
+
+def serve_app(workspace: Path, rate_open_minutes: int) -> Any:
+    """The server's app: payment webhooks and the customer API, on one port."""
     from beanbill.api.app import create_app as create_api
     from beanbill.sync.serve import create_app
 
@@ -344,9 +358,55 @@ def serve_command(workspace: Path, host: str, port: int, rate_open_minutes: int)
     every = float(rate_open_minutes * 60) if rate_open_minutes else None
     app = create_app(loaded, targets, sync_state(loaded), rate_open_every_seconds=every)
     app.mount("/", create_api(loaded))  # after the webhooks and /health, which match first
+    return app
+
+
+def serve_worker_app() -> Any:
+    """One worker's app under `serve --workers N` (uvicorn's factory, in each process)."""
+    options = json.loads(os.environ[SERVE_WORKER_ENVIRONMENT])
+    return serve_app(Path(options["workspace"]), int(options["rate_open_minutes"]))
+
+
+@click.command(name="serve")
+@workspace_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--rate-open-minutes",
+    default=15,
+    show_default=True,
+    type=click.IntRange(0, 1440),
+    help="Rate the open periods (the API's usage and forecast) this often; 0: never.",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 16),
+    help="Server processes on the one port (each its own interpreter: requests are "
+    "parsed on every core; the inbox and the workspace lock keep them consistent).",
+)
+@reports_errors
+def serve_command(
+    workspace: Path, host: str, port: int, rate_open_minutes: int, workers: int
+) -> None:
+    """Receive payment webhooks (POST /webhooks/stripe) and post them to the ledger;
+    serve the customer API (/v1, its OpenAPI document at /openapi.json) beside them."""
+    import uvicorn
+
+    from beanbill.serving import serve_in_workers
+
+    app = serve_app(workspace, rate_open_minutes)  # settings and secrets checked here, once
     click.echo(
         f"beanbill serve on http://{host}:{port}/webhooks/<target>, the customer API on "
-        f"http://{host}:{port}/v1 (OpenAPI document: /openapi.json)",
+        f"http://{host}:{port}/v1 (OpenAPI document: /openapi.json)"
+        + (f", {workers} workers" if workers > 1 else ""),
         err=True,
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        return
+    os.environ[SERVE_WORKER_ENVIRONMENT] = json.dumps(
+        {"workspace": str(workspace.resolve()), "rate_open_minutes": rate_open_minutes}
+    )
+    serve_in_workers("beanbill.sync_commands:serve_worker_app", host, port, workers)

@@ -22,10 +22,12 @@ stay fresh between nightly runs; provisional figures are never posted.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import threading
 import time
 from collections.abc import AsyncIterator
+from typing import TextIO
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -36,15 +38,17 @@ from starlette.routing import Route
 from beanbill.ledger.books import ledger_errors
 from beanbill.rating.errors import BeanbillError
 from beanbill.rating.group_commit import GroupCommit
-from beanbill.rating.provisional import local_today, rate_open
+from beanbill.rating.provisional import local_today, provisional_dir, rate_open
 from beanbill.rating.workspace import Workspace
 from beanbill.sync.interface import Connector, WebhookRejected
-from beanbill.sync.payments import apply_events
+from beanbill.sync.payments import MAX_EVENTS_PER_BATCH, apply_events
 from beanbill.sync.state import NewEvent, SyncState, SyncStateError, payload_text
 
 MAX_BODY_BYTES = 1_000_000
 MAX_EVENTS_PER_COMMIT = 256
 IDLE_WAKE_SECONDS = 5.0
+COALESCE_SECONDS = 0.25
+WRITER_LOCK_FILE = "inbox-writer.lock"
 ERROR_PAUSE_SECONDS = 2.0
 # Quiet time after the last post before the books' cache is written again: long enough
 # that a burst of payments is one rewrite (a year's cache takes about 30 s to write).
@@ -70,17 +74,52 @@ class InboxWriter:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="beanbill-ledger-writer")
+        self.lock_path = workspace.state_dir / WRITER_LOCK_FILE
+        self._lock_handle: TextIO | None = None
+
+    def holds_writer_lock(self) -> bool:
+        """Whether this process is the workspace's one inbox writer (taking the role when
+        it is free). With `serve --workers N`, or replicas sharing the workspace, every
+        process keeps events; one posts them, so that a payment's due amount is never
+        judged by two writers at once. A writer that dies frees the role (the lock goes
+        with its process); another takes it at its next wake-up."""
+        if self._lock_handle is not None:
+            return True
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.lock_path.open("a")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self._lock_handle = handle
+        return True
+
+    def _release_writer_lock(self) -> None:
+        if self._lock_handle is not None:
+            self._lock_handle.close()  # closing the file releases the lock
+            self._lock_handle = None
 
     def _run(self) -> None:
         while not self.stopping.is_set():
             self.wake.wait(min(IDLE_WAKE_SECONDS, self.warm_after_seconds))
+            # Webhooks come in bursts, and each batch rewrites the day's payments file: a
+            # short pause lets one batch take what arrives together (and leaves the
+            # request handlers the processor meanwhile).
+            self.stopping.wait(COALESCE_SECONDS)
             self.wake.clear()
+            if not self.holds_writer_lock():
+                continue  # another process posts; this one keeps events only
             try:
-                while any(
-                    apply_events(self.workspace, connector, self.state)
-                    for connector in self.connectors
-                ):
-                    self.last_post_monotonic_seconds = time.monotonic()
+                while True:
+                    closed = [
+                        apply_events(self.workspace, connector, self.state)
+                        for connector in self.connectors
+                    ]
+                    if any(closed):
+                        self.last_post_monotonic_seconds = time.monotonic()
+                    if max(closed, default=0) < MAX_EVENTS_PER_BATCH:
+                        break  # drained: what comes next wakes the writer
                 self._warm_when_quiet()
             except Exception:  # keep serving: the events stay in the inbox for the next try
                 logger.exception("posting webhook events failed; will try again")
@@ -107,6 +146,7 @@ class InboxWriter:
         self.stopping.set()
         self.wake.set()
         self.thread.join()
+        self._release_writer_lock()
 
 
 class ProvisionalRater:
@@ -124,11 +164,21 @@ class ProvisionalRater:
     def _run(self) -> None:
         while not self.stopping.is_set():
             try:
-                rate_open(self.workspace, local_today(self.workspace))
+                if not self._rated_lately():
+                    rate_open(self.workspace, local_today(self.workspace))
                 self.rounds += 1
             except Exception:  # keep serving: the next round tries again
                 logger.exception("rating the open periods failed; will try again")
             self.stopping.wait(self.every_seconds)
+
+    def _rated_lately(self) -> bool:
+        """Whether another server process (`serve --workers`) rated in this half interval:
+        then its figures are as fresh as this one's would be."""
+        lines = list(provisional_dir(self.workspace).glob("month=*/*.parquet"))
+        if not lines:
+            return False
+        newest = max(path.stat().st_mtime for path in lines)
+        return time.time() - newest < self.every_seconds / 2
 
     def start(self) -> None:
         self.thread.start()

@@ -38,6 +38,7 @@ ARGUMENTS = {
     ("sync", "push"): [],
     ("sync", "status"): [],
     ("sync", "retry"): [],
+    ("sync", "import-sqlite"): [],
     ("sync", "reconcile"): [],
     ("api-key", "create"): ["org-0001"],
     ("api-key", "list"): [],

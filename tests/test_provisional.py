@@ -109,3 +109,27 @@ def test_serve_rates_the_open_periods_on_its_schedule(demo: Workspace) -> None:
             time.sleep(0.1)
     today = local_today(demo)
     assert (provisional_month_folder(demo, Month(today.year, today.month)) / LINES_FILE).is_file()
+
+
+def test_a_second_server_process_does_not_rate_again_what_another_just_rated(
+    demo: Workspace,
+) -> None:
+    """`serve --workers N` runs a provisional rater in every worker: a round finding the
+    figures rated within half its interval (by another worker) leaves them as they are."""
+    import time
+
+    from beanbill.sync.serve import ProvisionalRater
+
+    rate_open(demo, local_today(demo))
+    lines = sorted(provisional_dir(demo).glob("month=*/*.parquet"))
+    before = [path.stat().st_mtime_ns for path in lines]
+    second = ProvisionalRater(demo, every_seconds=600)
+    assert second._rated_lately()
+    second.start()
+    deadline = time.monotonic() + 30
+    while second.rounds < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    second.stop()
+    assert [path.stat().st_mtime_ns for path in lines] == before
+    assert not ProvisionalRater(demo, every_seconds=0.001)._rated_lately()  # stale: rate

@@ -28,7 +28,7 @@ from beanbill.examples import SETTINGS
 from beanbill.ledger.books import ledger_errors, load_books
 from beanbill.ledger.invoicing.due import issued_keys
 from beanbill.ledger.invoicing.issue import issue
-from beanbill.ledger.invoicing.numbering import open_numbers
+from beanbill.ledger.invoicing.numbering import InvoiceNumbers, open_numbers
 from beanbill.ledger.invoicing.numbering_postgres import PostgresInvoiceNumbers, StateDatabaseError
 from beanbill.ledger.post import balance, post, record_credit
 from beanbill.rating.config import StateSettings
@@ -48,7 +48,8 @@ from beanbill.stripe_peer import (
 )
 from beanbill.sync.interface import DocumentTarget
 from beanbill.sync.push import issued_documents, push_all
-from beanbill.sync.state import open_sync_state
+from beanbill.sync.state import SqliteSyncState, open_sync_state
+from beanbill.sync.state_import import StateImportError, import_sqlite_state
 from beanbill.sync.state_postgres import PostgresSyncState
 from beanbill.targets import connectors, retry_policy
 from tests.peers.postgres import PASSWORD, backend_settings
@@ -329,3 +330,71 @@ def test_two_serve_replicas_post_every_event_once_while_one_is_killed(
     for invoice in payable:
         number = invoice.metadata.to_dict()["beanbill_number"] if invoice.metadata else ""
         assert balance(workspace, documents[number].buyer_reference or "").receivable_minor == 0
+
+
+def filled_sqlite_state(state_dir: Path) -> SqliteSyncState:
+    """A state in SQLite with a row in every table (text a copy could mangle included)."""
+    state = SqliteSyncState(state_dir)
+    state.record_attempt("INV-2026-000001", "stripe", None)
+    state.mark_synced("INV-2026-000001", "stripe", {"invoice": "in_1", "note": "é ' \" \\"})
+    state.record_attempt("INV-2026-000002", "tryton", "timeout")
+    state.mark_dead("INV-2026-000002", "tryton", "refused: line\nbreak")
+    state.store_event("stripe", "evt_1", "invoice.paid", {"id": "evt_1", "n": 1})
+    state.store_event("stripe", "evt_2", "payout.paid", {"id": "evt_2", "n": 2})
+    state.mark_processed("stripe", {"evt_1": "posted"})
+    state.remember("stripe", "customer", "fr-post", "cus_1")
+    state.set_status("stripe", "in_1", "INV-2026-000001", "paid", "card")
+    state.record_delivery("INV-2026-000001", "email", 1, {"message": "<m@x>"}, "issued")
+    state.record_crm("hubspot", "fr-post", "digest-1", "101", None)
+    return state
+
+
+def sync_view(state: Any) -> Any:
+    """Everything a command reads of a sync state."""
+    return (
+        state.records(),
+        state.inbox_counts("stripe"),
+        state.remote_id("stripe", "customer", "fr-post"),
+        state.statuses("stripe"),
+        state.deliveries(),
+        state.crm_companies("hubspot"),
+    )
+
+
+def test_the_sqlite_state_is_imported_once_and_never_overwritten(
+    settings: StateSettings, tmp_path: Path
+) -> None:
+    """`beanbill sync import-sqlite`: every row reaches PostgreSQL as it was; a second run
+    changes nothing; a database holding other rows is refused, never overwritten."""
+    state_dir = tmp_path / "state"
+    sqlite = filled_sqlite_state(state_dir)
+    report = import_sqlite_state(state_dir, settings)
+    assert not report.already_there and report.rows == 8
+    postgres = PostgresSyncState(settings.url or "", settings.password_env)
+    assert sync_view(postgres) == sync_view(sqlite)
+    again = import_sqlite_state(state_dir, settings)
+    assert again.already_there and again.rows == 8
+    assert sync_view(postgres) == sync_view(sqlite)
+    # A replica at work holds the inbox: the import is refused at once, not after a wait.
+    assert [event.event_id for event in postgres.unprocessed_events("stripe", 10)] == ["evt_2"]
+    with pytest.raises(StateImportError, match="in use by another beanbill"):
+        import_sqlite_state(state_dir, settings)
+    postgres.mark_processed("stripe", {"evt_2": "posted"})
+    postgres.record_attempt("INV-2026-000003", "stripe", None)  # PostgreSQL moved on
+    with pytest.raises(StateImportError, match="never overwritten"):
+        import_sqlite_state(state_dir, settings)
+    assert len(postgres.records()) == 3
+    with pytest.raises(StateImportError, match=r"\[state\] url is not set"):
+        import_sqlite_state(state_dir, StateSettings())
+
+
+def test_an_import_is_refused_while_a_number_is_assigned_and_not_issued(
+    settings: StateSettings, tmp_path: Path
+) -> None:
+    state_dir = tmp_path / "state"
+    filled_sqlite_state(state_dir)
+    InvoiceNumbers(state_dir).assign("INV", "invoice:fr-post:2026-10", date(2026, 11, 2))
+    with pytest.raises(StateImportError, match="assigned and not issued"):
+        import_sqlite_state(state_dir, settings)
+    postgres = PostgresSyncState(settings.url or "", settings.password_env)
+    assert postgres.records() == []  # nothing copied

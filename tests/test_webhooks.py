@@ -6,7 +6,9 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
+import statistics
 import subprocess
 import threading
 import time
@@ -32,7 +34,7 @@ from beanbill.stripe_peer import (
     wait_for_port,
 )
 from beanbill.sync.push import issued_documents
-from beanbill.sync.serve import create_app
+from beanbill.sync.serve import InboxWriter, create_app
 from beanbill.targets import connectors, sync_state
 from tests.support import BEANBILL, Issued, push, stripe_signature
 
@@ -166,16 +168,35 @@ def test_a_store_that_fails_answers_503_and_keeps_nothing_then_recovers(
     assert again.status_code == 200 and again.json()["duplicate"] is False
 
 
-def start_serve(workspace: Workspace, port: int) -> subprocess.Popen[bytes]:
+def start_serve(workspace: Workspace, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
     environment = {**os.environ, "STRIPE_SECRET_KEY": API_KEY, "STRIPE_WEBHOOK_SECRET": SECRET}
     process = subprocess.Popen(
-        [BEANBILL, "serve", "-w", str(workspace.root), "--port", str(port)],
+        [
+            BEANBILL,
+            "serve",
+            "-w",
+            str(workspace.root),
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
         env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     wait_for_port(port, process, 30)
     return process
+
+
+def wait_until_posted(workspace: Workspace, payments: int, payouts: int) -> Counter[str]:
+    """Wait until the ledger books each payment and payout once and the inbox is drained;
+    what it must hold."""
+    expected = Counter({"stripe-payment": payments, "stripe-payout": payouts})
+    wait_until(lambda: stripe_txn_ids(workspace) == expected)
+    state = sync_state(workspace)
+    wait_until(lambda: "waiting" not in state.inbox_counts("stripe"))
+    return expected
 
 
 def test_serve_killed_during_a_burst_posts_every_accepted_event_once(
@@ -200,10 +221,7 @@ def test_serve_killed_during_a_burst_posts_every_accepted_event_once(
         serve.wait(timeout=10)
         serve = start_serve(workspace, port)
         httpx.post(f"{localstripe}/_beanbill/redeliver", auth=(API_KEY, "")).raise_for_status()
-        expected = Counter({"stripe-payment": len(payable), "stripe-payout": payouts})
-        wait_until(lambda: stripe_txn_ids(workspace) == expected)
-        state = sync_state(workspace)
-        wait_until(lambda: "waiting" not in state.inbox_counts("stripe"))
+        expected = wait_until_posted(workspace, len(payable), payouts)
     finally:
         serve.send_signal(signal.SIGTERM)
         serve.wait(timeout=10)
@@ -212,3 +230,64 @@ def test_serve_killed_during_a_burst_posts_every_accepted_event_once(
     for invoice in payable:
         number = invoice.metadata.to_dict()["beanbill_number"] if invoice.metadata else ""
         assert balance(workspace, documents[number].buyer_reference or "").receivable_minor == 0
+
+
+def test_serve_with_two_workers_posts_every_event_once_and_answers_keep_alive_at_once(
+    issued: Issued,
+    localstripe: str,
+) -> None:
+    """Two server processes on one port: each event is kept by whichever receives it and
+    posted once (the writers share the inbox and the workspace lock). Answers on a
+    keep-alive connection come at once: uvicorn's own workers mode bound its socket so
+    that Nagle's algorithm held each answer for the client's delayed ACK (~40 ms)."""
+    workspace = issued()
+    push(workspace)
+    port = free_port()
+    serve = start_serve(workspace, port, workers=2)
+    register_webhook(localstripe, f"http://127.0.0.1:{port}/webhooks/stripe", SECRET)
+    payable = [i for i in beanbill_invoices(localstripe) if i.total > 0]
+    payouts = 30
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            client.get("/health").raise_for_status()
+            seconds = []
+            for _ in range(21):
+                started = time.perf_counter()
+                client.get("/health").raise_for_status()
+                seconds.append(time.perf_counter() - started)
+            assert statistics.median(seconds) < 0.025, seconds
+            assert client.get("/openapi.json").status_code == 200  # the API beside
+        for invoice in payable:
+            pay(localstripe, str(invoice.id))
+        for _ in range(payouts):
+            payout(localstripe, 10)
+        expected = wait_until_posted(workspace, len(payable), payouts)
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=20)
+    assert stripe_txn_ids(workspace) == expected
+    assert ledger_errors(workspace.ledger_path) == []
+    with (
+        contextlib.suppress(ConnectionError, OSError),
+        socket.create_connection(("127.0.0.1", port), timeout=1),
+    ):
+        raise AssertionError("a worker outlived the server")
+
+
+def test_one_process_of_a_workspace_posts_the_inbox_and_another_takes_over_when_it_stops(
+    issued: Issued,
+) -> None:
+    """Every server process keeps events; one at a time posts them (two writers judging
+    one invoice's due amount at once could each think it unpaid)."""
+    workspace = issued()
+    state = sync_state(workspace)
+    first, second = InboxWriter(workspace, [], state), InboxWriter(workspace, [], state)
+    assert first.holds_writer_lock() and first.holds_writer_lock()  # kept once taken
+    assert not second.holds_writer_lock()
+    first.stopping.set()
+    first.thread.start()  # stops at once, as a server shutting down
+    first.stop()
+    assert second.holds_writer_lock()
+    second.stopping.set()
+    second.thread.start()
+    second.stop()

@@ -1,0 +1,130 @@
+"""Moving a workspace's state from SQLite to PostgreSQL (`beanbill sync import-sqlite`).
+
+A workspace that ran on the SQLite default holds in ``state/sync.sqlite`` what must not be
+lost nor done twice: push records (what each target already has, with its remote ids),
+dead letters, the webhook inbox, payment statuses, e-mail resends and CRM digests. Once
+``[state] url`` points at PostgreSQL, a push would otherwise start from nothing and send
+every document (and every e-mail) again. This copies each table, row for row, in one
+transaction; the invoice numbering needs no copy (PostgreSQL's is rebuilt from the
+ledger on first use), but an SQLite numbering with a number assigned and not issued is
+refused first, since only the SQLite file knows it.
+
+It never overwrites: the PostgreSQL tables must be empty, or hold exactly the SQLite rows
+already (a second run changes nothing and says so). The SQLite file is left as it was.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from beanbill.ledger.invoicing.numbering import STATE_FILE as NUMBERING_FILE
+from beanbill.ledger.invoicing.numbering import InvoiceNumbers
+from beanbill.rating.config import StateSettings
+from beanbill.rating.errors import BeanbillError
+from beanbill.sync import state_postgres
+from beanbill.sync.state import MIGRATIONS, STATE_FILE, SqliteSyncState
+
+# Every table of the sync state, in an order that never inserts a row before one it needs.
+TABLES = ("push", "inbox", "remote_map", "payment_status", "delivery", "crm_company")
+MAX_ROWS = 10_000_000  # per table: a bound on what one transaction copies
+
+
+class StateImportError(BeanbillError):
+    """The SQLite state cannot be copied as asked; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """Rows per table: copied now, or found already there (a second run)."""
+
+    copied: tuple[tuple[str, int], ...]
+    already_there: bool
+
+    @property
+    def rows(self) -> int:
+        return sum(count for _, count in self.copied)
+
+
+def _sqlite_rows(path: Path, table: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+        columns = [str(row[1]) for row in connection.execute(f"PRAGMA table_info({table})")]
+        (count,) = connection.execute(f"SELECT count(*) FROM {table}").fetchone()
+        if count > MAX_ROWS:
+            raise StateImportError(f"{path}: {table} holds {count:,} rows; at most {MAX_ROWS:,}")
+        listing = ", ".join(columns)
+        rows = connection.execute(f"SELECT {listing} FROM {table}").fetchall()
+    return columns, rows
+
+
+def _refuse_pending_numbers(state_dir: Path) -> None:
+    if not (state_dir / NUMBERING_FILE).exists():
+        return
+    pending = InvoiceNumbers(state_dir).pending()
+    if pending:
+        raise StateImportError(
+            f"{state_dir / NUMBERING_FILE}: {len(pending)} number(s) assigned and not issued "
+            f"(first: {pending[0].number}); run `beanbill invoice` on SQLite to issue them, "
+            "then import"
+        )
+
+
+def import_sqlite_state(state_dir: Path, settings: StateSettings) -> ImportReport:
+    """Copy ``state_dir/sync.sqlite`` into the PostgreSQL database of ``settings``."""
+    if settings.url is None:
+        raise StateImportError("[state] url is not set: point it at the PostgreSQL database first")
+    source = state_dir / STATE_FILE
+    if not source.is_file():
+        raise StateImportError(f"{source}: no such file (nothing to import)")
+    _refuse_pending_numbers(state_dir)
+    SqliteSyncState(state_dir)  # at the current schema version, as PostgreSQL will be
+    target = state_postgres.PostgresSyncState(settings.url, settings.password_env)
+    if target.schema_version() != len(MIGRATIONS):  # pragma: no cover - one beanbill
+        raise StateImportError("the two stores are at different schema versions")
+    tables = [(table, *_sqlite_rows(source, table)) for table in TABLES]
+    with target.database.connection() as connection, connection.transaction():
+        try:
+            connection.execute(f"LOCK TABLE {', '.join(TABLES)} IN EXCLUSIVE MODE NOWAIT")
+        except psycopg.errors.LockNotAvailable:
+            raise StateImportError(
+                f"{target.location} is in use by another beanbill (a `serve` replica, a "
+                "push): stop it, then import"
+            ) from None
+        present = {
+            table: connection.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
+            for table, columns, _ in tables
+        }
+        if any(present.values()):
+            return _already_there(tables, present, target.location)
+        for table, columns, rows in tables:
+            _copy(connection, table, columns, rows)
+    return ImportReport(tuple((table, len(rows)) for table, _, rows in tables), False)
+
+
+def _already_there(
+    tables: Sequence[tuple[str, list[str], list[tuple[Any, ...]]]],
+    present: dict[str, list[tuple[Any, ...]]],
+    location: str,
+) -> ImportReport:
+    """A second run: nothing to do when PostgreSQL holds exactly these rows; else refuse."""
+    for table, _, rows in tables:
+        if sorted(map(tuple, present[table])) != sorted(rows):
+            raise StateImportError(
+                f"{location}: {table} already holds other rows ({len(present[table]):,} "
+                f"there, {len(rows):,} here); it is never overwritten: import into an "
+                "empty database or schema"
+            )
+    return ImportReport(tuple((table, len(rows)) for table, _, rows in tables), True)
+
+
+def _copy(connection: Any, table: str, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+    if not rows:
+        return
+    with connection.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
