@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-workspace
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint bench clean
 
@@ -38,7 +39,11 @@ test: $(STAMP)
 	$(BIN)/python -m tests.peers.postgres
 	@# Spark for the rating-on-Spark tests (Debian's openjdk-17-jre-headless, beanbill[spark] from PyPI)
 	$(BIN)/python -m tests.peers.spark
-	$(BIN)/pytest -q
+	@# Two workers, each running a whole test file at a time (a file's peers and module
+	@# fixtures start once). The schema tests run on their own: schemathesis makes their
+	@# cases at collection, which pytest-xdist's workers do not share (they would not run).
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --ignore=tests/test_api_schema.py
+	$(BIN)/pytest -q tests/test_api_schema.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_rating.py
