@@ -23,6 +23,8 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from beanbill.ports import free_port
+
 MAX_MESSAGE_BYTES = 30_000_000
 
 
@@ -172,11 +174,3 @@ def running_smtp(
         yield SmtpPeer("127.0.0.1", port, handler)
     finally:
         controller.stop()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

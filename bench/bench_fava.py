@@ -36,7 +36,6 @@ import argparse
 import os
 import re
 import resource
-import socket
 import subprocess
 import sys
 import time
@@ -57,6 +56,7 @@ from beanbill.ledger.invoicing import files as invoice_files  # noqa: E402
 from beanbill.ledger.invoicing.documents import load_document  # noqa: E402
 from beanbill.ledger.invoicing.issue import issue  # noqa: E402
 from beanbill.ledger.post import post, record_credit  # noqa: E402
+from beanbill.ports import free_port as free_port  # noqa: E402 (still importable from here)
 from beanbill.rating.ingest import ingest  # noqa: E402
 from beanbill.rating.periods import Month  # noqa: E402
 from beanbill.rating.rate import rate_months  # noqa: E402
@@ -235,12 +235,6 @@ def run(command: list[str]) -> tuple[float, str]:
     if result.returncode != 0:
         sys.exit(f"bench_fava: {' '.join(command)} failed:\n{result.stderr[-2000:]}")
     return seconds, result.stdout.strip()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def first_page(command: Callable[[int], list[str]]) -> float:

@@ -114,6 +114,7 @@ from beanbill.ledger.keys import InvoiceKey  # noqa: E402
 from beanbill.ledger.posting import PeriodUsage, consumption_entry  # noqa: E402
 from beanbill.ledger.wording import billing_link  # noqa: E402
 from beanbill.ledger.writer import GENERATED_HEADER  # noqa: E402
+from beanbill.ports import free_port  # noqa: E402
 from beanbill.rating.config import BillingMode, Customer  # noqa: E402
 from beanbill.rating.ingest import ingest  # noqa: E402
 from beanbill.rating.periods import Month  # noqa: E402
@@ -121,7 +122,7 @@ from beanbill.rating.rate import rate_months  # noqa: E402
 from beanbill.rating.workspace import Workspace  # noqa: E402
 from beanbill.sync.interface import Movement, MovementKind  # noqa: E402
 from beanbill.sync.payments import movement_entry  # noqa: E402
-from bench.bench_fava import free_port, others, wait_for_quiet  # noqa: E402
+from bench.bench_fava import others, wait_for_quiet  # noqa: E402
 from bench.bench_ledger import daily_usage, make_workspace  # noqa: E402
 
 BIN = Path(sys.executable).parent

@@ -27,12 +27,16 @@ from beanbill.ledger.invoicing.numbering import STATE_FILE as NUMBERING_FILE
 from beanbill.ledger.invoicing.numbering import InvoiceNumbers
 from beanbill.rating.config import StateSettings
 from beanbill.rating.errors import BeanbillError
+from beanbill.rating.workspace import SETTINGS_FILE
 from beanbill.sync import state_postgres
 from beanbill.sync.state import MIGRATIONS, STATE_FILE, SqliteSyncState
 
 # Every table of the sync state, in an order that never inserts a row before one it needs.
 TABLES = ("push", "inbox", "remote_map", "payment_status", "delivery", "crm_company")
 MAX_ROWS = 10_000_000  # per table: a bound on what one transaction copies
+# What says an SQLite file itself is damaged (not locked, not a full disk): only then is
+# restoring or setting it aside the fix.
+DAMAGED_FILE = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
 
 class StateImportError(BeanbillError):
@@ -63,15 +67,44 @@ def _sqlite_rows(path: Path, table: str) -> tuple[list[str], list[tuple[Any, ...
 
 
 def _refuse_pending_numbers(state_dir: Path) -> None:
-    if not (state_dir / NUMBERING_FILE).exists():
+    """Only the SQLite numbering knows a number assigned and not issued (a crash came in
+    between): the numbering on PostgreSQL, rebuilt from the ledger, could give it to
+    another document. They are finished on SQLite, which needs ``[state] url`` unset."""
+    path = state_dir / NUMBERING_FILE
+    if not path.exists():
         return
-    pending = InvoiceNumbers(state_dir).pending()
+    try:
+        pending = InvoiceNumbers(state_dir).pending()
+    except sqlite3.DatabaseError as error:
+        if error.sqlite_errorname not in DAMAGED_FILE:
+            raise
+        raise StateImportError(
+            f"{path} cannot be read ({error}): move it aside and import again (the numbering "
+            "on PostgreSQL is rebuilt from the ledger)"
+        ) from error
     if pending:
         raise StateImportError(
-            f"{state_dir / NUMBERING_FILE}: {len(pending)} number(s) assigned and not issued "
-            f"(first: {pending[0].number}); run `beanbill invoice` on SQLite to issue them, "
-            "then import"
+            f"{path}: {len(pending)} number(s) assigned and not issued (first: "
+            f"{pending[0].number}), known to this file only. Finish them on SQLite: take "
+            f"[state] url out of {SETTINGS_FILE}, run `beanbill invoice` (or the interrupted "
+            "`invoice credit` or `credits buy`) again, put [state] url back, then import"
         )
+
+
+def _sqlite_tables(state_dir: Path) -> list[tuple[str, list[str], list[tuple[Any, ...]]]]:
+    """Every table of ``sync.sqlite`` (name, columns, rows), at the current schema version
+    (as PostgreSQL's will be); an unreadable file is refused before anything is copied."""
+    source = state_dir / STATE_FILE
+    try:
+        SqliteSyncState(state_dir)
+        return [(table, *_sqlite_rows(source, table)) for table in TABLES]
+    except sqlite3.DatabaseError as error:
+        if error.sqlite_errorname not in DAMAGED_FILE:
+            raise
+        raise StateImportError(
+            f"{source} cannot be read ({error}): restore it from a backup, then import "
+            "(nothing was copied)"
+        ) from error
 
 
 def import_sqlite_state(state_dir: Path, settings: StateSettings) -> ImportReport:
@@ -82,11 +115,10 @@ def import_sqlite_state(state_dir: Path, settings: StateSettings) -> ImportRepor
     if not source.is_file():
         raise StateImportError(f"{source}: no such file (nothing to import)")
     _refuse_pending_numbers(state_dir)
-    SqliteSyncState(state_dir)  # at the current schema version, as PostgreSQL will be
+    tables = _sqlite_tables(state_dir)
     target = state_postgres.PostgresSyncState(settings.url, settings.password_env)
     if target.schema_version() != len(MIGRATIONS):  # pragma: no cover - one beanbill
         raise StateImportError("the two stores are at different schema versions")
-    tables = [(table, *_sqlite_rows(source, table)) for table in TABLES]
     with target.database.connection() as connection, connection.transaction():
         try:
             connection.execute(f"LOCK TABLE {', '.join(TABLES)} IN EXCLUSIVE MODE NOWAIT")

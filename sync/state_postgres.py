@@ -31,7 +31,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 
-from beanbill.ledger.invoicing.numbering_postgres import PostgresDatabase, StateDatabaseError
+from beanbill.rating.storage_postgres import PostgresDatabase, StateDatabaseError
 from beanbill.sync.state import (
     MAX_ERROR_LENGTH,
     MAX_EVENTS_PER_STORE,

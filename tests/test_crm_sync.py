@@ -131,7 +131,8 @@ def test_a_refused_batch_is_shown_and_sent_again_at_the_next_run(
 def test_an_unreachable_crm_never_blocks_the_documents(
     make_workspace: MakeWorkspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from beanbill.smtp_peer import free_port, running_smtp
+    from beanbill.ports import free_port
+    from beanbill.smtp_peer import running_smtp
 
     monkeypatch.setenv("HUBSPOT_TOKEN", TOKEN)
     with running_smtp() as smtp:

@@ -20,9 +20,9 @@ from beanbill.ledger.books import load_books
 from beanbill.ledger.invoicing.issue import issue
 from beanbill.ledger.main_file import FAVA_OPTIONS, QUERIES
 from beanbill.ledger.post import post, record_credit
+from beanbill.ports import free_port
 from beanbill.rating.periods import Month
 from beanbill.rating.workspace import Workspace
-from beanbill.stripe_peer import free_port
 from tests.support import BEANBILL, rated_demo
 
 STARTUP_SECONDS = 60

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from beanquery.query import run_query
 
-from beanbill.stripe_peer import free_port
+from beanbill.ports import free_port
 from tests.browser import RecordingPage
 from tests.support import BEANBILL
 from tests.test_fava_billing import (

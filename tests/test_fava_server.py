@@ -26,8 +26,8 @@ from beanbill.ledger import books
 from beanbill.ledger.books import cache_is_valid, cache_path
 from beanbill.ledger.entries import Posting, Transaction
 from beanbill.ledger.writer import LedgerWriter
+from beanbill.ports import free_port
 from beanbill.rating.workspace import Workspace
-from beanbill.stripe_peer import free_port
 from tests.support import BEANBILL
 
 STARTUP_SECONDS = 60

@@ -47,6 +47,7 @@ from beanbill.connectors.hubspot import (
     company_properties,
     property_input,
 )
+from beanbill.ports import free_port
 from beanbill.rating.config import HubSpotSettings
 from beanbill.sync.crm import CompanyBilling, CompanyResult, Crm, InvoiceStatus
 from beanbill.sync.retry import PermanentError, RetryPolicy, TransientError
@@ -63,7 +64,7 @@ from tests.peers.hubspot import (
     running_hubspot,
     served,
 )
-from tests.peers.prism import free_port, running_prism
+from tests.peers.prism import running_prism
 
 TOKEN = "pat-na1-0c1d2e3f-4a5b-6c7d-8e9f-a0b1c2d3e4f5"  # a sentinel: must never leak
 WORKSPACE = "ws-test"

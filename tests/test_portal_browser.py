@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from beanbill.stripe_peer import free_port
+from beanbill.ports import free_port
 from tests.browser import RecordingPage
 from tests.test_portal import HOSTILE_NAME, Portal, build_portal
 

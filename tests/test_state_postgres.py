@@ -4,14 +4,19 @@ The state suites (tests/test_sync_state.py, tests/test_numbering.py) run against
 stores; here are the races: issuers of one series in several processes (some killed -9),
 inbox writers and processors side by side, two ``beanbill invoice`` runs, and two
 ``beanbill serve`` replicas receiving the same webhooks while one of them is killed -9.
+Then moving to PostgreSQL (``sync import-sqlite``), and the fix each refusal gives: the one
+for the store the workspace uses (tested on both where the fix differs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
+import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -22,24 +27,28 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from beanbill.examples import SETTINGS
 from beanbill.ledger.books import ledger_errors, load_books
+from beanbill.ledger.invoicing import InvoicingError
 from beanbill.ledger.invoicing.due import issued_keys
 from beanbill.ledger.invoicing.issue import issue
-from beanbill.ledger.invoicing.numbering import InvoiceNumbers, open_numbers
-from beanbill.ledger.invoicing.numbering_postgres import PostgresInvoiceNumbers, StateDatabaseError
+from beanbill.ledger.invoicing.numbering import InvoiceNumbers, open_numbers, rebuild_advice
+from beanbill.ledger.invoicing.numbering_postgres import PostgresInvoiceNumbers
+from beanbill.ledger.invoicing.recovery import numbering_state
 from beanbill.ledger.post import balance, post, record_credit
+from beanbill.ports import free_port
 from beanbill.rating.config import StateSettings
 from beanbill.rating.ingest import ingest
 from beanbill.rating.periods import Month
 from beanbill.rating.rate import rate_months
+from beanbill.rating.storage_postgres import StateDatabaseError
 from beanbill.rating.workspace import Workspace
 from beanbill.stripe_peer import (
     API_KEY,
     beanbill_invoices,
-    free_port,
     pay,
     payout,
     register_webhook,
@@ -52,7 +61,7 @@ from beanbill.sync.state import SqliteSyncState, open_sync_state
 from beanbill.sync.state_import import StateImportError, import_sqlite_state
 from beanbill.sync.state_postgres import PostgresSyncState
 from beanbill.targets import connectors, retry_policy
-from tests.peers.postgres import PASSWORD, backend_settings
+from tests.peers.postgres import BACKENDS, PASSWORD, backend_settings, binaries
 from tests.support import (
     BEANBILL,
     SMALL_CATALOG,
@@ -394,7 +403,113 @@ def test_an_import_is_refused_while_a_number_is_assigned_and_not_issued(
     state_dir = tmp_path / "state"
     filled_sqlite_state(state_dir)
     InvoiceNumbers(state_dir).assign("INV", "invoice:fr-post:2026-10", date(2026, 11, 2))
-    with pytest.raises(StateImportError, match="assigned and not issued"):
+    with pytest.raises(StateImportError, match="assigned and not issued") as refused:
         import_sqlite_state(state_dir, settings)
+    # [state] url is set (the import needs it): the message says how to reach SQLite again.
+    assert "take [state] url out of beanbill.toml, run `beanbill invoice`" in str(refused.value)
     postgres = PostgresSyncState(settings.url or "", settings.password_env)
     assert postgres.records() == []  # nothing copied
+
+
+def test_an_unreadable_sqlite_state_is_refused_with_its_fix_before_anything_is_copied(
+    settings: StateSettings, tmp_path: Path
+) -> None:
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "sync.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StateImportError, match=r"sync\.sqlite cannot be read .*restore it"):
+        import_sqlite_state(damaged, settings)
+    postgres = PostgresSyncState(settings.url or "", settings.password_env)
+    assert postgres.records() == []  # nothing copied
+
+    state_dir = tmp_path / "state"
+    sqlite = filled_sqlite_state(state_dir)
+    numbering = state_dir / "invoices.sqlite"
+    numbering.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StateImportError, match=r"invoices\.sqlite cannot be read .*aside"):
+        import_sqlite_state(state_dir, settings)
+    assert postgres.records() == []
+    numbering.rename(state_dir / "invoices.sqlite.damaged")  # the fix it gives
+    assert import_sqlite_state(state_dir, settings).rows == 8
+    assert sync_view(postgres) == sync_view(sqlite)
+
+
+# --- recovery: each message gives the fix for the store the workspace uses ----------------
+
+
+def issued_workspace(root: Path, state: StateSettings) -> Workspace:
+    """Two organizations' October issued (INV-2026-000001 and 000002), the state where
+    ``state`` says: SQLite files in the workspace, or the database of its URL."""
+    configured = copy.deepcopy(SETTINGS)
+    if state.url is not None:
+        configured["state"] = {"url": state.url, "password_env": state.password_env}
+    orgs = [("a-org", 10), ("b-org", 5)]
+    workspace = write_workspace(
+        root / "ws", configured, SMALL_CATALOG, [customer(org) for org, _ in orgs]
+    )
+    records = [record for org, hours in orgs for record in october_usage(org, hours)]
+    ingest(workspace, [write_jsonl(root / "usage.jsonl", records)])
+    rate_months(workspace, [OCTOBER])
+    post(workspace, OCTOBER, date(2026, 11, 2))
+    assert issue(workspace, OCTOBER, ISSUE_DAY).issued == ("INV-2026-000001", "INV-2026-000002")
+    return workspace
+
+
+def forget_number(workspace: Workspace, number: str) -> None:
+    """Make the numbering state older than the ledger (an old copy put back, say)."""
+    state = workspace.settings.state
+    if state.url is None:
+        path = workspace.state_dir / "invoices.sqlite"
+        with contextlib.closing(sqlite3.connect(path)) as connection, connection:
+            connection.execute("DELETE FROM assigned WHERE number = ?", (number,))
+        return
+    with psycopg.connect(state.url, password=PASSWORD, autocommit=True) as connection:
+        connection.execute("DELETE FROM assigned WHERE number = %s", (number,))
+
+
+def follow(advice: str, workspace: Workspace) -> None:
+    """Do what ``rebuild_advice`` says, as a user would from its words."""
+    state = workspace.settings.state
+    if state.url is None:
+        moved = re.fullmatch(
+            r"move (\S+) aside and run again: it is rebuilt from the ledger", advice
+        )
+        assert moved is not None and Path(moved[1]) == workspace.state_dir / "invoices.sqlite"
+        Path(moved[1]).rename(workspace.state_dir / "invoices.sqlite.old")
+        return
+    assert "sqlite" not in advice and "[state] url" in advice
+    saved = re.search(r"pg_dump ((?:--table=\w+ ?)+)", advice)
+    emptied = re.search(r"TRUNCATE [\w, ]+\w", advice)
+    assert saved is not None and emptied is not None
+    pg_dump = binaries()
+    assert pg_dump is not None
+    dump = subprocess.run(
+        [str(pg_dump / "pg_dump"), *saved[1].split(), "--data-only", f"--dbname={state.url}"],
+        capture_output=True, text=True, check=True, timeout=SCRIPT_SECONDS,
+        env={**os.environ, "PGPASSWORD": PASSWORD},
+    )  # fmt: skip
+    assert "INV-2026-000001" in dump.stdout  # saved before it is emptied
+    with psycopg.connect(state.url, password=PASSWORD, autocommit=True) as connection:
+        connection.execute(emptied[0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_numbering_older_than_the_ledger_is_rebuilt_by_the_fix_for_its_store(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fix named for a stale numbering state is the one for where it lives: the SQLite
+    file moved aside, or on PostgreSQL its tables saved and emptied (never the SQLite file
+    when ``[state] url`` is set); done, the next run rebuilds it from the ledger."""
+    with backend_settings(backend, monkeypatch) as state:
+        workspace = issued_workspace(tmp_path, state)
+        forget_number(workspace, "INV-2026-000002")
+        books = load_books(workspace.ledger_path, "EUR")
+        with pytest.raises(InvoicingError, match="lacks 1 number"):
+            numbering_state(workspace, books)
+        follow(rebuild_advice(workspace), workspace)
+        rebuilt = numbering_state(workspace, books).all()
+        assert [(a.number, a.issued) for a in rebuilt] == [
+            ("INV-2026-000001", True),
+            ("INV-2026-000002", True),
+        ]
+        assert issue(workspace, OCTOBER, ISSUE_DAY).issued == ()  # nothing issued twice

@@ -28,6 +28,7 @@ from beanbill.ledger.invoicing.corrections import credit_note
 from beanbill.ledger.invoicing.documents import DocumentType, InvoiceDocument
 from beanbill.ledger.invoicing.issue import issue
 from beanbill.ledger.post import post, record_credit
+from beanbill.ports import free_port
 from beanbill.rating.config import StripeSettings
 from beanbill.rating.ingest import ingest
 from beanbill.rating.periods import Month
@@ -40,7 +41,7 @@ from beanbill.sync.push import issued_documents
 from beanbill.sync.state import PushStatus, SqliteSyncState
 from beanbill.sync_commands import run_reconcile
 from beanbill.targets import connectors
-from tests.peers.tryton import DATABASE, TrytonPeer, free_port
+from tests.peers.tryton import DATABASE, TrytonPeer
 from tests.support import BEANBILL, Issued, customer, october_usage, push, write_jsonl
 
 OCTOBER = Month(2026, 10)

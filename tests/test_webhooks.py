@@ -23,11 +23,11 @@ from starlette.testclient import TestClient
 from beanbill.connectors.stripe import STRIPE_API_VERSION
 from beanbill.ledger.books import cache_is_valid, ledger_errors, load_books
 from beanbill.ledger.post import balance
+from beanbill.ports import free_port
 from beanbill.rating.workspace import Workspace
 from beanbill.stripe_peer import (
     API_KEY,
     beanbill_invoices,
-    free_port,
     pay,
     payout,
     register_webhook,

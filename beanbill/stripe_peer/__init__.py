@@ -29,6 +29,8 @@ from typing import Any
 import httpx
 import stripe
 
+from beanbill.ports import free_port as free_port  # the demo and bench_sync ask here
+
 STARTUP_SECONDS = 30
 STOP_SECONDS = 10
 API_KEY = "sk_test_beanbill"  # the code under test
@@ -42,13 +44,6 @@ DRIVER_AUTH = (DRIVER_KEY, "")
 def localstripe_installed() -> bool:
     """Whether the peer can start: localstripe is optional (``pip install 'beanbill[demo]'``)."""
     return importlib.util.find_spec("localstripe") is not None
-
-
-def free_port() -> int:
-    """A loopback port free now, so parallel runs never share a peer or a webhook server."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float) -> None:

@@ -223,6 +223,21 @@ def open_numbers(workspace: Workspace) -> NumberStore:
     return numbers_at(workspace.state_dir, workspace.settings.state)
 
 
+def rebuild_advice(workspace: Workspace) -> str:
+    """What to do with a numbering state that contradicts the ledger (older than it, say):
+    set it aside, never lost (the file moved, or the tables saved and emptied), and run
+    again: the run rebuilds it from the ledger. The steps are those of the store the
+    workspace uses: a message must not send the user to ``state/invoices.sqlite`` when
+    ``[state] url`` is set."""
+    settings = workspace.settings.state
+    if settings.url is None:
+        path = workspace.state_dir / STATE_FILE
+        return f"move {path} aside and run again: it is rebuilt from the ledger"
+    from beanbill.ledger.invoicing.numbering_postgres import REBUILD_ADVICE
+
+    return REBUILD_ADVICE
+
+
 def parse_number(number: str) -> tuple[str, int]:
     """(series, value) of a number written by ``format_number``."""
     series, _, digits = number.rpartition("-")

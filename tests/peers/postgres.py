@@ -26,7 +26,6 @@ import json
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from beanbill.ports import free_port
 from beanbill.rating.config import StateSettings
 
 SERVER_ROOT = Path("/usr/lib/postgresql")
@@ -135,12 +135,6 @@ def _owner() -> str | None:
 
 def _as_owner(owner: str | None, command: list[str]) -> list[str]:
     return command if owner is None else ["runuser", "-u", owner, "--", *command]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

@@ -22,13 +22,14 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+
+from beanbill.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PEERS = ROOT / ".peers"
@@ -95,12 +96,6 @@ def installed() -> Path:
                 raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
             stamp.write_text(f"{PACKAGE}@{VERSION}\n")
     return executable
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _wait_until_serving(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
