@@ -22,6 +22,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,9 @@ import pytest
 from beanbill.examples import SETTINGS
 from beanbill.ledger.books import ledger_errors, load_books
 from beanbill.ledger.invoicing import InvoicingError
+from beanbill.ledger.invoicing.documents import load_document
 from beanbill.ledger.invoicing.due import issued_keys
+from beanbill.ledger.invoicing.files import write_documents
 from beanbill.ledger.invoicing.issue import issue
 from beanbill.ledger.invoicing.numbering import InvoiceNumbers, open_numbers, rebuild_advice
 from beanbill.ledger.invoicing.numbering_postgres import PostgresInvoiceNumbers
@@ -504,8 +507,14 @@ def test_a_numbering_older_than_the_ledger_is_rebuilt_by_the_fix_for_its_store(
         workspace = issued_workspace(tmp_path, state)
         forget_number(workspace, "INV-2026-000002")
         books = load_books(workspace.ledger_path, "EUR")
-        with pytest.raises(InvoicingError, match="lacks 1 number"):
+        with pytest.raises(InvoicingError, match="lacks 1 number") as refused:
             numbering_state(workspace, books)
+        assert rebuild_advice(workspace) in str(refused.value)
+        first = load_document(workspace.invoices_dir / "INV-2026-000001.json")
+        other = load_document(workspace.invoices_dir / "INV-2026-000002.json")
+        with pytest.raises(InvoicingError, match="never overwritten") as overwritten:
+            write_documents(workspace, replace(other, number=first.number))
+        assert rebuild_advice(workspace) in str(overwritten.value)
         follow(rebuild_advice(workspace), workspace)
         rebuilt = numbering_state(workspace, books).all()
         assert [(a.number, a.issued) for a in rebuilt] == [

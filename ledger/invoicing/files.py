@@ -20,6 +20,7 @@ from beanbill.ledger.invoicing import InvoicingError
 from beanbill.ledger.invoicing.derive import Derived, seller_legal_line
 from beanbill.ledger.invoicing.documents import InvoiceDocument, document_json
 from beanbill.ledger.invoicing.einvoice import cii_xml
+from beanbill.ledger.invoicing.numbering import rebuild_advice
 from beanbill.ledger.invoicing.render import invoice_html, invoice_pdf
 from beanbill.ledger.invoicing.ubl import ubl_xml
 from beanbill.rating.storage import write_bytes_atomically
@@ -94,8 +95,8 @@ def write_documents(
         if snapshot_path.read_bytes() != snapshot:
             raise InvoicingError(
                 f"{snapshot_path} holds another document than the one being issued as "
-                f"{document.number}: issued documents are never overwritten (was "
-                "state/invoices.sqlite replaced? move it aside to rebuild it from the ledger)"
+                f"{document.number}: issued documents are never overwritten (was the "
+                f"numbering state replaced? {rebuild_advice(workspace)})"
             )
     else:
         present = [name for kind, name in names.items() if (folder / name).exists()]

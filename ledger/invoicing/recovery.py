@@ -4,8 +4,9 @@
 under the same number. The ledger holds the same facts for every issued document (the
 issuance with its number, key and date; the credit note's reversal), so a lost state is
 rebuilt from it — issuing with an empty state would reuse issued numbers. A state that
-lacks numbers the ledger holds (a restored old copy, say) is refused with the fix. A
-PostgreSQL state (``[state] url``) is started the same way: from the ledger, on first use.
+lacks numbers the ledger holds (a restored old copy, say) is refused with the fix for
+where it lives (``rebuild_advice``). A PostgreSQL state (``[state] url``) is started the
+same way: from the ledger, on first use.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from beanbill.ledger import keys
 from beanbill.ledger.books import Books
 from beanbill.ledger.invoicing import InvoicingError
 from beanbill.ledger.invoicing.due import invoicing_transactions
-from beanbill.ledger.invoicing.numbering import Assigned, NumberStore, open_numbers, parse_number
+from beanbill.ledger.invoicing.numbering import (
+    Assigned,
+    NumberStore,
+    open_numbers,
+    parse_number,
+    rebuild_advice,
+)
 from beanbill.rating.workspace import Workspace
 
 MAX_LISTED = 5
@@ -71,7 +78,7 @@ def numbering_state(workspace: Workspace, books: Books) -> NumberStore:
     if lacking:
         raise InvoicingError(
             f"{numbers.location} lacks {len(lacking)} number(s) the ledger holds "
-            f"({', '.join(lacking[:MAX_LISTED])}): it is older than the ledger. Move it "
-            "aside and run again: it is rebuilt from the ledger"
+            f"({', '.join(lacking[:MAX_LISTED])}): it is older than the ledger; "
+            f"{rebuild_advice(workspace)}"
         )
     return numbers
