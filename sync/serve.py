@@ -37,7 +37,7 @@ from starlette.routing import Route
 
 from beanbill.ledger.books import ledger_errors
 from beanbill.rating.errors import BeanbillError
-from beanbill.rating.group_commit import GroupCommit
+from beanbill.rating.group_commit import AsyncGroupCommit
 from beanbill.rating.provisional import local_today, provisional_dir, rate_open
 from beanbill.rating.workspace import Workspace
 from beanbill.sync.interface import Connector, WebhookRejected
@@ -221,7 +221,9 @@ def create_app(
     by_name = {connector.name: connector for connector in connectors}
     # Events arriving together are kept in one fsync'd transaction (group commit); each
     # is answered once the transaction holding it is committed.
-    inbox: GroupCommit[NewEvent, bool] = GroupCommit(state.store_events, MAX_EVENTS_PER_COMMIT)
+    inbox: AsyncGroupCommit[NewEvent, bool] = AsyncGroupCommit(
+        state.store_events, MAX_EVENTS_PER_COMMIT
+    )
 
     async def webhook(request: Request) -> JSONResponse:
         connector = by_name.get(request.path_params["target"])
@@ -240,7 +242,7 @@ def create_app(
             return JSONResponse({"error": str(error)}, status_code=413)
         kept = NewEvent(connector.name, event.event_id, event.event_type, text)
         try:
-            new = await run_in_threadpool(inbox.submit, kept)
+            new = await inbox.submit(kept)
         except BeanbillError as error:  # full, or the store failed: the sender retries
             return JSONResponse({"error": f"not kept, try again: {error}"}, status_code=503)
         writer.wake.set()

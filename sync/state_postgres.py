@@ -237,16 +237,29 @@ class PostgresSyncState:
         if len(events) > MAX_EVENTS_PER_STORE:
             raise SyncStateError(f"{len(events)} events at once: at most {MAX_EVENTS_PER_STORE}")
         received_at = now()
-        kept = []
+        # The group in one statement (one round trip, not one an event); an event sent
+        # twice within the group is kept once, as its first copy.
+        first: dict[tuple[str, str], int] = {}
+        for index, event in enumerate(events):
+            first.setdefault((event.source, event.event_id), index)
+        unique = [events[index] for index in first.values()]
         with self.database.connection() as connection, connection.transaction():
-            for event in events:
-                cursor = connection.execute(
-                    "INSERT INTO inbox (source, event_id, event_type, payload, received_at) "
-                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (source, event_id) DO NOTHING",
-                    (*event, received_at),
-                )
-                kept.append(cursor.rowcount == 1)
-        return kept
+            inserted = connection.execute(
+                "INSERT INTO inbox (source, event_id, event_type, payload, received_at) "
+                "SELECT source, event_id, event_type, payload, %s "
+                "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) "
+                "AS new (source, event_id, event_type, payload) "
+                "ON CONFLICT (source, event_id) DO NOTHING RETURNING source, event_id",
+                (
+                    received_at,
+                    [event.source for event in unique],
+                    [event.event_id for event in unique],
+                    [event.event_type for event in unique],
+                    [event.payload_text for event in unique],
+                ),
+            ).fetchall()
+        new = {first[(source, event_id)] for source, event_id in inserted}
+        return [index in new for index in range(len(events))]
 
     def unprocessed_events(self, source: str, limit: int) -> list[InboxEvent]:
         """The next waiting events no other replica has claimed, claimed for this store
