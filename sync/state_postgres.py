@@ -237,13 +237,14 @@ class PostgresSyncState:
         if len(events) > MAX_EVENTS_PER_STORE:
             raise SyncStateError(f"{len(events)} events at once: at most {MAX_EVENTS_PER_STORE}")
         received_at = now()
-        # The group in one statement (one round trip, not one an event); an event sent
-        # twice within the group is kept once, as its first copy.
+        # The group in one statement, which on this autocommit connection is its own
+        # transaction: one round trip, where BEGIN, an INSERT an event and COMMIT were
+        # several. An event sent twice within the group is kept once, as its first copy.
         first: dict[tuple[str, str], int] = {}
         for index, event in enumerate(events):
             first.setdefault((event.source, event.event_id), index)
         unique = [events[index] for index in first.values()]
-        with self.database.connection() as connection, connection.transaction():
+        with self.database.connection() as connection:
             inserted = connection.execute(
                 "INSERT INTO inbox (source, event_id, event_type, payload, received_at) "
                 "SELECT source, event_id, event_type, payload, %s "
