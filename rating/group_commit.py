@@ -6,7 +6,9 @@ item durable before answering (a webhook's 200, an events batch's answer) would 
 one by one. Here the first caller to arrive while no write runs becomes the *leader*: it
 takes every item waiting (its own included, up to ``max_items``), writes them with one
 call of ``commit`` and hands each caller its own result. Callers arriving meanwhile wait
-for the next write, led by the first of them. Nobody is answered before the write that
+for the next write, led by the first of them (or, with ``max_writes`` above one, write
+beside it: a write that is part fixed cost and part one thread's work, such as a DuckDB
+ingest, leaves a core idle otherwise). Nobody is answered before the write that
 holds its item has returned; a failed write fails every caller of it, and nobody hangs.
 """
 
@@ -28,6 +30,7 @@ Result = TypeVar("Result")
 MAX_WAITING = 100_000  # beyond this, callers are refused rather than queued
 MAX_LINGER_SECONDS = 1.0
 PEAK_WINDOW_SECONDS = 1.0  # how long callers seen in at once are expected back
+MAX_WRITES = 8
 
 
 class GroupCommitFull(BeanbillError):
@@ -41,6 +44,7 @@ class GroupCommitFailed(BeanbillError):
 @dataclass
 class _Ticket(Generic[Item, Result]):
     item: Item
+    taken: bool = False  # into a write (under way or done)
     done: bool = False
     result: Result | None = None
     error: BeanbillError | None = None
@@ -54,21 +58,27 @@ class GroupCommit(Generic[Item, Result]):
         commit: Callable[[Sequence[Item]], Sequence[Result]],
         max_items: int,
         linger_seconds: float = 0.0,
+        max_writes: int = 1,
     ) -> None:
-        """``linger_seconds``: a leader waits up to this long for as many callers as were
-        lately seen in at once (writing or waiting), so that callers answered by one write
-        and sending again join the next rather than splitting into two half groups that
-        each pay the write's fixed cost; a lone caller never waits."""
+        """``linger_seconds``: a leader waits up to this long for its share of as many
+        callers as were lately seen in at once (writing or waiting), so that callers
+        answered by one write and sending again join the next rather than splitting into
+        smaller groups that each pay the write's fixed cost; a lone caller never waits.
+        ``max_writes``: how many writes may run at once (``commit`` must allow it); each
+        leader's share is then that many-th of the callers."""
         if max_items < 1:
             raise ValueError("a group holds at least one item")
         if not 0 <= linger_seconds <= MAX_LINGER_SECONDS:
             raise ValueError(f"linger_seconds is between 0 and {MAX_LINGER_SECONDS}")
+        if not 1 <= max_writes <= MAX_WRITES:
+            raise ValueError(f"max_writes is between 1 and {MAX_WRITES}")
         self.commit = commit
         self.max_items = max_items
         self.linger_seconds = linger_seconds
+        self.max_writes = max_writes
         self.condition = threading.Condition()
         self.waiting: list[_Ticket[Item, Result]] = []
-        self.running = False
+        self.running = 0  # writes under way
         self.inside = 0  # callers in ``submit``: waiting or in the write running
         self.peaks = [0, 0]  # the most inside at once: this window and the one before
         self.window_started = time.monotonic()
@@ -86,10 +96,12 @@ class GroupCommit(Generic[Item, Result]):
             self.condition.notify_all()  # a lingering leader counts arrivals
             try:
                 while not ticket.done:
-                    if self.running:
-                        self.condition.wait()
-                    else:
+                    # Lead a write if one may start and this caller's item still waits
+                    # (taken into a write under way, it waits for that write's end).
+                    if self.running < self.max_writes and not ticket.taken:
                         self._lead()
+                    else:
+                        self.condition.wait()
             finally:
                 self.inside -= 1
         if ticket.error is not None:
@@ -107,7 +119,8 @@ class GroupCommit(Generic[Item, Result]):
         """Wait (the lock released) until as many callers wait as were lately in at once,
         or ``linger_seconds`` have passed."""
         self._note_peak()
-        expected = min(self.max_items, max(self.peaks))
+        share = -(-max(self.peaks) // self.max_writes)  # rounded up
+        expected = min(self.max_items, share)
         deadline = time.monotonic() + self.linger_seconds
         while len(self.waiting) < expected:
             left = deadline - time.monotonic()
@@ -117,10 +130,16 @@ class GroupCommit(Generic[Item, Result]):
 
     def _lead(self) -> None:
         """Write one group: called holding the lock, which is released while writing."""
-        self.running = True
+        self.running += 1
         self._linger()
         group = self.waiting[: self.max_items]
         del self.waiting[: len(group)]
+        for taken in group:
+            taken.taken = True
+        if not group:  # another write, started while this one lingered, took them all
+            self.running -= 1
+            self.condition.notify_all()
+            return
         failure: BeanbillError | None = None
         results: Sequence[Result] = ()
         self.condition.release()
@@ -136,7 +155,7 @@ class GroupCommit(Generic[Item, Result]):
             failure = GroupCommitFailed(f"the write failed: {type(error).__name__}: {error}")
         finally:
             self.condition.acquire()
-            self.running = False
+            self.running -= 1
             self.groups += 1
         for index, ticket in enumerate(group):
             if failure is None:

@@ -94,20 +94,26 @@ def test_a_conflict_within_one_group_names_no_server_file(
 ) -> None:
     workspace, app, key = served
     commit = group_commit_of(app)
-    # A large file (beyond a request's limit) keeps the group commit busy meanwhile.
-    slow = workspace.root / "slow.jsonl"
-    slow.write_text("".join(json.dumps(egress("fr-post", f"s{n}")) + "\n" for n in range(50_000)))
+    # Large files (beyond a request's limit) keep every write of the group commit busy
+    # meanwhile.
+    slow = []
+    for writer in range(commit.max_writes):
+        path = workspace.root / f"slow-{writer}.jsonl"
+        lines = (json.dumps(egress("fr-post", f"s{writer}-{n}")) + "\n" for n in range(50_000))
+        path.write_text("".join(lines))
+        slow.append(path)
     first = egress("team-a", "same", "1")
     other = egress("team-a", "same", "2")
     answers: list[Any] = []
-    with ThreadPoolExecutor(1) as pool:
-        leading = pool.submit(commit.submit, slow)
+    with ThreadPoolExecutor(commit.max_writes) as pool:
+        leading = [pool.submit(commit.submit, path) for path in slow]
         deadline = time.monotonic() + 30
-        while not commit.running and time.monotonic() < deadline:
+        while commit.running < commit.max_writes and time.monotonic() < deadline:
             time.sleep(0.001)
-        assert commit.running  # the two next batches wait for the same group
+        assert commit.running == commit.max_writes  # the next batches wait for one group
         answers = post_all(app, key, [[first], [other]])
-        leading.result()
+        for write in leading:
+            write.result()
     verdicts = sorted((a["accepted"], a["rejected"]) for a in answers)
     assert verdicts == [(0, 1), (1, 0)]
     (reject,) = next(a for a in answers if a["rejected"])["rejects"]
@@ -188,3 +194,56 @@ def test_a_leader_lingers_for_the_callers_seen_together_and_a_lone_caller_never_
 def test_linger_is_bounded() -> None:
     with pytest.raises(ValueError, match="linger_seconds"):
         GroupCommit(lambda items: list(items), 64, linger_seconds=5.0)
+
+
+def test_two_writes_run_at_once_never_three_and_each_caller_gets_its_own_result() -> None:
+    lock = threading.Lock()
+    under_way = [0]
+    most = [0]
+    written: list[int] = []
+
+    def write(items: Sequence[int]) -> list[int]:
+        with lock:
+            under_way[0] += 1
+            most[0] = max(most[0], under_way[0])
+        time.sleep(0.02)  # a write's fixed cost: the second runs meanwhile
+        with lock:
+            under_way[0] -= 1
+            written.extend(items)
+        return [item * 3 for item in items]
+
+    commit: GroupCommit[int, int] = GroupCommit(write, 4, linger_seconds=0.0, max_writes=2)
+    start = threading.Barrier(12)
+
+    def caller(index: int) -> None:
+        start.wait()
+        for round_number in range(5):
+            item = index * 100 + round_number
+            assert commit.submit(item) == item * 3
+
+    with ThreadPoolExecutor(12) as pool:
+        list(pool.map(caller, range(12)))
+    assert most[0] == 2
+    assert sorted(written) == sorted(i * 100 + r for i in range(12) for r in range(5))
+    assert not commit.waiting and commit.running == 0
+
+
+def test_a_lingering_leader_whose_callers_were_taken_writes_nothing() -> None:
+    """With two writes allowed, a second leader may take the items a first one lingers
+    for: the first then writes no empty group, and every caller is still answered."""
+    groups: list[list[int]] = []
+
+    def write(items: Sequence[int]) -> list[int]:
+        groups.append(list(items))
+        return list(items)
+
+    commit: GroupCommit[int, int] = GroupCommit(write, 64, linger_seconds=0.2, max_writes=2)
+    commit.peaks = [6, 6]  # callers lately came six at a time: a leader lingers for three
+    with ThreadPoolExecutor(6) as pool:
+        assert sorted(pool.map(commit.submit, range(6))) == list(range(6))
+    assert all(groups) and sorted(i for group in groups for i in group) == list(range(6))
+
+
+def test_writes_at_once_are_bounded() -> None:
+    with pytest.raises(ValueError, match="max_writes"):
+        GroupCommit(lambda items: list(items), 64, max_writes=0)

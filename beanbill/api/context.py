@@ -105,9 +105,10 @@ class ApiContext:
         self.keys = KeyStore(workspace.state_dir)
         self.buckets = TokenBuckets(settings.rate_limit)
         self.ledger = LedgerCache(workspace)
-        # Events batches arriving together are ingested together (group commit); one
-        # ingest at a time per process, and the ingest takes the workspace lock, which
-        # serializes it with the CLI's commands.
+        # Events batches arriving together are ingested together (group commit), two
+        # ingests at most at once, each on a cursor of its own; the ingest takes the
+        # workspace lock to store, which serializes that part with the other ingest and
+        # the CLI's commands.
         database = ingest_database(workspace)
         self.group_commit = ingest_group_commit(
             lambda paths: ingest(workspace, paths, database=database)
