@@ -571,7 +571,9 @@ class _Ingestion:
         table = f"file_{JSON_LINES}"
         # Each line's file by its place in the listing (the reader's ``file_index``), not
         # by its name: a name a line would hold hundreds of MB at 10M lines.
-        self.table("json_inputs", {"file_index": list(range(len(sources))), "source": sources})
+        self.table(
+            "json_inputs", {"file_index": list(range(len(sources))), "source": list(sources)}
+        )
         try:
             self.sql(f"""
                 CREATE TEMP TABLE {table} AS
