@@ -127,6 +127,8 @@ def _print_ingest(summary: IngestSummary) -> None:
         click.echo(f"rejected events (file, line, field, reason): {summary.rejects_path}")
     if summary.late_path:
         click.echo(f"late events for already closed periods: {summary.late_path}")
+    if summary.compaction_problem:
+        click.echo(f"stored, but: {summary.compaction_problem}")
 
 
 @main.command(name="ingest")

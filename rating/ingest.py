@@ -35,7 +35,7 @@ import pyarrow as pa
 from beanbill.rating.characters import REFUSED_CHARACTERS_RE2
 from beanbill.rating.closures import ClosedPeriods
 from beanbill.rating.config import Meter, MeterKind
-from beanbill.rating.errors import IngestError
+from beanbill.rating.errors import BeanbillError, IngestError
 from beanbill.rating.money import QUANTITY_SCALE, SECONDS_PER_DAY
 from beanbill.rating.periods import OffsetChange, local_midnight_epoch, offset_changes
 from beanbill.rating.storage import fsync_directory, publish, sql_string, temporary_sibling
@@ -99,11 +99,15 @@ class IngestSummary:
     late_path: Path | None
     reasons: tuple[tuple[str, int], ...]
     by_file: tuple[FileCounts, ...] = ()  # in the order of ``files``
+    # The events are stored, but merging the store's small parts failed (it is tried
+    # again by the next ingest): why, for a human to look at.
+    compaction_problem: str | None = None
 
     @property
     def exit_code(self) -> int:
-        """0 when everything was taken, 1 when some events were rejected (scripts can tell)."""
-        return 1 if self.rejected else 0
+        """0 when everything was taken, 1 when some events were rejected or the store's
+        upkeep failed after storing them (scripts can tell)."""
+        return 1 if self.rejected or self.compaction_problem else 0
 
 
 def _sql_identifier(name: str) -> str:
@@ -465,6 +469,7 @@ class _Ingestion:
         self.checks = _checks(max_duration)
         self.zone = zoneinfo.ZoneInfo(workspace.settings.billing.timezone)
         self.any_late_possible = False  # set when some period is closed
+        self.compaction_problem: str | None = None
 
     def sql(self, query: str) -> duckdb.DuckDBPyConnection:
         return self.connection.execute(query)
@@ -843,8 +848,17 @@ class _Ingestion:
             publish(temporary, final)
         fsync_directory(self.workspace.usage_dir)
         for month in months:  # many small parts (the events API's) merged now and then
-            compact(self.workspace.usage_dir / f"month={month}", self.connection)
+            self.compact(self.workspace.usage_dir / f"month={month}")
         return months
+
+    def compact(self, folder: Path) -> None:
+        """Merge small parts, never failing the run: the events are stored and published
+        by now, so a failed merge (a full disk, say) is said, not raised; it is left as a
+        crash would leave it, which the next compaction or listing recovers from."""
+        try:
+            compact(folder, self.connection)
+        except (OSError, duckdb.Error, BeanbillError) as error:
+            self.compaction_problem = f"{folder}: merging the stored parts failed: {error}"
 
     def write_rejects(self, fingerprint: str) -> tuple[Path | None, int]:
         refused = self.sql(
@@ -1031,6 +1045,7 @@ def _ingest(workspace: Workspace, run: _Ingestion) -> IngestSummary:
         late_path=late_path,
         reasons=reasons,
         by_file=by_file,
+        compaction_problem=run.compaction_problem,
     )
 
 
@@ -1045,5 +1060,6 @@ def summary_as_json(summary: IngestSummary) -> str:
             "months": list(summary.months),
             "rejects": str(summary.rejects_path) if summary.rejects_path else None,
             "late_report": str(summary.late_path) if summary.late_path else None,
+            "compaction_problem": summary.compaction_problem,
         }
     )

@@ -149,28 +149,69 @@ usage_store.compact(Path(sys.argv[1]), duckdb.connect())
 
 
 def test_compaction_killed_at_random_points_never_shows_an_event_twice_or_loses_one(
-    small_parts: Callable[[str, int], Workspace],
+    small_parts: Callable[[str, int], Workspace], tmp_path: Path
 ) -> None:
     workspace = small_parts("killed", 1)
     folder = workspace.usage_dir / FOLDER
-    [seed] = month_parts(folder)
-    expected = 300
-    for index in range(1, expected):  # 300 parts of one event, made directly
-        duckdb.sql(
-            f"COPY (SELECT * REPLACE ('e-{index}' AS id) FROM read_parquet('{seed}')) "
-            f"TO '{folder / f'part-k{index:04d}.parquet'}' (FORMAT parquet)"
-        )
-    ids = {"e0", *(f"e-{index}" for index in range(1, expected))}
+    [stored] = month_parts(folder)
+    seed = tmp_path / "seed.parquet"  # the stored part is merged away in the first round
+    seed.write_bytes(stored.read_bytes())
+    ids = {"e0"}
+
+    def add_parts(round_number: int, count: int) -> None:
+        """One-event parts, made directly: work for the next compaction to do."""
+        for index in range(count):
+            name = f"e-{round_number}-{index}"
+            duckdb.sql(
+                f"COPY (SELECT * REPLACE ('{name}' AS id) FROM read_parquet('{seed}')) "
+                f"TO '{folder / f'part-k{round_number:02d}{index:04d}.parquet'}' (FORMAT parquet)"
+            )
+            ids.add(name)
+
     generator = random.Random(7)
-    for _ in range(6):
+    landed = 0  # kills that cut a compaction short (its journal still there)
+    for round_number in range(6):
+        add_parts(round_number, 150)
         process = subprocess.Popen([sys.executable, "-c", KILLABLE, str(folder)])
-        time.sleep(generator.uniform(0.05, 0.8))
+        deadline = time.monotonic() + 30
+        while not (folder / JOURNAL).exists() and process.poll() is None:
+            assert time.monotonic() < deadline, "the compaction never started"
+            time.sleep(0.001)
+        time.sleep(generator.uniform(0.0, 0.15))  # somewhere inside the compaction
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
+        landed += (folder / JOURNAL).exists()
         found = stored_ids(workspace)
-        assert len(found) == expected and set(found) == ids  # once each, none lost
+        assert len(found) == len(ids) and set(found) == ids  # once each, none lost
         if generator.random() < 0.5:
             recover(folder)
+    assert landed >= 3  # the kills did cut compactions short, at various points
     compact(folder, duckdb.connect())  # finishes, from whatever state
     assert stored_ids(workspace) == sorted(ids)
     assert not (folder / JOURNAL).exists()
+
+
+def test_a_failed_compaction_does_not_fail_the_ingest_that_stored_its_events(
+    small_parts: Callable[[str, int], Workspace],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The events are published before the store's small parts are merged: a merge that
+    fails (a full disk) is reported (exit 1), not raised, and tried again later."""
+    workspace = small_parts("full-disk", 5)  # one more part and the month is merged
+
+    def full_disk(folder: Path, connection: duckdb.DuckDBPyConnection) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("beanbill.rating.ingest.compact", full_disk)
+    summary = ingest(workspace, [write_jsonl(tmp_path / "sixth.jsonl", [event(5)])])
+    assert summary.accepted == 1 and summary.exit_code == 1
+    assert summary.compaction_problem is not None
+    assert "No space left on device" in summary.compaction_problem
+    assert stored_ids(workspace) == sorted(f"e{index}" for index in range(6))
+    monkeypatch.undo()
+    monkeypatch.setattr(usage_store, "COMPACT_AT_PARTS", 6)
+    later = ingest(workspace, [write_jsonl(tmp_path / "seventh.jsonl", [event(6)])])
+    assert later.exit_code == 0 and later.compaction_problem is None
+    assert [level(part) for part in month_parts(workspace.usage_dir / FOLDER)] == [1]
+    assert stored_ids(workspace) == sorted(f"e{index}" for index in range(7))
