@@ -108,9 +108,9 @@ class InboxWriter:
             # request handlers the processor meanwhile).
             self.stopping.wait(COALESCE_SECONDS)
             self.wake.clear()
-            if not self.holds_writer_lock():
-                continue  # another process posts; this one keeps events only
             try:
+                if not self.holds_writer_lock():
+                    continue  # another process posts; this one keeps events only
                 while True:
                     closed = [
                         apply_events(self.workspace, connector, self.state)

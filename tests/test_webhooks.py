@@ -291,3 +291,33 @@ def test_one_process_of_a_workspace_posts_the_inbox_and_another_takes_over_when_
     second.stopping.set()
     second.thread.start()
     second.stop()
+
+
+def test_the_inbox_writer_outlives_a_passing_error_taking_its_lock(
+    issued: Issued, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file-open error (descriptors run out under a burst) is a pause, not the end of
+    the thread that posts the inbox: webhooks would be kept but never booked."""
+    monkeypatch.setattr("beanbill.sync.serve.ERROR_PAUSE_SECONDS", 0.05)
+    monkeypatch.setattr("beanbill.sync.serve.COALESCE_SECONDS", 0.0)
+    workspace = issued()
+    writer = InboxWriter(workspace, [], sync_state(workspace))
+    attempts: list[int] = []
+    taken = writer.holds_writer_lock
+
+    def flaky() -> bool:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OSError(24, "Too many open files")
+        return taken()
+
+    monkeypatch.setattr(writer, "holds_writer_lock", flaky)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(attempts) < 2 and time.monotonic() < deadline:
+            writer.wake.set()
+            time.sleep(0.02)
+        assert writer.thread.is_alive() and len(attempts) >= 2
+    finally:
+        writer.stop()
