@@ -127,7 +127,23 @@ def _csv_header_width(path: Path) -> int:
 # token is the event's quantity only when the top-level "quantity" is a number, and only
 # a token of the same value as that number; two such tokens spelled differently (a nested
 # or repeated key) leave the line rejected rather than guessed.
-QUANTITY_TOKEN = r'"quantity"\s*:\s*(-?[0-9][0-9.eE+-]*)'
+
+
+def _json_spellings(name: str) -> str:
+    """A regular expression for every way JSON can write the key ``name`` (letters):
+    each letter as itself or as a ``\\uXXXX`` escape (hex digits in either case)."""
+
+    def escaped(letter: str) -> str:
+        digits = f"{ord(letter):04x}"
+        return "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in digits)
+
+    return "".join(f"(?:{letter}|\\\\u{escaped(letter)})" for letter in name)
+
+
+# A number's text next to its key, however the key is spelled: the number is kept as
+# written, and a key spelled with escapes ("quantit\u0079") must not leave only the
+# approximation a JSON reader makes of it (a double).
+QUANTITY_TOKEN = '"' + _json_spellings("quantity") + r'"\s*:\s*(-?[0-9][0-9.eE+-]*)'
 JSON_NUMBER_TYPES = "('BIGINT', 'UBIGINT', 'DOUBLE')"
 AMBIGUOUS_QUANTITY = "quantity: written more than once in the line, with different spellings"
 # Extra fields are ignored, but one that differs from a contract name only in case

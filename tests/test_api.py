@@ -495,7 +495,7 @@ SPELLED_EVENTS = [
     '{\n  "id": "s1",\r\n  "org": "fr-post", "resource": "fr-post/app", "meter": "cpu",\n'
     '  "start": "2026-10-05T00:00:00Z", "end": "2026-10-05T01:00:00Z", "quantity": 2.50\n}',
     '{"id":"s2","org":"team-a","resource":"team-a/lb \u2013 \u00e9t\u00e9 – été",'
-    '"meter":"egress","at":"2026-10-05T12:00:00Z","quantit\\u0079":3}',
+    '"meter":"egress","at":"2026-10-05T12:00:00Z","quantit\\u0079":123456789012.000001}',
     '{"id":"s\\u00e9","org":"team-a","resource":"team-a/lb","meter":"egress",'
     '"at":"2026-10-05T12:00:00Z","quantity":"4"}',
     '{"id":"s1","org":"fr-post","resource":"fr-post/app","meter":"cpu",'
@@ -538,6 +538,8 @@ def test_events_reach_the_ingest_as_the_text_they_were_sent_with(
     )
     assert stored_events(by_api) == stored_events(by_file)
     assert {row[1] for row in stored_events(by_api)} == {"s1", "s2", "sé"}
+    # The number under the escaped key, as written: not the double 123456789012.0.
+    assert {row[1]: row[6] for row in stored_events(by_api)}["s2"] == 123_456_789_012_000_001
     [batch] = (by_api.state_dir / "api-events").rglob("*.jsonl")
     assert batch.read_text(encoding="utf-8").split("\n")[1] == SPELLED_EVENTS[1]  # as sent
     rate_months(by_file, [OCTOBER])
@@ -686,6 +688,7 @@ def test_hostile_ids_through_the_api(
         (b'{"events": [{"quantity": Infinity}]}', 422, "Infinity is not a JSON value"),
         (b'{"events": [' + b"{}," * 1_000 + b"{}]}", 422, "at most 1,000 events"),
         (b'{"events": [' + b"[" * 70 + b"]" * 70 + b"]}", 422, "nested deeper"),
+        (b"{" + b"[" * 200_000, 422, "not valid JSON"),  # deep where a key should be
         (b"\xff\xfe", 422, "not UTF-8"),
         (b'{"events": ["' + b"x" * 2_000_001 + b'"]}', 413, "larger than 2,000,000 bytes"),
     ],

@@ -361,11 +361,17 @@ def test_a_quantity_nested_in_an_extra_field_is_not_the_events_quantity(
         '{"meta": {"quantity": 7}, ' + interval + "}",  # none: an interval's default, 1
         '{"meta": {"quantity": 7}, ' + counter.replace('"c"', '"none"') + "}",  # none: missing
         '{"quantity": 2, "quantity": 2.0, ' + counter.replace('"c"', '"twice"') + "}",
+        # The key in escapes: its number is still read as written, not as a double
+        # (123456789012.000001 would be 123456789012.0).
+        '{"quantit\\u0079": 123456789012.000001, ' + counter.replace('"c"', '"esc"') + "}",
+        '{"meta": {"quantity": 3}, "\\u0071uantity": 3, ' + counter.replace('"c"', '"esc2"') + "}",
     ]
     summary = ingest(workspace, [write_jsonl(tmp_path / "nested.jsonl", lines)])
     assert {key: row[3] for key, row in stored_by_id(workspace).items()} == {
         "c": 2_000_000,
         "i": 1_000_000,
+        "esc": 123_456_789_012_000_001,
+        "esc2": 3_000_000,
     }
     assert reasons(summary) == {
         3: "quantity: missing",

@@ -139,9 +139,11 @@ def event_texts(text: str, limit: int) -> list[str] | None:
     if not text.startswith("{", index):
         return None
     index = _skip(text, index + 1)
+    if not text.startswith('"', index):  # a key is a string: anything else is not ours
+        return None
     try:
         key, index = _SCANNER.raw_decode(text, index)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
         return None
     index = _skip(text, index)
     if key != "events" or not text.startswith(":", index):
