@@ -99,7 +99,7 @@ class GroupCommit(Generic[Item, Result]):
                     # Lead a write if one may start and this caller's item still waits
                     # (taken into a write under way, it waits for that write's end).
                     if self.running < self.max_writes and not ticket.taken:
-                        self._lead()
+                        self._lead(ticket)
                     else:
                         self.condition.wait()
             finally:
@@ -115,33 +115,34 @@ class GroupCommit(Generic[Item, Result]):
             self.window_started = now
         self.peaks[0] = max(self.peaks[0], self.inside)
 
-    def _linger(self) -> None:
+    def _linger(self, own: _Ticket[Item, Result]) -> None:
         """Wait (the lock released) until as many callers wait as were lately in at once,
-        or ``linger_seconds`` have passed."""
+        or ``linger_seconds`` have passed, or another write took this leader's own item."""
         self._note_peak()
         share = -(-max(self.peaks) // self.max_writes)  # rounded up
         expected = min(self.max_items, share)
         deadline = time.monotonic() + self.linger_seconds
-        while len(self.waiting) < expected:
+        while len(self.waiting) < expected and not own.taken:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
             self.condition.wait(left)
 
-    def _lead(self) -> None:
+    def _lead(self, own: _Ticket[Item, Result]) -> None:
         """Write one group: called holding the lock, which is released while writing."""
         self.running += 1
-        self._linger()
+        self._linger(own)
+        if own.taken:  # another write, started while this one lingered, took this item
+            self.running -= 1
+            self.condition.notify_all()
+            return
         group = self.waiting[: self.max_items]
         del self.waiting[: len(group)]
         for taken in group:
             taken.taken = True
-        if not group:  # another write, started while this one lingered, took them all
-            self.running -= 1
-            self.condition.notify_all()
-            return
         failure: BeanbillError | None = None
         results: Sequence[Result] = ()
+        interrupted: BaseException | None = None
         self.condition.release()
         try:
             results = self.commit([ticket.item for ticket in group])
@@ -153,6 +154,9 @@ class GroupCommit(Generic[Item, Result]):
             failure = error
         except Exception as error:  # every caller gets an answer, never a hang
             failure = GroupCommitFailed(f"the write failed: {type(error).__name__}: {error}")
+        except BaseException as error:  # an interrupt: the others are answered, then it goes on
+            failure = GroupCommitFailed(f"the write was interrupted: {type(error).__name__}")
+            interrupted = error
         finally:
             self.condition.acquire()
             self.running -= 1
@@ -164,6 +168,11 @@ class GroupCommit(Generic[Item, Result]):
                 ticket.error = failure
             ticket.done = True
         self.condition.notify_all()
+        if interrupted is not None:
+            # This caller goes with the interrupt: its own item, if another group was to
+            # hold it, is not written later behind its back.
+            self.waiting = [ticket for ticket in self.waiting if ticket is not own]
+            raise interrupted
 
 
 class AsyncGroupCommit(Generic[Item, Result]):

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from beanbill.api.app import create_app
 from beanbill.api.keys import KeyStore
 from beanbill.rating.errors import BeanbillError
-from beanbill.rating.group_commit import GroupCommit
+from beanbill.rating.group_commit import GroupCommit, GroupCommitFailed
 from beanbill.rating.ingest import IngestSummary, ingest
 from beanbill.rating.workspace import Workspace
 from tests.support import SMALL_CATALOG, write_workspace
@@ -247,3 +247,69 @@ def test_a_lingering_leader_whose_callers_were_taken_writes_nothing() -> None:
 def test_writes_at_once_are_bounded() -> None:
     with pytest.raises(ValueError, match="max_writes"):
         GroupCommit(lambda items: list(items), 64, max_writes=0)
+
+
+def test_a_leader_whose_own_item_another_write_took_stops_lingering() -> None:
+    commit: GroupCommit[int, int] = GroupCommit(
+        lambda items: list(items), 64, linger_seconds=0.5, max_writes=2
+    )
+    commit.peaks = [4, 4]  # lately four at once: each leader lingers for two
+    start = threading.Barrier(2)
+
+    def call(item: int) -> float:
+        start.wait()
+        began = time.monotonic()
+        assert commit.submit(item) == item
+        return time.monotonic() - began
+
+    with ThreadPoolExecutor(2) as pool:
+        seconds = list(pool.map(call, range(2)))
+    assert max(seconds) < 0.4  # neither waited out the linger for an item already written
+    assert commit.running == 0
+
+
+def test_an_interrupted_write_answers_its_other_callers_and_the_next_group_runs() -> None:
+    calls: list[list[int]] = []
+    gate = threading.Event()
+
+    def write(items: Sequence[int]) -> list[int]:
+        calls.append(list(items))
+        if len(calls) == 1:
+            gate.wait(5)  # the others queue behind this write
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # in the thread of the second group's leader
+        return list(items)
+
+    commit: GroupCommit[int, int] = GroupCommit(write, 2)
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(commit.submit, 0)
+        while not commit.running:
+            time.sleep(0.001)
+        second = pool.submit(commit.submit, 1)  # leads the next group: interrupted
+        while len(commit.waiting) < 1:
+            time.sleep(0.001)
+        others = [pool.submit(commit.submit, item) for item in (2, 3)]
+        while len(commit.waiting) < 3:
+            time.sleep(0.001)
+        gate.set()
+        assert first.result(timeout=5) == 0
+        outcomes = []
+        for future in (second, *others):
+            try:
+                outcomes.append(future.result(timeout=5))  # none left hanging
+            except KeyboardInterrupt:
+                outcomes.append("interrupted")  # the thread that led the write
+            except GroupCommitFailed as error:
+                assert "interrupted: KeyboardInterrupt" in str(error)
+                outcomes.append("failed")
+        # The interrupted write held 1 and 2; whichever thread led it is interrupted,
+        # the other callers of it are answered with the failure, and 3 is written next
+        # (its caller answered, unless its thread was the one interrupted).
+        assert outcomes.count("interrupted") == 1
+        assert sorted(map(str, outcomes)) in (
+            ["3", "failed", "interrupted"],
+            ["failed", "failed", "interrupted"],
+        )
+    assert calls[:2] == [[0], [1, 2]]
+    # Item 3 is written unless its own caller was the one interrupted.
+    assert (calls[2:] == [[3]]) == (3 in outcomes)
