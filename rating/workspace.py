@@ -22,6 +22,7 @@ SETTINGS_FILE = "beanbill.toml"
 CATALOG_FILE = "catalog.toml"
 CUSTOMERS_FILE = "customers.toml"
 LEDGER_FILE = "ledger.beancount"
+LOCK_FILE = "workspace.lock"  # in the state folder: serializes the commands that write
 
 
 @dataclass(frozen=True)
@@ -94,5 +95,5 @@ class Workspace:
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
         """Hold the workspace's exclusive lock while changing it."""
-        with exclusive_lock(self.state_dir / "workspace.lock"):
+        with exclusive_lock(self.state_dir / LOCK_FILE):
             yield

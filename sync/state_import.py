@@ -10,13 +10,18 @@ ledger on first use), but an SQLite numbering with a number assigned and not iss
 refused first, since only the SQLite file knows it.
 
 It never overwrites: the PostgreSQL tables must be empty, or hold exactly the SQLite rows
-already (a second run changes nothing and says so). The SQLite file is left as it was.
+already (a second run changes nothing and says so). The SQLite file keeps its rows (its
+schema is brought to this beanbill's version first, as any command would). The tables are
+read in one read transaction, a snapshot, under the workspace lock and with the inbox
+writer's role taken, so that no `serve` on SQLite keeps events the copy would miss.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +32,8 @@ from beanbill.ledger.invoicing.numbering import STATE_FILE as NUMBERING_FILE
 from beanbill.ledger.invoicing.numbering import InvoiceNumbers
 from beanbill.rating.config import StateSettings
 from beanbill.rating.errors import BeanbillError
-from beanbill.rating.workspace import SETTINGS_FILE
+from beanbill.rating.storage import exclusive_lock
+from beanbill.rating.workspace import LOCK_FILE, SETTINGS_FILE
 from beanbill.sync import state_postgres
 from beanbill.sync.state import MIGRATIONS, STATE_FILE, SqliteSyncState
 
@@ -55,15 +61,34 @@ class ImportReport:
         return sum(count for _, count in self.copied)
 
 
-def _sqlite_rows(path: Path, table: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
-        columns = [str(row[1]) for row in connection.execute(f"PRAGMA table_info({table})")]
-        (count,) = connection.execute(f"SELECT count(*) FROM {table}").fetchone()
-        if count > MAX_ROWS:
-            raise StateImportError(f"{path}: {table} holds {count:,} rows; at most {MAX_ROWS:,}")
-        listing = ", ".join(columns)
-        rows = connection.execute(f"SELECT {listing} FROM {table}").fetchall()
-    return columns, rows
+def _sqlite_rows(
+    connection: sqlite3.Connection, path: Path, table: str
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    columns = [str(row[1]) for row in connection.execute(f"PRAGMA table_info({table})")]
+    (count,) = connection.execute(f"SELECT count(*) FROM {table}").fetchone()
+    if count > MAX_ROWS:
+        raise StateImportError(f"{path}: {table} holds {count:,} rows; at most {MAX_ROWS:,}")
+    listing = ", ".join(columns)
+    return columns, connection.execute(f"SELECT {listing} FROM {table}").fetchall()
+
+
+@contextlib.contextmanager
+def _no_server_running(state_dir: Path) -> Iterator[None]:
+    """Hold the inbox writer's role while copying: a `beanbill serve` on SQLite holds it
+    while it runs (and would keep webhooks in the file after the copy was taken)."""
+    from beanbill.sync.serve import WRITER_LOCK_FILE
+
+    path = state_dir / WRITER_LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StateImportError(
+                f"a `beanbill serve` is running on this workspace ({path} is held): stop "
+                "it, then import"
+            ) from None
+        yield  # closing the file releases the lock
 
 
 def _refuse_pending_numbers(state_dir: Path) -> None:
@@ -97,7 +122,13 @@ def _sqlite_tables(state_dir: Path) -> list[tuple[str, list[str], list[tuple[Any
     source = state_dir / STATE_FILE
     try:
         SqliteSyncState(state_dir)
-        return [(table, *_sqlite_rows(source, table)) for table in TABLES]
+        with contextlib.closing(
+            sqlite3.connect(f"file:{source}?mode=ro", uri=True, isolation_level=None)
+        ) as connection:
+            connection.execute("BEGIN")  # one snapshot of every table
+            tables = [(table, *_sqlite_rows(connection, source, table)) for table in TABLES]
+            connection.execute("COMMIT")
+        return tables
     except sqlite3.DatabaseError as error:
         if error.sqlite_errorname not in DAMAGED_FILE:
             raise
@@ -114,8 +145,16 @@ def import_sqlite_state(state_dir: Path, settings: StateSettings) -> ImportRepor
     source = state_dir / STATE_FILE
     if not source.is_file():
         raise StateImportError(f"{source}: no such file (nothing to import)")
-    _refuse_pending_numbers(state_dir)
-    tables = _sqlite_tables(state_dir)
+    with exclusive_lock(state_dir / LOCK_FILE), _no_server_running(state_dir):
+        _refuse_pending_numbers(state_dir)
+        return _copy_tables(_sqlite_tables(state_dir), settings)
+
+
+def _copy_tables(
+    tables: list[tuple[str, list[str], list[tuple[Any, ...]]]], settings: StateSettings
+) -> ImportReport:
+    """The tables into PostgreSQL in one transaction, or a second run recognized."""
+    assert settings.url is not None  # checked by the caller
     target = state_postgres.PostgresSyncState(settings.url, settings.password_env)
     if target.schema_version() != len(MIGRATIONS):  # pragma: no cover - one beanbill
         raise StateImportError("the two stores are at different schema versions")

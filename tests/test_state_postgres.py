@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import fcntl
 import json
 import os
 import re
@@ -60,6 +61,7 @@ from beanbill.stripe_peer import (
 )
 from beanbill.sync.interface import DocumentTarget
 from beanbill.sync.push import issued_documents, push_all
+from beanbill.sync.serve import WRITER_LOCK_FILE
 from beanbill.sync.state import SqliteSyncState, open_sync_state
 from beanbill.sync.state_import import StateImportError, import_sqlite_state
 from beanbill.sync.state_postgres import PostgresSyncState
@@ -412,6 +414,21 @@ def test_an_import_is_refused_while_a_number_is_assigned_and_not_issued(
     assert "take [state] url out of beanbill.toml, run `beanbill invoice`" in str(refused.value)
     postgres = PostgresSyncState(settings.url or "", settings.password_env)
     assert postgres.records() == []  # nothing copied
+
+
+def test_an_import_is_refused_while_a_server_on_sqlite_holds_the_inbox(
+    settings: StateSettings, tmp_path: Path
+) -> None:
+    """A `serve` still running on the SQLite file would keep webhooks the copy misses."""
+    state_dir = tmp_path / "state"
+    filled_sqlite_state(state_dir)
+    with (state_dir / WRITER_LOCK_FILE).open("a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the writer holds it
+        with pytest.raises(StateImportError, match="a `beanbill serve` is running"):
+            import_sqlite_state(state_dir, settings)
+    postgres = PostgresSyncState(settings.url or "", settings.password_env)
+    assert postgres.records() == []  # nothing copied
+    assert import_sqlite_state(state_dir, settings).rows == 8  # once it has stopped
 
 
 def test_an_unreadable_sqlite_state_is_refused_with_its_fix_before_anything_is_copied(
