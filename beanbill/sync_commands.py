@@ -392,11 +392,10 @@ def serve_command(
 ) -> None:
     """Receive payment webhooks (POST /webhooks/stripe) and post them to the ledger;
     serve the customer API (/v1, its OpenAPI document at /openapi.json) beside them."""
-    import uvicorn
-
-    from beanbill.serving import serve_in_workers
+    from beanbill.serving import listen, serve_in_workers, serve_one
 
     app = serve_app(workspace, rate_open_minutes)  # settings and secrets checked here, once
+    bound = listen(host, port)
     click.echo(
         f"beanbill serve on http://{host}:{port}/webhooks/<target>, the customer API on "
         f"http://{host}:{port}/v1 (OpenAPI document: /openapi.json)"
@@ -404,9 +403,9 @@ def serve_command(
         err=True,
     )
     if workers == 1:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        serve_one(app, bound)
         return
     os.environ[SERVE_WORKER_ENVIRONMENT] = json.dumps(
         {"workspace": str(workspace.resolve()), "rate_open_minutes": rate_open_minutes}
     )
-    serve_in_workers("beanbill.sync_commands:serve_worker_app", host, port, workers)
+    serve_in_workers("beanbill.sync_commands:serve_worker_app", bound, workers)

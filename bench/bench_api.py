@@ -47,7 +47,7 @@ from beanbill.rating.ingest import ingest  # noqa: E402
 from beanbill.rating.provisional import rate_open  # noqa: E402
 from beanbill.rating.usage_store import stored_parts  # noqa: E402
 from beanbill.rating.workspace import Workspace  # noqa: E402
-from beanbill.serving import serve_in_workers  # noqa: E402
+from beanbill.serving import listen, serve_in_workers  # noqa: E402
 from tests.support import SMALL_CATALOG, customer, write_workspace  # noqa: E402
 
 BATCH = 1_000
@@ -210,7 +210,7 @@ def serve(root: Path, port: int, workers: int) -> None:
                     access_log=False)  # fmt: skip
         return
     sys.path.insert(0, str(Path(__file__).parent))  # the workers import this module
-    serve_in_workers("bench_api:worker_app", "127.0.0.1", port, workers)
+    serve_in_workers("bench_api:worker_app", listen("127.0.0.1", port), workers)
 
 
 def post_events(

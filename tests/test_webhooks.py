@@ -321,3 +321,20 @@ def test_the_inbox_writer_outlives_a_passing_error_taking_its_lock(
         assert writer.thread.is_alive() and len(attempts) >= 2
     finally:
         writer.stop()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_on_a_port_in_use_exits_2_with_one_line(issued: Issued, workers: int) -> None:
+    workspace = issued()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        environment = {**os.environ, "STRIPE_SECRET_KEY": API_KEY, "STRIPE_WEBHOOK_SECRET": SECRET}
+        result = subprocess.run(
+            [BEANBILL, "serve", "-w", str(workspace.root), "--port", str(port),
+             "--workers", str(workers)],
+            env=environment, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
