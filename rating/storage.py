@@ -98,6 +98,7 @@ def exclusive_lock(
 
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+MAX_REOPEN_ATTEMPTS = 8  # a file replaced while it is opened is opened again
 
 
 @contextlib.contextmanager
@@ -152,15 +153,20 @@ class KeptSqlite:
         if kept is not None:
             kept[1].close()
             self._local.kept = None
-        with sqlite_state(self.path, self.schema):
-            pass  # made (WAL, with its schema) if it was not
-        connection = sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT_SECONDS,
-                                     isolation_level=None)  # fmt: skip
-        connection.execute("PRAGMA synchronous = FULL")
-        new_identity = self._identity()
-        if new_identity is not None:
-            self._local.kept = (new_identity, connection)
-        return connection
+        for _ in range(MAX_REOPEN_ATTEMPTS):
+            with sqlite_state(self.path, self.schema):
+                pass  # made (WAL, with its schema) if it was not
+            before = self._identity()
+            connection = sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT_SECONDS,
+                                         isolation_level=None)  # fmt: skip
+            # The file the connection opened is the one named before and after it: a
+            # file replaced in between would leave it kept, for good, on the old one.
+            if before is not None and self._identity() == before:
+                connection.execute("PRAGMA synchronous = FULL")
+                self._local.kept = (before, connection)
+                return connection
+            connection.close()
+        raise sqlite3.OperationalError(f"{self.path} keeps being replaced while it is opened")
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:

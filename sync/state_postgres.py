@@ -243,7 +243,9 @@ class PostgresSyncState:
         first: dict[tuple[str, str], int] = {}
         for index, event in enumerate(events):
             first.setdefault((event.source, event.event_id), index)
-        unique = [events[index] for index in first.values()]
+        # In key order: two replicas inserting overlapping groups take their row locks in
+        # one order, so neither waits on the other (a deadlock PostgreSQL would break).
+        unique = [events[first[key]] for key in sorted(first)]
         with self.database.connection() as connection:
             inserted = connection.execute(
                 "INSERT INTO inbox (source, event_id, event_type, payload, received_at) "
