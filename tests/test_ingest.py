@@ -11,7 +11,7 @@ import pytest
 
 from beanbill.rating.closures import ClosedPeriods
 from beanbill.rating.errors import IngestError
-from beanbill.rating.ingest import ingest
+from beanbill.rating.ingest import _Ingestion, ingest
 from beanbill.rating.periods import Month
 from beanbill.rating.rate import rate_months
 from beanbill.rating.workspace import Workspace
@@ -355,3 +355,63 @@ def test_hostile_ids_are_keys_like_any_other(
         f"id: {json.dumps(hostile, ensure_ascii=False)} of organization acme was first seen "
         "with different content at line 2"
     )
+
+
+@pytest.mark.parametrize("frees_memory", [False, True], ids=["small", "large"])
+def test_a_large_run_that_frees_its_tables_as_it_goes_says_and_stores_the_same(
+    make_workspace: Callable[..., Workspace],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    frees_memory: bool,
+) -> None:
+    """A run over 64 MB of input lets its big tables go once used (so as not to spill);
+    forced here on small files, every figure, reject and stored event is the same."""
+    if frees_memory:
+        monkeypatch.setattr("beanbill.rating.ingest.FREE_MEMORY_ABOVE_BYTES", 0)
+    kept: list[str] = []
+    keep_only = _Ingestion.keep_only
+
+    def spy(run: _Ingestion, table: str, condition: str) -> None:
+        kept.append(table)
+        keep_only(run, table, condition)
+
+    monkeypatch.setattr(_Ingestion, "keep_only", spy)
+    workspace = make_workspace(customers=[customer("acme"), customer("daily-co", "daily")])
+    ClosedPeriods(workspace.state_dir).close([("acme", "2026-10")])
+    ingest(workspace, [write_jsonl(tmp_path / "stored.jsonl", [with_fields(id="kept")])])
+    first = write_jsonl(
+        tmp_path / "a.jsonl",
+        [
+            GOOD,
+            with_fields(id="late", start="2026-10-31T23:00:00Z", end="2026-11-01T01:00:00Z"),
+            '{"id": "broken", ',
+            with_fields(id="bad", meter="gpu"),
+            with_fields(quantity="3"),  # e1 again, other content: a conflict in the run
+            with_fields(id="kept", quantity="5"),  # a conflict with the store
+            GOOD,  # a duplicate
+        ],
+    )
+    second = tmp_path / "b.csv"
+    second.write_text(
+        "id,org,resource,meter,start,end,quantity\n"
+        "c1,acme,app-2,cpu,2026-11-04T10:00:00Z,2026-11-04T11:00:00Z,1\n"
+        "e1,acme,app-1,cpu,2026-11-03T10:00:00Z,2026-11-03T11:00:00Z,7\n"
+        "c2,nobody,app-2,cpu,2026-11-04T10:00:00Z,2026-11-04T11:00:00Z,1\n"
+    )
+    summary = ingest(workspace, [first, second])
+    assert (summary.read, summary.accepted, summary.duplicates, summary.rejected) == (10, 3, 1, 6)
+    assert summary.late == 1
+    assert [tuple(counts) for counts in summary.by_file] == [(7, 2, 1, 1), (3, 1, 0, 0)]
+    rejects = read_rejects(summary.rejects_path)
+    assert [(Path(r["file"]).name, r["line"], r["field"]) for r in rejects] == [
+        ("a.jsonl", 3, "record"),
+        ("a.jsonl", 4, "meter"),
+        ("a.jsonl", 5, "id"),
+        ("a.jsonl", 6, "id"),
+        ("b.csv", 3, "id"),
+        ("b.csv", 4, "org"),
+    ]
+    assert rejects[0]["raw_text"] == '{"id": "broken", '
+    assert rejects[3]["record"]["quantity"] == "5"  # the conflicting record, as sent
+    assert [row[0] for row in stored(workspace)] == ["c1", "e1", "kept", "late"]
+    assert kept == (["checked", "raw"] * 2 if frees_memory else [])  # both runs freed, or none
