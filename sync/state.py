@@ -93,6 +93,11 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+# What says an SQLite file itself is damaged (not locked, not a full disk): only then is
+# restoring it the fix.
+DAMAGED_FILE = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
 class SyncStateError(BeanbillError):
     """The sync state cannot be read or is newer than this beanbill."""
 
@@ -221,8 +226,18 @@ class SqliteSyncState:
         # A server calls this often (each webhook group commit, each writer round): its
         # connections are kept, one per thread.
         self.kept = KeptSqlite(self.path)
-        with sqlite_state(self.path) as connection:
-            self._migrate(connection)
+        try:
+            with sqlite_state(self.path) as connection:
+                self._migrate(connection)
+        except sqlite3.DatabaseError as error:
+            if error.sqlite_errorname not in DAMAGED_FILE:
+                raise
+            raise SyncStateError(
+                f"{self.path} cannot be read ({error}): restore it from a backup. Moved "
+                "aside instead, the next push sends every document again: Stripe and "
+                "Tryton find what they already hold, but e-mails would go out twice (set "
+                "[sync.email] issued_since to the day of the loss first)"
+            ) from error
 
     def _connection(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         return self.kept.connection()

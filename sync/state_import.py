@@ -35,14 +35,11 @@ from beanbill.rating.errors import BeanbillError
 from beanbill.rating.storage import exclusive_lock
 from beanbill.rating.workspace import LOCK_FILE, SETTINGS_FILE
 from beanbill.sync import state_postgres
-from beanbill.sync.state import MIGRATIONS, STATE_FILE, SqliteSyncState
+from beanbill.sync.state import DAMAGED_FILE, MIGRATIONS, STATE_FILE, SqliteSyncState
 
 # Every table of the sync state, in an order that never inserts a row before one it needs.
 TABLES = ("push", "inbox", "remote_map", "payment_status", "delivery", "crm_company")
 MAX_ROWS = 10_000_000  # per table: a bound on what one transaction copies
-# What says an SQLite file itself is damaged (not locked, not a full disk): only then is
-# restoring or setting it aside the fix.
-DAMAGED_FILE = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
 
 class StateImportError(BeanbillError):

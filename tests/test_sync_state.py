@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -30,6 +31,7 @@ from beanbill.sync.state import (
 )
 from beanbill.sync.state_postgres import PostgresSyncState
 from tests.peers.postgres import BACKENDS, PASSWORD, backend_settings
+from tests.support import BEANBILL
 
 
 @dataclass
@@ -253,3 +255,23 @@ def test_a_kept_connection_used_within_itself_keeps_the_outer_transaction(
         outer.execute("COMMIT")
     with kept.connection() as connection:
         assert connection.execute("SELECT x FROM t").fetchall() == [(1,)]
+
+
+def test_a_damaged_sqlite_state_is_refused_with_its_fix_in_one_line(
+    make_workspace: Any, tmp_path: Path
+) -> None:
+    """Not "an unexpected error, a bug": what to do, and what moving it aside would cost."""
+    workspace = make_workspace()
+    damaged = workspace.state_dir / "sync.sqlite"
+    damaged.parent.mkdir(parents=True, exist_ok=True)
+    damaged.write_bytes(b"this is not a database" * 200)
+    with pytest.raises(SyncStateError, match=r"sync\.sqlite cannot be read .*restore it"):
+        SqliteSyncState(workspace.state_dir)
+    result = subprocess.run(
+        [BEANBILL, "sync", "status", "-w", str(workspace.root)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+    assert "restore it from a backup" in result.stderr
+    assert "issued_since" in result.stderr
