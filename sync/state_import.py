@@ -35,7 +35,13 @@ from beanbill.rating.errors import BeanbillError
 from beanbill.rating.storage import exclusive_lock
 from beanbill.rating.workspace import LOCK_FILE, SETTINGS_FILE
 from beanbill.sync import state_postgres
-from beanbill.sync.state import DAMAGED_FILE, MIGRATIONS, STATE_FILE, SqliteSyncState
+from beanbill.sync.state import (
+    DAMAGED_FILE,
+    MIGRATIONS,
+    STATE_FILE,
+    SqliteSyncState,
+    SyncStateError,
+)
 
 # Every table of the sync state, in an order that never inserts a row before one it needs.
 TABLES = ("push", "inbox", "remote_map", "payment_status", "delivery", "crm_company")
@@ -126,11 +132,15 @@ def _sqlite_tables(state_dir: Path) -> list[tuple[str, list[str], list[tuple[Any
             tables = [(table, *_sqlite_rows(connection, source, table)) for table in TABLES]
             connection.execute("COMMIT")
         return tables
-    except sqlite3.DatabaseError as error:
-        if error.sqlite_errorname not in DAMAGED_FILE:
+    except (sqlite3.DatabaseError, SyncStateError) as error:
+        # Damaged: said by SQLite here, or by the store when it opens the file.
+        damage = error if isinstance(error, sqlite3.DatabaseError) else error.__cause__
+        if not isinstance(damage, sqlite3.DatabaseError):
+            raise
+        if damage.sqlite_errorname not in DAMAGED_FILE:
             raise
         raise StateImportError(
-            f"{source} cannot be read ({error}): restore it from a backup, then import "
+            f"{source} cannot be read ({damage}): restore it from a backup, then import "
             "(nothing was copied)"
         ) from error
 
