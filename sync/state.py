@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, Protocol
 
 from beanbill.rating.config import StateSettings
 from beanbill.rating.errors import BeanbillError
-from beanbill.rating.storage import KeptSqlite, sqlite_state
+from beanbill.rating.storage import KeptSqlite, sqlite_state, write_bytes_atomically
 from beanbill.rating.workspace import Workspace
 
 STATE_FILE = "sync.sqlite"
@@ -550,6 +550,40 @@ def state_at(state_dir: Path, settings: StateSettings) -> SyncState:
     return PostgresSyncState(settings.url, settings.password_env)
 
 
+# Beside the ledger, in the folder backed up with the books: says that this workspace has
+# had a sync state, so that a lost one is not taken for a new workspace's first.
+SYNC_MARK_FILE = "books/sync-state.json"
+
+
+def sync_mark(workspace: Workspace) -> Path:
+    return workspace.ledger_path.parent / SYNC_MARK_FILE
+
+
 def open_sync_state(workspace: Workspace) -> SyncState:
-    """The workspace's sync state, as its ``[state]`` settings say."""
-    return state_at(workspace.state_dir, workspace.settings.state)
+    """The workspace's sync state, as its ``[state]`` settings say.
+
+    The SQLite file records what every target already has, which the ledger does not:
+    started afresh, a push would send every document again (e-mails to customers among
+    them). So a workspace whose books say it had one, and whose file is gone, is refused
+    with the fix rather than given an empty state."""
+    settings = workspace.settings.state
+    if settings.url is not None:
+        return state_at(workspace.state_dir, settings)
+    path = workspace.state_dir / STATE_FILE
+    mark = sync_mark(workspace)
+    if not path.exists() and mark.exists():
+        raise SyncStateError(
+            f"{path} is lost ({mark} says this workspace had one): restore it from a "
+            "backup. To start afresh instead, knowing every document is pushed again "
+            "(Stripe and Tryton find what they hold; e-mails go out twice unless "
+            f"[sync.email] issued_since is set first), delete {mark}"
+        )
+    state = SqliteSyncState(workspace.state_dir)
+    if not mark.exists():
+        try:
+            named = str(path.relative_to(workspace.root))
+        except ValueError:  # a state folder outside the workspace
+            named = str(path)
+        record = {"sync_state": named, "why": "a lost sync state is refused, not restarted"}
+        write_bytes_atomically(mark, (json.dumps(record) + "\n").encode())
+    return state

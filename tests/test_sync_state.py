@@ -27,7 +27,9 @@ from beanbill.sync.state import (
     PushStatus,
     SqliteSyncState,
     SyncStateError,
+    open_sync_state,
     payload_text,
+    sync_mark,
 )
 from beanbill.sync.state_postgres import PostgresSyncState
 from tests.peers.postgres import BACKENDS, PASSWORD, backend_settings
@@ -275,3 +277,31 @@ def test_a_damaged_sqlite_state_is_refused_with_its_fix_in_one_line(
     assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
     assert "restore it from a backup" in result.stderr
     assert "issued_since" in result.stderr
+
+
+def test_a_lost_sqlite_state_is_refused_not_started_afresh(
+    make_workspace: Any, tmp_path: Path
+) -> None:
+    """The file says what each target already has, which the ledger does not: an empty
+    one would send every document again (e-mails to customers among them)."""
+    workspace = make_workspace()
+    state = open_sync_state(workspace)
+    state.record_attempt("INV-2026-000001", "email", None)
+    state.mark_synced("INV-2026-000001", "email", {"message": "<m@x>"})
+    mark = sync_mark(workspace)
+    assert mark.is_file()  # beside the ledger: kept with the books
+    (workspace.state_dir / "sync.sqlite").unlink()
+    for suffix in ("-wal", "-shm"):
+        (workspace.state_dir / f"sync.sqlite{suffix}").unlink(missing_ok=True)
+    with pytest.raises(SyncStateError, match=r"sync\.sqlite is lost .*restore it from a backup"):
+        open_sync_state(workspace)
+    result = subprocess.run(
+        [BEANBILL, "sync", "status", "-w", str(workspace.root)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "is lost" in result.stderr and str(mark) in result.stderr
+    assert not (workspace.state_dir / "sync.sqlite").exists()  # nothing made meanwhile
+    mark.unlink()  # the fix given for starting afresh, knowingly
+    assert open_sync_state(workspace).records() == []
+    assert mark.is_file()

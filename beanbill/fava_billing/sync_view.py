@@ -18,7 +18,7 @@ from beanbill.exits import load_workspace
 from beanbill.rating.errors import BeanbillError
 from beanbill.rating.workspace import SETTINGS_FILE, Workspace
 from beanbill.sync.attention import TargetAttention, attention, by_document
-from beanbill.sync.state import STATE_FILE, PushRecord, open_sync_state
+from beanbill.sync.state import STATE_FILE, PushRecord, open_sync_state, sync_mark
 from beanbill.targets import enabled_target_names
 
 
@@ -69,7 +69,7 @@ def read_sync(found: FoundWorkspace, issued: Sequence[str]) -> SyncView:
     enabled = enabled_target_names(workspace)
     path = workspace.state_dir / STATE_FILE
     shared = workspace.settings.state.url is not None  # PostgreSQL: no file to look for
-    if not shared and not path.is_file():
+    if not shared and not path.is_file() and not sync_mark(workspace).exists():
         targets = ", ".join(enabled) or "no target is enabled"
         return SyncView(note=f"No sync state yet ({path}): nothing was pushed ({targets}).")
     try:
