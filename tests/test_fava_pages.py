@@ -50,7 +50,13 @@ from beanbill.sync.attention import (
     pending_documents,
     problem_events,
 )
-from beanbill.sync.state import STATE_FILE, PushStatus, SqliteSyncState
+from beanbill.sync.state import (
+    STATE_FILE,
+    PushStatus,
+    SqliteSyncState,
+    open_sync_state,
+    sync_mark,
+)
 from tests.test_fava_billing import (
     DEAD_REASON,
     EXPIRED_GRANT,
@@ -331,13 +337,23 @@ def test_without_a_workspace_or_a_state_the_sync_page_says_so_and_creates_nothin
     assert view.note is not None and "not in a beanbill workspace" in view.note
     state_file = books.workspace.state_dir / STATE_FILE
     moved = state_file.with_suffix(".moved")
+    open_sync_state(books.workspace)  # as every command opens it: the books get the mark
+    mark = sync_mark(books.workspace)
+    mark_moved = mark.with_suffix(".moved")
     state_file.rename(moved)
     try:
+        # The books say the workspace had a state: it is lost, not "not yet" there.
+        view = read_sync(find_workspace(books.workspace.ledger_path), ["INV-1"])
+        assert view.note is not None and "is lost" in view.note and "restore it" in view.note
+        assert not state_file.exists()
+        mark.rename(mark_moved)
         view = read_sync(find_workspace(books.workspace.ledger_path), ["INV-1"])
         assert view.note is not None and "No sync state yet" in view.note
-        assert not state_file.exists()
+        assert not state_file.exists() and not mark.exists()
     finally:
         moved.rename(state_file)
+        if mark_moved.exists():
+            mark_moved.rename(mark)
 
 
 # --- the pages, served by Fava -------------------------------------------------------------
