@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 	  command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 	  (apt-get update -qq && apt-get install -y -qq libharfbuzz-subset0) >/dev/null 2>&1; } || \
 	  echo "note: libharfbuzz-subset0 not installed; invoice PDFs render slower"
+	@# The rendered invoices' text is read back with poppler's pdftotext; best effort.
+	@command -v pdftotext >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && apt-get install -y -qq poppler-utils) >/dev/null 2>&1; } || \
+	  echo "note: poppler-utils not installed; the tests reading invoice PDFs as text are skipped"
 	@# The Fava billing pages are tested in Debian's chromium (skipped without it); best effort.
 	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 	  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
