@@ -91,11 +91,18 @@ def exact(value: int | Decimal) -> ir.DecimalScalar:
     return ibis.literal(Decimal(value), type=EXACT)
 
 
+NON_NULL_INT64 = dt.Int64(nullable=False)
+
+
 def as_int64(value: ir.IntegerValue) -> ir.IntegerValue:
     """Really int64 in the backend: DuckDB sums int64 into int128, and Ibis, which types the
-    sum as int64 already, would drop a plain cast. Going through DECIMAL(38, 0) keeps both
-    casts (overflow still raises)."""
-    return value.cast(EXACT).cast("int64")
+    sum as int64 already, would drop a plain cast. A cast to the non-nullable int64 is one
+    Ibis keeps (its type differs), and compiles to one ``CAST(... AS BIGINT)``: overflow
+    still raises. (Through DECIMAL(38, 0), as before, cost two casts a value: 0.6 s of
+    10M events' rating.) The second cast only gives the column back its nullable type,
+    and compiles to a cast the backend drops as a no-op. Only for values never NULL
+    here: sums and running sums over groups of non-NULL usage."""
+    return value.cast(NON_NULL_INT64).cast(dt.int64)
 
 
 def bound_micro(meter: Meter, value: Decimal) -> int:
