@@ -269,11 +269,14 @@ def rate_month(
         lines_temporary.unlink()
         raise
     local.write(totals(lines), totals_temporary)
+    # The summary from the totals (a row per organization, period and family), which hold
+    # every line's count and amount: reading the lines once more cost 0.3-0.4 s at 10M.
+    written = local.connection.read_parquet(str(totals_temporary))
     [summary] = local.fetch(
-        lines.aggregate(
-            line_count=lines.count(),
-            organization_count=lines.org.nunique(),
-            amount_atto=lines.amount_atto.sum(),
+        written.aggregate(
+            line_count=written.line_count.sum(),
+            organization_count=written.org.nunique(),
+            amount_atto=written.amount_atto.sum(),
         )
     ).to_pylist()
     publish(lines_temporary, lines_path)
@@ -283,7 +286,7 @@ def rate_month(
         month=month.key,
         lines_path=lines_path,
         totals_path=totals_path,
-        line_count=int(summary["line_count"]),
+        line_count=int(summary["line_count"] or 0),
         organization_count=int(summary["organization_count"]),
         amount=from_scaled_integer(int(amount), AMOUNT_SCALE) if amount is not None else Decimal(0),
     )
