@@ -10,6 +10,7 @@ also makes a port in use one clear error (exit 2) before anything starts.
 
 from __future__ import annotations
 
+import gc
 import socket
 from typing import Any
 
@@ -48,8 +49,23 @@ def listen(host: str, port: int) -> socket.socket:
     return bound
 
 
+def settle_heap() -> None:
+    """Take every object alive now (the modules, the app, its models and documents: about
+    260,000 objects) out of the garbage collector's reach for good (``gc.freeze``).
+
+    A request that builds thousands of objects (the usage drill-down's days) now and then
+    sets off a full collection, which walked all of them: the drill-down's p99 was 170-185
+    ms for a p50 of 34 ms, and 52-66 ms once they were frozen (bench/bench_api.py). What a
+    request builds afterwards is collected as before; only what was built at startup,
+    which lives as long as the server, is left out.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def serve_one(app: Any, bound: socket.socket) -> None:
     """Serve ``app`` in this process on ``bound`` until stopped by a signal."""
+    settle_heap()
     host, port = bound.getsockname()[:2]
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)

@@ -363,8 +363,12 @@ def serve_app(workspace: Path, rate_open_minutes: int) -> Any:
 
 def serve_worker_app() -> Any:
     """One worker's app under `serve --workers N` (uvicorn's factory, in each process)."""
+    from beanbill.serving import settle_heap
+
     options = json.loads(os.environ[SERVE_WORKER_ENVIRONMENT])
-    return serve_app(Path(options["workspace"]), int(options["rate_open_minutes"]))
+    app = serve_app(Path(options["workspace"]), int(options["rate_open_minutes"]))
+    settle_heap()  # as ``serve_one`` does: the app is built
+    return app
 
 
 @click.command(name="serve")
