@@ -78,7 +78,13 @@ UNBOUNDED_MICRO = 2**63 - 1
 # 2^63), whose square still fits DECIMAL(38, 0): see ``_exact_quotient``.
 QUOTIENT_MODULUS = 2**63 + 29
 MAX_BANDS_PER_VERSION = 32
-LINE_ORDER = ("org", "day", "meter", "resource", "band")  # unique: a day has one period
+# A usage line is one (organization, day, meter, resource, band): a day has one period.
+# An add-on's lines are (organization, period start, add-on, add-on, 0), once for each
+# subscription of it that touches the period: two subscriptions of one add-on in one
+# period are told apart by the seconds each covers (``line_seconds``), and two that cover
+# as many seconds make identical rows. So the order leaves no two rows that differ to
+# chance, and rating twice writes the same bytes.
+LINE_ORDER = ("org", "day", "meter", "resource", "band", "line_seconds")
 TOTAL_ORDER = ("org", "period", "family")
 
 

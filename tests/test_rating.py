@@ -96,6 +96,33 @@ def test_rating_twice_writes_identical_bytes(
     assert sorted(first) == ["lines.parquet", "totals.parquet"]
 
 
+def test_an_add_on_subscribed_several_times_in_a_period_rates_to_the_same_bytes(
+    make_workspace: Callable[..., Workspace],
+) -> None:
+    """Three subscriptions of one add-on touch October: three lines, which used to share
+    their sort key (organization, day, add-on, add-on, band 0) and so came out in any
+    order (2 outputs in 15 ratings, measured). They are ordered by the seconds each covers."""
+    subscriptions = [
+        {"addon": "backup", "start": date(2026, 10, 1), "end": date(2026, 10, 10)},
+        {"addon": "backup", "start": date(2026, 10, 20)},
+        {"addon": "backup", "start": date(2026, 10, 5), "end": date(2026, 10, 6)},
+    ]
+    workspace = make_workspace(
+        customers=[customer(f"org-{index:02d}", addons=subscriptions) for index in range(40)]
+    )
+    outputs = set()
+    for _ in range(4):
+        rate_months(workspace, [Month(2026, 10)])
+        outputs.add((workspace.rated_dir / "month=2026-10" / "lines.parquet").read_bytes())
+    assert len(outputs) == 1
+    lines = lines_of(workspace, "2026-10")
+    assert len(lines) == 40 * 3
+    day_seconds = 86_400
+    for index in range(40):
+        seconds = [line["line_seconds"] for line in lines if line["org"] == f"org-{index:02d}"]
+        assert seconds == [2 * day_seconds, 10 * day_seconds, 12 * day_seconds]
+
+
 def test_usage_of_a_removed_customer_is_an_error_not_a_silent_drop(
     make_workspace: Callable[..., Workspace], tmp_path: Path
 ) -> None:
