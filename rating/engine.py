@@ -81,9 +81,10 @@ MAX_BANDS_PER_VERSION = 32
 # A usage line is one (organization, day, meter, resource, band): a day has one period.
 # An add-on's lines are (organization, period start, add-on, add-on, 0), once for each
 # subscription of it that touches the period: two subscriptions of one add-on in one
-# period are told apart by the seconds each covers (``line_seconds``), and two that cover
-# as many seconds make identical rows. So the order leaves no two rows that differ to
-# chance, and rating twice writes the same bytes.
+# period are told apart by the seconds each covers (``line_seconds``); two that cover as
+# many seconds make identical rows, as do two of an add-on billed by whole periods
+# (``line_seconds`` 0). So the order leaves no two rows that differ to chance, and
+# rating twice writes the same bytes.
 LINE_ORDER = ("org", "day", "meter", "resource", "band", "line_seconds")
 TOTAL_ORDER = ("org", "period", "family")
 
